@@ -1,0 +1,3 @@
+from muxlang.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The ``muxlang`` command line.
+
+Each subcommand lives in ``muxlang.commands.<name>`` with ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen subcommand's module is imported, so ``muxlang check`` never
+pays for optuna, sqlalchemy, aiohttp or math-verify.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from muxlang import __version__
+from muxlang.errors import MuxError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: (module, one-line help)
+    "check": ("check", "check spec files; errors as FILE:LINE:COL"),
+    "graph": ("graph", "print the declaration or execution-plan graph (dot, mermaid, json)"),
+    "run": ("run", "run a mux over a JSONL file of records against model servers"),
+    "collect": ("collect", "store K samples per pool model for every item of a dataset"),
+    "import": ("import_samples", "import recorded model outputs (ZeroEval format) into the store"),
+    "eval": ("evaluate", "evaluate a spec and the paper's baselines from stored samples"),
+    "tune": ("tune", "search model subsets and sample budgets on stored samples (Optuna)"),
+    "report": ("report", "plot the Pareto front and accuracy vs samples of a tuning study"),
+}
+
+
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(
+        prog="muxlang",
+        description="Orchestrate small language models with SLM-MUX, from .mux specs.",
+    )
+    parser.add_argument("--version", action="version", version=f"muxlang {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser, sub
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser, sub = _top_parser()
+    chosen = _chosen(argv)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(f"muxlang.commands.{module_name}")
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except MuxError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

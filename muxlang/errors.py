@@ -1,0 +1,76 @@
+"""User-facing errors: one type the CLI knows how to print, so no traceback reaches a user.
+
+Anything a user can get wrong (a spec, a dataset line, a server, a store URL) raises
+``MuxError`` or a subclass. The CLI prints it and exits with its ``exit_code``; any other
+exception is our bug and is reported as such.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass
+class Diagnostic:
+    """One message about a place in a source file: ``FILE:LINE:COL: error: message``."""
+
+    file: str
+    line: int
+    column: int
+    message: str
+    hint: str | None = None
+    source_line: str | None = None
+    severity: str = "error"
+
+    def render(self) -> str:
+        head = f"{self.file}:{self.line}:{self.column}: {self.severity}: {self.message}"
+        parts = [head]
+        if self.source_line is not None and self.line > 0:
+            text = self.source_line.rstrip("\n").expandtabs(1)
+            parts.append(f"  {text}")
+            parts.append("  " + " " * max(self.column - 1, 0) + "^")
+        if self.hint:
+            parts.append(f"  hint: {self.hint}")
+        return "\n".join(parts)
+
+
+class MuxError(Exception):
+    """A mistake of the user's, with a message fit to print. Exit status 1 unless told."""
+
+    exit_code = 1
+
+    def render(self) -> str:
+        return f"error: {self}"
+
+
+class SpecError(MuxError):
+    """One or more diagnostics about spec files. Exit status 2, as compilers do."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+    def render(self) -> str:
+        count = len(self.diagnostics)
+        tail = f"{count} error{'s' if count != 1 else ''} found"
+        return "\n".join([*(d.render() for d in self.diagnostics), tail])
+
+
+class DataError(MuxError):
+    """A bad input record or dataset file, located by file and line."""
+
+    def __init__(self, file: str, line: int, message: str):
+        self.file, self.line, self.message = file, line, message
+        super().__init__(f"{file}:{line}: {message}")
+
+    def render(self) -> str:
+        return f"{self}"
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
+    """A hint naming the closest known spelling, or None when nothing is close."""
+    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None
