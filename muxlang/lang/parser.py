@@ -1,0 +1,256 @@
+"""Text → AST. The Lark parser is built once per process and cached; Lark's exceptions become
+``SpecError`` diagnostics with the file, line, column and a hint, never a traceback.
+"""
+from __future__ import annotations
+
+import ast as pyast
+import functools
+import textwrap
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from muxlang.errors import Diagnostic, SpecError
+from muxlang.ir import Pos
+from muxlang.lang import ast
+
+_GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+# How a terminal reads in a message.
+_TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LONG_STRING": "a string",
+    "DURATION": "a duration", "RATE": "a rate", "LBRACE": "'{'", "RBRACE": "'}'",
+    "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='",
+    "COMMA": "','", "STAR": "'*'", "DOT": "'.'", "IMPORT": "'import'", "TRUE": "'true'",
+    "FALSE": "'false'", "$END": "end of file", "__ANON_0": "'..'",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(
+        _GRAMMAR.read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
+
+
+def parse(text: str, path: str = "<string>") -> ast.Module:
+    """Parse one file's text. Raises SpecError with one diagnostic for a syntax error."""
+    try:
+        tree = _lark().parse(text)
+    except UnexpectedInput as error:
+        raise SpecError([_diagnostic(error, text, path)]) from None
+    return _ToAst(path, text).transform(tree)
+
+
+def _token_name(name: str) -> str:
+    if name in _TOKEN_NAMES:
+        return _TOKEN_NAMES[name]
+    if name.startswith("__ANON"):
+        return "'..'"
+    return name.lower()
+
+
+_VALUE_START = {"STRING", "LONG_STRING", "NUMBER", "DURATION", "RATE", "NAME", "LSQB"}
+
+
+def _expected(names: set[str]) -> str:
+    if _VALUE_START <= names:
+        return "a value (a string, number, name, call, or [list])"
+    readable = sorted({_token_name(n) for n in names})
+    if len(readable) > 6:
+        readable = readable[:6] + ["..."]
+    return ", ".join(readable)
+
+
+def _line(text: str, line: int) -> str | None:
+    lines = text.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+def _end_position(text: str) -> tuple[int, int]:
+    lines = text.splitlines() or [""]
+    if text.endswith(("\n", "\r")):
+        return len(lines) + 1, 1
+    return len(lines), len(lines[-1]) + 1
+
+
+def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    line, column = getattr(error, "line", -1), getattr(error, "column", -1)
+    hint = None
+    if isinstance(error, UnexpectedEOF) or (
+        isinstance(error, UnexpectedToken) and error.token.type == "$END"
+    ):
+        line, column = _end_position(text)
+        message = "unexpected end of file"
+        expected = set(getattr(error, "expected", ()) or ())
+        if "RBRACE" in expected:
+            hint = "a block is not closed: add '}'"
+        elif "RSQB" in expected:
+            hint = "a list is not closed: add ']'"
+        elif expected:
+            hint = f"expected {_expected(expected)}"
+    elif isinstance(error, UnexpectedCharacters):
+        char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
+        if char == '"':
+            message = "unterminated string"
+            hint = 'close the string with " on the same line, or use """ for text over several lines'
+        else:
+            message = f"unexpected character {char!r}"
+            allowed = set(error.allowed or ())
+            if allowed:
+                hint = f"expected {_expected(allowed)}"
+    else:
+        assert isinstance(error, UnexpectedToken)
+        token: Token = error.token
+        shown = token.value if len(token.value) <= 20 else token.value[:20] + "..."
+        kind = _token_name(token.type)
+        if kind.startswith("'"):
+            message = f"unexpected {kind}"
+        else:
+            message = f"unexpected {kind.removeprefix('a ')} '{shown}'"
+        expected = set(error.accepts or error.expected or ())
+        hint = _hint_for(token, expected)
+    if line < 1:
+        line, column = _end_position(text)
+    return Diagnostic(path, line, column, message, hint, _line(text, line))
+
+
+def _hint_for(token: Token, expected: set[str]) -> str:
+    if expected == {"EQUAL"}:
+        return "write 'key = value'"
+    if "RBRACE" in expected and "NAME" in expected and token.type != "NAME":
+        return "inside a block, write one 'key = value' per line, and close it with '}'"
+    if "LBRACE" in expected:
+        return "a declaration reads 'KIND NAME { ... }'"
+    if "COMMA" in expected and ("RSQB" in expected or "RPAR" in expected):
+        return "separate items with ','"
+    return f"expected {_expected(expected)}"
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _unescape(raw: str) -> str:
+    """A double-quoted literal's value; backslash escapes as in Python, unknown ones kept."""
+    try:
+        return pyast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw[1:-1]
+
+
+def _long_string(raw: str) -> str:
+    body = raw[3:-3]
+    lines = body.split("\n")
+    if lines and not lines[0].strip():
+        lines = lines[1:]
+    if lines and not lines[-1].strip():
+        lines = lines[:-1]
+    return textwrap.dedent("\n".join(lines))
+
+
+@v_args(meta=True)
+class _ToAst(Transformer):
+    """Lark tree → typed AST nodes, each with its position and span."""
+
+    def __init__(self, path: str, text: str):
+        super().__init__(visit_tokens=False)
+        self.path = path
+        self.text = text
+
+    def _at(self, meta) -> dict:
+        return {"pos": Pos(self.path, meta.line, meta.column), "start": meta.start_pos,
+                "end": meta.end_pos}
+
+    def _tok(self, token: Token) -> dict:
+        return {"pos": Pos(self.path, token.line, token.column), "start": token.start_pos,
+                "end": token.end_pos}
+
+    def start(self, meta, items):
+        module = ast.Module(self.path, self.text)
+        for item in items:
+            (module.imports if isinstance(item, ast.Import) else module.decls).append(item)
+        return module
+
+    def import_stmt(self, meta, children):
+        (target,) = children
+        if isinstance(target, ast.Str):
+            return ast.Import(**self._at(meta), target=target.value, is_file=True)
+        return ast.Import(**self._at(meta), target=target, is_file=False)
+
+    def module_name(self, meta, names):
+        return ".".join(str(n) for n in names)
+
+    def decl(self, meta, children):
+        kind, name, *attrs = children
+        return ast.Decl(**self._at(meta), kind=str(kind), kind_pos=self._tok(kind)["pos"],
+                        name=str(name), name_pos=self._tok(name)["pos"], attrs=attrs)
+
+    def attr(self, meta, children):
+        key, value = children
+        return ast.Attr(**self._at(meta), key=str(key), key_pos=self._tok(key)["pos"], value=value)
+
+    def string(self, meta, children):
+        (token,) = children
+        raw = str(token)
+        value = _long_string(raw) if token.type == "LONG_STRING" else _unescape(raw)
+        return ast.Str(**self._at(meta), value=value)
+
+    def number(self, meta, children):
+        (token,) = children
+        return ast.Num(**self._at(meta), value=_number(str(token)), text=str(token))
+
+    def duration(self, meta, children):
+        text = str(children[0])
+        unit = "ms" if text.endswith("ms") else text[-1]
+        seconds = float(text[: -len(unit)]) * _UNITS[unit]
+        return ast.Duration(**self._at(meta), seconds=seconds, text=text)
+
+    def rate(self, meta, children):
+        text = str(children[0])
+        count, unit = text.split("/")
+        return ast.Rate(**self._at(meta), per_second=float(count) / _UNITS[unit], text=text)
+
+    def range(self, meta, children):
+        low, high = (ast.Num(**self._tok(t), value=_number(str(t)), text=str(t)) for t in children)
+        return ast.Range(**self._at(meta), low=low, high=high)
+
+    def true(self, meta, children):
+        return ast.Bool(**self._at(meta), value=True)
+
+    def false(self, meta, children):
+        return ast.Bool(**self._at(meta), value=False)
+
+    def ref(self, meta, children):
+        return ast.Ref(**self._at(meta), name=str(children[0]))
+
+    def call(self, meta, children):
+        name, *args = children
+        return ast.Call(**self._at(meta), name=str(name), args=[a for a in args if a is not None])
+
+    def positional(self, meta, children):
+        return ast.Arg(**self._at(meta), name=None, value=children[0])
+
+    def keyword(self, meta, children):
+        name, value = children
+        return ast.Arg(**self._at(meta), name=str(name), value=value)
+
+    def list(self, meta, children):
+        return ast.List(**self._at(meta), items=[c for c in children if c is not None])
+
+    def member(self, meta, children):
+        name, count = children
+        ref = ast.Ref(**self._tok(name), name=str(name))
+        number = ast.Num(**self._tok(count), value=_number(str(count)), text=str(count))
+        return ast.Member(**self._at(meta), ref=ref, count=number)
