@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Sequence
 
@@ -68,6 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except Exception as error:  # a bug of ours: say so plainly, keep the traceback on request
+        if os.environ.get("MUXLANG_DEBUG"):
+            raise
+        print(f"internal error: {type(error).__name__}: {error}\n"
+              "this is a bug in muxlang; set MUXLANG_DEBUG=1 to see the traceback and report it",
+              file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -384,7 +384,7 @@ class Checker:
             if found is not None and found.name in self.spec.models:
                 candidates.append(self.spec.models[found.name])
         rules = [self._stdlib_call(node, "rule") for node in self._get(decl, "rules") or []]
-        if mux is None or any(r is None for r in rules):
+        if mux is None or any(r is None for r in rules) or self._bad(decl, *self.values[decl.name]):
             return
         if not self.values[decl.name].get("candidates"):
             candidates = [m.member for m in mux.pool if isinstance(m.member, ir.Model)]

@@ -96,7 +96,10 @@ def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
             hint = f"expected {_expected(expected)}"
     elif isinstance(error, UnexpectedCharacters):
         char = text[error.pos_in_stream] if error.pos_in_stream < len(text) else ""
-        if char == '"':
+        if char == ";":
+            message = "unexpected ';'"
+            hint = "no ';' is needed: write one 'key = value' per line"
+        elif char == '"':
             message = "unterminated string"
             hint = 'close the string with " on the same line, or use """ for text over several lines'
         else:

@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import pytest
+
+from muxlang import ir
+from muxlang.errors import SpecError
+from muxlang.lang import check_text, load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = '''
+backend b {
+  kind = openai
+  url = "http://127.0.0.1:9/v1"
+  api_key = env("KEY")
+  rate = 600/m
+  timeout = 500ms
+  n = false
+}
+model m1 { backend = b  temperature = 0.5  input_price = 2  output_price = 4  accuracy = 0.7 }
+model m2 { backend = b  id = "org/model-2" }
+task t {
+  system = "Be brief."
+  user = "{question} ({topic})"
+  extract = json_field(field = "answer", then = final_number)
+  equivalence = numeric
+  gold = "answer"
+}
+mux inner { task = t  pool = [m1 * 2] }
+mux outer { task = t  pool = [inner, m2 * 3]  rule = majority  tie_break = order }
+cascade c { steps = [inner, outer]  threshold = 0.6 }
+tune s { mux = outer  samples = 0..5  pool_size = 1..2  objectives = [accuracy, cost] }
+'''
+
+
+def test_builds_the_ir():
+    spec = check_text(BASE, "base.mux")
+    backend = spec.backends["b"]
+    assert (backend.api_key_env, backend.rate, backend.timeout, backend.supports_n) == (
+        "KEY", 10.0, 0.5, False)
+    m1 = spec.models["m1"]
+    assert m1.backend is backend and m1.id == "m1" and m1.temperature == 0.5
+    assert m1.price_input == pytest.approx(2e-6) and m1.price_output == pytest.approx(4e-6)
+    assert spec.models["m2"].id == "org/model-2"
+    task = spec.tasks["t"]
+    assert task.fields == ("question", "topic")
+    assert task.extract == ir.Call("json_field", (("field", "answer"), ("then", "final_number")))
+    outer = spec.muxes["outer"]
+    assert [(p.name, p.samples, p.is_model) for p in outer.pool] == [
+        ("inner", 1, False), ("m2", 3, True)]
+    assert outer.pool[0].member is spec.muxes["inner"]
+    assert outer.rule.name == "majority" and outer.tie_break == "order"
+    assert spec.cascades["c"].steps == [spec.muxes["inner"], outer]
+    tune = spec.tunes["s"]
+    assert tune.candidates == [spec.models["m2"]]  # model members of the mux by default
+    assert (tune.samples, tune.pool_size, tune.objectives) == ((0, 5), (1, 2), ["accuracy", "cost"])
+    assert spec.runnable().name == "c" and spec.runnable("inner").name == "inner"
+
+
+def test_shipped_recipes_check():
+    for path in sorted((ROOT / "specs").glob("*.mux")):
+        spec = load_spec(path)
+        assert spec.muxes, path
+
+
+def test_imports_files_relative_and_reports_cycles(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "models.mux").write_text(
+        'backend b { kind = replay }\nmodel m { backend = b }\n')
+    (tmp_path / "main.mux").write_text(
+        'import "lib/models.mux"\nimport std.gsm8k\nmux x { task = gsm8k_cot  pool = [m * 2] }\n')
+    spec = load_spec(tmp_path / "main.mux")
+    assert spec.muxes["x"].pool[0].member is spec.models["m"]
+    assert len(spec.imports) == 2
+    (tmp_path / "a.mux").write_text('import "b.mux"\nbackend a { kind = replay }\n')
+    (tmp_path / "b.mux").write_text('import "a.mux"\nbackend bb { kind = replay }\n')
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path / "a.mux")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.message.startswith("import cycle: ")
+    assert diagnostic.message.count("a.mux") == 2 and (diagnostic.line, diagnostic.column) == (1, 1)
+
+
+def test_duplicate_across_files_names_both_places(tmp_path):
+    (tmp_path / "lib.mux").write_text('backend b { kind = replay }\n')
+    (tmp_path / "main.mux").write_text('import "lib.mux"\nbackend b { kind = replay }\n')
+    with pytest.raises(SpecError) as caught:
+        load_spec(tmp_path / "main.mux")
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.message == "'b' is declared twice"
+    assert "lib.mux:1:9" in diagnostic.hint
+
+
+def test_mux_members_must_share_the_task():
+    text = BASE + 'task t2 { user = "{question}" }\nmux other { task = t2  pool = [inner] }\n'
+    with pytest.raises(SpecError) as caught:
+        check_text(text, "x.mux")
+    assert "answers task 't'" in caught.value.diagnostics[0].message
