@@ -35,6 +35,7 @@ def _lark() -> Lark:
         lexer="contextual",
         propagate_positions=True,
         maybe_placeholders=False,
+        cache=True,  # the LALR tables, pickled in the temp dir: check starts in a few ms
     )
 
 
