@@ -1,0 +1,204 @@
+"""``muxlang run SPEC --input IN.jsonl --output OUT.jsonl``: run a mux or cascade over records.
+
+One output line per non-blank input line, in input order, with ``answer``, ``model``,
+``confidence``, ``votes``, ``missing``, ``error``, ``tokens`` and ``latency``. Exit status 0 when
+every record got an answer, 1 when any record failed (bad input included), 130 on Ctrl-C (the lines
+already written stay).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+import sys
+from typing import IO, Any
+
+from muxlang.errors import MuxError, did_you_mean
+
+
+def _rate(text: str) -> float:
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([smh]))?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a rate (e.g. 20, 20/s, 600/m)")
+    value = float(match.group(1))
+    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a rate must be > 0")
+    return value / per
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="the .mux spec file")
+    parser.add_argument("--mux", metavar="NAME",
+                        help="the mux or cascade to run (default: the last one the spec declares)")
+    parser.add_argument("-i", "--input", required=True, metavar="IN.jsonl",
+                        help="JSON lines of records ('-' for stdin)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.jsonl",
+                        help="where to write one JSON line per record ('-' for stdout)")
+    parser.add_argument("--backend", action="append", default=[], metavar="NAME=URL",
+                        help="override a backend's URL (repeatable); also "
+                             "MUXLANG_BACKEND_<NAME>_URL, and MUXLANG_BACKEND_<NAME>_KEY for its key")
+    parser.add_argument("--concurrency", type=_positive, metavar="N",
+                        help="requests in flight per backend (overrides the spec)")
+    parser.add_argument("--rate", type=_rate, metavar="R",
+                        help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
+    parser.add_argument("--in-flight", type=_positive, metavar="N",
+                        help="records in progress at once (default: from the concurrency)")
+    parser.add_argument("--no-progress", action="store_true", help="print no progress")
+
+
+def _backend_urls(items: list[str]) -> dict[str, str]:
+    urls = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise MuxError(f"--backend expects NAME=URL, got '{item}'")
+        urls[name.strip()] = url.strip()
+    return urls
+
+
+def _count_lines(path: str) -> int | None:
+    try:
+        count = 0
+        with open(path, "rb") as handle:
+            last = b"\n"
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                count += block.count(b"\n")
+                last = block[-1:]
+            if last != b"\n":
+                count += 1
+        return count
+    except OSError:
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from muxlang.lang import load_spec
+
+    spec = load_spec(args.spec)
+    try:
+        runnable = spec.runnable(args.mux)
+    except KeyError:
+        names = [*spec.muxes, *spec.cascades]
+        if args.mux is None:
+            raise MuxError(f"{args.spec}: declares no mux or cascade to run") from None
+        hint = did_you_mean(args.mux, names)
+        raise MuxError(f"{args.spec}: no mux or cascade named '{args.mux}'"
+                       + (f"; {hint}" if hint else
+                          f" (there are: {', '.join(names)})" if names else "")) from None
+
+    from muxlang.compiler import build_plan
+    from muxlang.runtime.executor import PlanExecutor, Runtime, backends_of
+
+    plan = build_plan(spec, runnable)
+    runtime = Runtime(backends_of(runnable), urls=_backend_urls(args.backend),
+                      concurrency=args.concurrency, rate=args.rate)
+
+    if args.input == "-":
+        source, in_stream, total = "<stdin>", sys.stdin, None
+    else:
+        source = args.input
+        try:
+            in_stream = open(args.input, encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise MuxError(f"cannot read {args.input}: {error.strerror}") from None
+        total = _count_lines(args.input)
+    try:
+        if args.output == "-":
+            out_stream: IO[str] = sys.stdout
+        else:
+            try:
+                out_stream = open(args.output, "w", encoding="utf-8")
+            except OSError as error:
+                raise MuxError(f"cannot write {args.output}: {error.strerror}") from None
+        try:
+            executor = PlanExecutor(plan, runtime)
+            return _run_loop(executor, runtime, in_stream, out_stream, source, total, args)
+        finally:
+            if out_stream is not sys.stdout:
+                out_stream.close()
+    finally:
+        if in_stream is not sys.stdin:
+            in_stream.close()
+
+
+def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[str], source: str,
+              total: int | None, args: argparse.Namespace) -> int:
+    from muxlang.runtime.progress import Progress
+    from muxlang.runtime.stream import RunSummary, read_lines, run_records
+
+    progress = Progress(total, enabled=not args.no_progress)
+    summary = RunSummary()
+    in_flight = args.in_flight or max(
+        16, 2 * -(-runtime.total_concurrency // max(1, executor.requests_per_record)) + 8)
+
+    def write(line: str) -> None:
+        out_stream.write(line)
+        out_stream.flush()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        interrupted = {"count": 0}
+
+        def on_sigint() -> None:
+            interrupted["count"] += 1
+            if interrupted["count"] == 1:
+                progress.message("interrupted: stopping; finished lines are kept")
+                if task is not None:
+                    task.cancel()
+            else:
+                os._exit(130)
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        try:
+            async with runtime:
+                await run_records(executor, read_lines(in_stream), write, source=source,
+                                  in_flight=in_flight, report=progress.message,
+                                  on_done=lambda _result, failed: progress.advance(failed),
+                                  summary=summary)
+        except asyncio.CancelledError:
+            summary.interrupted = True
+        finally:
+            try:
+                loop.remove_signal_handler(signal.SIGINT)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        progress.stop()
+    stats = [client.stats for client in runtime.clients.values()]
+    requests = sum(s.requests for s in stats)
+    retries = sum(s.retries for s in stats)
+    limited = sum(s.rate_limited for s in stats)
+    if not args.no_progress:
+        line = (f"{'interrupted' if summary.interrupted else 'done'}: {summary.records} records "
+                f"in {summary.elapsed:.1f}s, {summary.failed} failed")
+        if summary.partial:
+            line += f", {summary.partial} with missing members"
+        line += f"; {requests} requests, {retries} retries, {limited} rate-limited"
+        if runtime.cache_hits:
+            line += f", {runtime.cache_hits} samples from the cache"
+        print(line, file=sys.stderr, flush=True)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.failed == 0 else 1

@@ -1,0 +1,553 @@
+"""HTTP backends: OpenAI-compatible and Ollama native, with limits, retries and n > 1 batching.
+
+One ``BackendClient`` per spec backend owns one aiohttp session (connection reuse), a concurrency
+cap (semaphore), a request-rate cap (asyncio-throttle), and a shared 429 cool-down. Its one public
+coroutine, ``generate(model, messages, indices)``, draws the samples with the given indices and
+returns, per index, a ``Sample`` or a ``SampleFailure``; it never raises for a server's fault.
+
+Retries: timeouts, connection errors, 408, 409, 429, 5xx and malformed bodies are retried with
+exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date) and
+``retry-after-ms``, bounded by ``backend.retries`` extra attempts and ``backend.retry_time``
+seconds in total. A 429 makes the whole backend wait (cool-down) before its next request. Other
+4xx fail at once with the server's error text. Keys are read from the environment at request time
+and scrubbed from every message.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import aiohttp
+from asyncio_throttle import Throttler
+
+from muxlang import ir
+from muxlang.errors import MuxError
+from muxlang.runtime.samples import Messages, Sample, SampleFailure
+from muxlang.runtime.secrets import read_key, register_key_env, scrub
+
+RETRYABLE_STATUS = {408, 409, 429}
+MAX_ERROR_TEXT = 400
+
+
+class RequestError(Exception):
+    """One failed attempt (internal)."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class RequestFailed(Exception):
+    """A request that failed for good (after retries, or at once for a 4xx)."""
+
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.attempts = attempts
+
+
+def env_name(backend_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", backend_name).upper()
+
+
+@dataclass
+class BackendSettings:
+    """A backend as it will run: the spec's values with command-line / environment overrides."""
+
+    name: str
+    kind: str
+    url: str
+    key_envs: tuple[str, ...] = ()  # environment variables to read the key from, first set wins
+    concurrency: int = 8
+    rate: float | None = None
+    timeout: float = 60.0
+    retries: int = 3
+    retry_time: float = 120.0
+    supports_n: bool | None = None
+
+    @classmethod
+    def resolve(cls, backend: ir.Backend, *, url: str | None = None,
+                concurrency: int | None = None, rate: float | None = None,
+                environ: dict[str, str] | None = None) -> "BackendSettings":
+        """Overrides: ``url`` (``--backend NAME=URL``) > ``MUXLANG_BACKEND_<NAME>_URL`` > spec.
+
+        The key comes from ``MUXLANG_BACKEND_<NAME>_KEY`` when that is set, else from the variable
+        the spec names.
+        """
+        env = os.environ if environ is None else environ
+        prefix = f"MUXLANG_BACKEND_{env_name(backend.name)}_"
+        key_envs = [prefix + "KEY"]
+        if backend.api_key_env:
+            key_envs.append(backend.api_key_env)
+        for name in key_envs:
+            register_key_env(name)
+        return cls(
+            name=backend.name,
+            kind=backend.kind,
+            url=(url or env.get(prefix + "URL") or backend.url or "").rstrip("/"),
+            key_envs=tuple(key_envs),
+            concurrency=max(1, int(concurrency or backend.concurrency or 1)),
+            rate=rate if rate is not None else backend.rate,
+            timeout=float(backend.timeout),
+            retries=max(0, int(backend.retries)),
+            retry_time=float(backend.retry_time),
+            supports_n=backend.supports_n,
+        )
+
+    def key(self) -> str | None:
+        for name in self.key_envs:
+            value = read_key(name)
+            if value:
+                return value
+        return None
+
+    def check(self, spec_key_env: str | None) -> None:
+        """Errors a user can fix before any request is sent."""
+        if self.kind not in ("openai", "ollama"):
+            raise MuxError(f"backend '{self.name}' has kind '{self.kind}', which `muxlang run` "
+                           f"cannot call (openai or ollama)")
+        if not self.url:
+            raise MuxError(f"backend '{self.name}' has no url; set it in the spec, with "
+                           f"--backend {self.name}=URL, or in MUXLANG_BACKEND_"
+                           f"{env_name(self.name)}_URL")
+        if not re.match(r"^https?://", self.url):
+            raise MuxError(f"backend '{self.name}': url must start with http:// or https://")
+        if spec_key_env and self.key() is None:
+            raise MuxError(f"backend '{self.name}' reads its API key from environment variable "
+                           f"{spec_key_env}, which is not set")
+
+
+@dataclass
+class RetryPolicy:
+    base: float = 0.5  # first backoff, seconds
+    cap: float = 30.0  # longest single backoff
+    jitter: float = 0.5  # a delay is uniform in [d * (1 - jitter), d]
+
+    def backoff(self, attempt: int) -> float:
+        delay = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return delay * (1 - self.jitter * random.random())
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def _error_text(raw: bytes) -> str:
+    """The server's error message out of an error body (JSON or text), shortened."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(err, dict):
+            err = err.get("message") or json.dumps(err)
+        if err is not None:
+            text = str(err)
+    text = " ".join(text.split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT] + "..."
+    return text or "(empty body)"
+
+
+def _split(total: int | None, parts: int) -> list[int | None]:
+    if total is None or parts <= 0:
+        return [None] * max(parts, 0)
+    base, extra = divmod(int(total), parts)
+    return [base + (1 if j < extra else 0) for j in range(parts)]
+
+
+@dataclass
+class BackendStats:
+    requests: int = 0  # HTTP attempts sent
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    failures: int = 0  # requests that failed for good
+    samples: int = 0
+    batched: int = 0  # requests with n > 1
+    probes: dict[str, bool] = field(default_factory=dict)
+
+
+class BackendClient:
+    """Base: limits, retries, cool-down, n batching. Subclasses build and read the HTTP bodies."""
+
+    kind = "base"
+    path = ""
+
+    def __init__(self, settings: BackendSettings, *, policy: RetryPolicy | None = None):
+        self.settings = settings
+        self.policy = policy or RetryPolicy()
+        self.stats = BackendStats()
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._throttler: Throttler | None = None
+        self._cooldown_until = 0.0
+        self._n_support: dict[str, bool] = {}
+        self._probe_locks: dict[str, asyncio.Lock] = {}
+        if settings.supports_n is not None:
+            self._default_n = settings.supports_n
+        else:
+            self._default_n = None
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.url + self.path
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._session is not None:
+            return
+        limit = self.settings.concurrency
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit,
+                                         keepalive_timeout=60, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+            json_serialize=json.dumps, raise_for_status=False)
+        self._semaphore = asyncio.Semaphore(limit)
+        rate = self.settings.rate
+        if rate:
+            count = max(1, int(rate))
+            self._throttler = Throttler(rate_limit=count, period=count / rate,
+                                        retry_interval=min(0.01, 0.5 / rate))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> "BackendClient":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ---- subclass hooks -----------------------------------------------------------------------
+    def build(self, model: ir.Model, messages: Messages, n: int, seed: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, body: Any, n: int, seed: int, latency: float) -> list[Sample]:
+        """Samples (index = choice position) from a 200 body; raise ValueError when malformed."""
+        raise NotImplementedError
+
+    def can_batch(self) -> bool:
+        return False
+
+    # ---- n support ----------------------------------------------------------------------------
+    def n_support(self, model: ir.Model) -> bool | None:
+        if self._default_n is not None:
+            return self._default_n
+        return self._n_support.get(model.id)
+
+    # ---- the public coroutine -----------------------------------------------------------------
+    async def generate(self, model: ir.Model, messages: Messages,
+                       indices: Sequence[int]) -> list[Sample | SampleFailure]:
+        """Draw the samples ``indices`` of ``model`` for ``messages``; one result per index."""
+        if self._session is None:
+            await self.start()
+        results: dict[int, Sample | SampleFailure] = {}
+        remaining = list(indices)
+        if len(remaining) > 1 and self.can_batch():
+            state = self.n_support(model)
+            if state is None:
+                lock = self._probe_locks.setdefault(model.id, asyncio.Lock())
+                async with lock:
+                    state = self.n_support(model)
+                    if state is None:
+                        state = await self._probe(model, messages, remaining, results)
+                        remaining = [i for i in remaining if i not in results]
+            while state and len(remaining) > 1:
+                try:
+                    got = await self._request(model, messages, remaining)
+                except RequestFailed as failure:
+                    for i in remaining:
+                        results[i] = SampleFailure(i, failure.message, failure.status,
+                                                   failure.attempts)
+                    remaining = []
+                    break
+                for i, sample in zip(remaining, got):
+                    results[i] = sample
+                remaining = remaining[len(got):]
+                if len(got) < 2:
+                    break  # the server stopped honouring n: fan out the rest
+        if remaining:
+            outs = await asyncio.gather(*(self._one(model, messages, i) for i in remaining))
+            for i, out in zip(remaining, outs):
+                results[i] = out
+        self.stats.samples += sum(isinstance(r, Sample) for r in results.values())
+        return [results[i] for i in indices]
+
+    async def _probe(self, model: ir.Model, messages: Messages, indices: list[int],
+                     results: dict[int, Sample | SampleFailure]) -> bool | None:
+        """Send n = len(indices) once and count the choices; records what it got in results."""
+        try:
+            got = await self._request(model, messages, indices)
+        except RequestFailed as failure:
+            if failure.status == 400:
+                self._n_support[model.id] = False
+                self.stats.probes[model.id] = False
+                return False
+            for i in indices:
+                results[i] = SampleFailure(i, failure.message, failure.status, failure.attempts)
+            return None
+        supported = len(got) >= 2
+        self._n_support[model.id] = supported
+        self.stats.probes[model.id] = supported
+        for i, sample in zip(indices, got):
+            results[i] = sample
+        return supported
+
+    async def _one(self, model: ir.Model, messages: Messages, index: int) -> Sample | SampleFailure:
+        try:
+            got = await self._request(model, messages, [index])
+        except RequestFailed as failure:
+            return SampleFailure(index, failure.message, failure.status, failure.attempts)
+        return got[0]
+
+    def _prefix(self, model: ir.Model) -> str:
+        return f"backend '{self.name}', model '{model.name}' ({model.id})"
+
+    async def _request(self, model: ir.Model, messages: Messages,
+                       indices: list[int]) -> list[Sample]:
+        """One logical request for samples ``indices`` (n = len), with retries."""
+        n = len(indices)
+        seed = (model.seed or 0) + indices[0]
+        payload = self.build(model, messages, n, seed)
+        if n > 1:
+            self.stats.batched += 1
+        started = time.monotonic()
+        attempts = 0
+        retries, retry_time = self.settings.retries, self.settings.retry_time
+        while True:
+            attempts += 1
+            try:
+                got = await self._attempt(payload, n, seed)
+                break
+            except RequestError as error:
+                message = scrub(f"{self._prefix(model)}: {error.message}")
+                if not error.retryable:
+                    self.stats.failures += 1
+                    raise RequestFailed(message, status=error.status, attempts=attempts)
+                if attempts > retries:
+                    self.stats.failures += 1
+                    raise RequestFailed(f"{message} (gave up after {attempts} attempts)",
+                                        status=error.status, attempts=attempts)
+                delay = self.policy.backoff(attempts)
+                if error.retry_after is not None:
+                    # honour the server, plus a little jitter so waiters do not return at once
+                    delay = error.retry_after + random.uniform(0, 0.1 + 0.1 * error.retry_after)
+                if error.status == 429:
+                    self._cool_down(delay)
+                elapsed = time.monotonic() - started
+                if elapsed + delay > retry_time:
+                    self.stats.failures += 1
+                    raise RequestFailed(
+                        f"{message} (gave up after {attempts} attempts: waiting {delay:.1f}s "
+                        f"more would pass the retry time of {retry_time:g}s)",
+                        status=error.status, attempts=attempts)
+                self.stats.retries += 1
+                await asyncio.sleep(delay)
+        out = []
+        for j, (i, sample) in enumerate(zip(indices, got)):
+            sample.index = i
+            out.append(sample)
+        return out
+
+    def _cool_down(self, delay: float) -> None:
+        self._cooldown_until = max(self._cooldown_until, time.monotonic() + delay)
+
+    async def _wait_cool_down(self) -> None:
+        while True:
+            wait = self._cooldown_until - time.monotonic()
+            if wait <= 0:
+                return
+            await asyncio.sleep(wait)
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        key = self.settings.key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    async def _attempt(self, payload: dict[str, Any], n: int, seed: int) -> list[Sample]:
+        assert self._session is not None and self._semaphore is not None
+        async with self._semaphore:
+            await self._wait_cool_down()
+            if self._throttler is not None:
+                await self._throttler.acquire()
+            self.stats.requests += 1
+            start = time.monotonic()
+            try:
+                async with self._session.post(self.endpoint, json=payload,
+                                              headers=self._headers()) as response:
+                    raw = await response.read()
+                    status = response.status
+                    headers = response.headers
+            except asyncio.TimeoutError:
+                raise RequestError(f"no answer within the timeout of {self.settings.timeout:g}s",
+                                   retryable=True) from None
+            except aiohttp.ClientError as error:
+                detail = str(error) or type(error).__name__
+                raise RequestError(f"connection error ({type(error).__name__}): {detail}",
+                                   retryable=True) from None
+            except OSError as error:
+                raise RequestError(f"connection error: {error}", retryable=True) from None
+            latency = time.monotonic() - start
+        if status == 200:
+            try:
+                body = json.loads(raw)
+                return self.parse(body, n, seed, latency)
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
+                snippet = raw[:120].decode("utf-8", errors="replace")
+                raise RequestError(f"malformed response body ({error}): {snippet!r}",
+                                   status=200, retryable=True) from None
+        text = _error_text(raw)
+        if status == 429:
+            self.stats.rate_limited += 1
+        retryable = status in RETRYABLE_STATUS or status >= 500
+        return_after = parse_retry_after(headers) if retryable else None
+        raise RequestError(f"HTTP {status}: {text}", status=status, retryable=retryable,
+                           retry_after=return_after)
+
+
+class OpenAIBackend(BackendClient):
+    """``POST {base}/chat/completions`` (vLLM, SGLang, llama.cpp server, hosted APIs)."""
+
+    kind = "openai"
+    path = "/chat/completions"
+
+    def can_batch(self) -> bool:
+        return True
+
+    def build(self, model: ir.Model, messages: Messages, n: int, seed: int) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": model.id, "messages": messages,
+                                   "temperature": model.temperature, "seed": seed}
+        if model.top_p is not None:
+            payload["top_p"] = model.top_p
+        if model.max_tokens is not None:
+            payload["max_tokens"] = model.max_tokens
+        if n > 1:
+            payload["n"] = n
+        return payload
+
+    def parse(self, body: Any, n: int, seed: int, latency: float) -> list[Sample]:
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise ValueError("no 'choices' list")
+        choices = body["choices"]
+        if not choices:
+            raise ValueError("empty 'choices'")
+        choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+        choices = choices[:n]
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else None
+        prompt = usage.get("prompt_tokens") if usage else None
+        completion = usage.get("completion_tokens") if usage else None
+        inputs, outputs = _split(prompt, len(choices)), _split(completion, len(choices))
+        samples = []
+        for j, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                raise ValueError("a choice is not an object")
+            message = choice.get("message")
+            if isinstance(message, dict):
+                content = message.get("content")
+            elif "text" in choice:  # completions-style servers
+                content = choice.get("text")
+            else:
+                raise ValueError("a choice has no 'message'")
+            if content is None:
+                content = ""
+            if not isinstance(content, str):
+                raise ValueError("message content is not text")
+            samples.append(Sample(index=j, text=content,
+                                  finish_reason=choice.get("finish_reason"),
+                                  input_tokens=inputs[j], output_tokens=outputs[j],
+                                  latency=latency, seed=seed + j))
+        return samples
+
+
+class OllamaBackend(BackendClient):
+    """Ollama's native ``POST {base}/api/chat`` with ``stream: false`` (one sample a request)."""
+
+    kind = "ollama"
+    path = "/api/chat"
+
+    def build(self, model: ir.Model, messages: Messages, n: int, seed: int) -> dict[str, Any]:
+        options: dict[str, Any] = {"temperature": model.temperature, "seed": seed}
+        if model.top_p is not None:
+            options["top_p"] = model.top_p
+        if model.max_tokens is not None:
+            options["num_predict"] = model.max_tokens
+        return {"model": model.id, "messages": messages, "stream": False, "options": options}
+
+    def parse(self, body: Any, n: int, seed: int, latency: float) -> list[Sample]:
+        if not isinstance(body, dict):
+            raise ValueError("body is not an object")
+        if "error" in body and "message" not in body:
+            raise ValueError(f"error in body: {body['error']}")
+        message = body.get("message")
+        if not isinstance(message, dict):
+            raise ValueError("no 'message' object")
+        content = message.get("content")
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise ValueError("message content is not text")
+        def count(name: str) -> int | None:
+            value = body.get(name)
+            return int(value) if isinstance(value, (int, float)) else None
+        return [Sample(index=0, text=content, finish_reason=body.get("done_reason"),
+                       input_tokens=count("prompt_eval_count"), output_tokens=count("eval_count"),
+                       latency=latency, seed=seed)]
+
+
+BACKEND_KINDS: dict[str, type[BackendClient]] = {"openai": OpenAIBackend, "ollama": OllamaBackend}
+
+
+def make_backend(settings: BackendSettings, *, policy: RetryPolicy | None = None) -> BackendClient:
+    try:
+        cls = BACKEND_KINDS[settings.kind]
+    except KeyError:
+        raise MuxError(f"backend '{settings.name}' has kind '{settings.kind}', which `muxlang "
+                       f"run` cannot call (openai or ollama)") from None
+    return cls(settings, policy=policy)

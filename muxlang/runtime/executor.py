@@ -1,0 +1,488 @@
+"""The executor: runs a compiled execution plan (``muxlang.compiler.build_plan``) for records.
+
+Two layers, usable separately:
+
+- ``Runtime`` — the request layer: one ``BackendClient`` per spec backend (session, limits,
+  retries, n batching) and the ``SampleCache``. ``await runtime.sample(model, messages, indices)``
+  returns one ``Sample`` or ``SampleFailure`` per index, from the cache where it can.
+- ``PlanExecutor`` — the record layer: walks the plan template in topological generations for one
+  record (render → generate → extract → vote → select, gates for cascades), batching all of a
+  member's samples into one ``Runtime.sample`` call, and returns a ``RecordResult`` whose
+  ``output()`` is the JSON line ``muxlang run`` writes.
+
+``muxlang.runtime.stream.run_records`` drives a ``PlanExecutor`` over a stream of input lines with
+bounded in-flight records and ordered output.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import networkx as nx
+
+from muxlang import ir
+from muxlang.errors import MuxError
+from muxlang.runtime.backends import BackendClient, BackendSettings, RetryPolicy, make_backend
+from muxlang.runtime.samples import (Messages, NullCache, Sample, SampleCache, SampleFailure,
+                                     sample_keys)
+from muxlang.runtime.secrets import scrub
+from muxlang.runtime.templates import RecordError, render
+
+
+# ------------------------------------------------------------------------------------------------
+# The request layer
+class Runtime:
+    """Backends + cache. Use as ``async with Runtime(...) as rt``."""
+
+    def __init__(self, backends: Iterable[ir.Backend], *, urls: Mapping[str, str] | None = None,
+                 concurrency: int | None = None, rate: float | None = None,
+                 cache: SampleCache | None = None, policy: RetryPolicy | None = None,
+                 environ: Mapping[str, str] | None = None, check: bool = True):
+        urls = dict(urls or {})
+        known = {b.name for b in backends} if not isinstance(backends, dict) else set(backends)
+        backends = list(backends.values()) if isinstance(backends, dict) else list(backends)
+        for name in urls:
+            if name not in {b.name for b in backends}:
+                raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
+                               + (f" (backends: {', '.join(sorted(known))})" if known else ""))
+        self.clients: dict[str, BackendClient] = {}
+        for backend in backends:
+            settings = BackendSettings.resolve(backend, url=urls.get(backend.name),
+                                               concurrency=concurrency, rate=rate,
+                                               environ=dict(environ) if environ else None)
+            if check:
+                settings.check(backend.api_key_env)
+            self.clients[backend.name] = make_backend(settings, policy=policy)
+        self.cache: SampleCache = cache if cache is not None else NullCache()
+        self.cache_hits = 0
+
+    @classmethod
+    def for_runnable(cls, runnable: ir.Runnable, **kwargs: Any) -> "Runtime":
+        return cls(backends_of(runnable), **kwargs)
+
+    async def start(self) -> None:
+        for client in self.clients.values():
+            await client.start()
+
+    async def close(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+
+    async def __aenter__(self) -> "Runtime":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    @property
+    def total_concurrency(self) -> int:
+        return sum(c.settings.concurrency for c in self.clients.values()) or 1
+
+    def client(self, model: ir.Model) -> BackendClient:
+        try:
+            return self.clients[model.backend.name]
+        except KeyError:
+            raise MuxError(f"model '{model.name}' uses backend '{model.backend.name}', which "
+                           f"this runtime was not given") from None
+
+    async def sample(self, model: ir.Model, messages: Messages,
+                     indices: Sequence[int]) -> list[Sample | SampleFailure]:
+        """Samples ``indices`` of ``model`` for ``messages``: cached ones first, the rest drawn."""
+        client = self.client(model)
+        keys = sample_keys(model.backend.name, model.id, model.sampling_params(), messages,
+                           indices)
+        cached = await self.cache.get(keys)
+        results: dict[int, Sample | SampleFailure] = {}
+        todo = []
+        for index, hit in zip(indices, cached):
+            if hit is not None:
+                hit.index = index
+                hit.cached = True
+                results[index] = hit
+                self.cache_hits += 1
+            else:
+                todo.append(index)
+        if todo:
+            fresh = await client.generate(model, messages, todo)
+            store = []
+            key_of = dict(zip(indices, keys))
+            for index, result in zip(todo, fresh):
+                results[index] = result
+                if isinstance(result, Sample):
+                    store.append((key_of[index], result))
+            if store:
+                await self.cache.put(store, messages)
+        return [results[i] for i in indices]
+
+
+def backends_of(runnable: ir.Runnable) -> list[ir.Backend]:
+    """Every backend a mux or cascade calls, in first-use order."""
+    seen: dict[str, ir.Backend] = {}
+
+    def visit(mux: ir.Mux) -> None:
+        for member in mux.pool:
+            if isinstance(member.member, ir.Mux):
+                visit(member.member)
+            else:
+                seen.setdefault(member.member.backend.name, member.member.backend)
+
+    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
+        visit(mux)
+    return list(seen.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# Values flowing through a record's plan
+class _Skip:
+    def __repr__(self) -> str:
+        return "SKIP"
+
+
+SKIP = _Skip()  # a node not run: its cascade step was not reached
+
+
+@dataclass
+class Extracted:
+    sample: Sample
+    answer: str | None  # the extracted answer text
+    key: str | None  # its equivalence key
+
+
+@dataclass
+class MemberVotes:
+    name: str
+    answers: list[str | None] = field(default_factory=list)  # extracted answers, sample order
+    keys: list[str | None] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    error: str | None = None  # why the member has no votes for this record
+    path: list[str] = field(default_factory=list)  # [member, ..., model] for nested muxes
+
+
+@dataclass
+class MuxResult:
+    mux: str
+    answer: str | None = None
+    key: str | None = None
+    model: str | None = None  # the winning pool member
+    path: list[str] = field(default_factory=list)  # winner, down to the model, when nested
+    confidence: float | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    votes: dict[str, list[str | None]] = field(default_factory=dict)
+    keys: dict[str, list[str | None]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    winner_votes: MemberVotes | None = None
+    samples: list[Sample] = field(default_factory=list)  # every sample drawn under this mux
+    error: str | None = None
+
+
+@dataclass
+class RecordResult:
+    record: Any
+    result: MuxResult | None = None
+    steps: list[MuxResult] = field(default_factory=list)  # cascades: every step that ran
+    error: str | None = None
+    bad_input: bool = False  # the record itself was unusable (not an object, a field missing)
+    latency: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    def output(self) -> dict[str, Any]:
+        """The JSON object ``muxlang run`` writes for this record."""
+        out: dict[str, Any] = {}
+        if isinstance(self.record, dict) and "id" in self.record:
+            out["id"] = self.record["id"]
+        r = self.result
+        samples = [s for step in (self.steps or ([r] if r else [])) for s in step.samples]
+        tokens_in = sum(s.input_tokens or 0 for s in samples)
+        tokens_out = sum(s.output_tokens or 0 for s in samples)
+        out.update({
+            "answer": r.answer if r else None,
+            "model": r.model if r else None,
+            "confidence": r.confidence if r else None,
+            "votes": dict(r.votes) if r else {},
+            "missing": list(r.missing) if r else [],
+            "error": self.error,
+            "tokens": {"input": tokens_in, "output": tokens_out},
+            "latency": round(self.latency, 4),
+        })
+        if r and len(r.path) > 1:
+            out["path"] = r.path
+        if r and r.failures:
+            out["failures"] = dict(r.failures)
+        if r and r.scores:
+            out["scores"] = dict(r.scores)
+        cached = sum(1 for s in samples if s.cached)
+        if cached:
+            out["cached"] = cached
+        if self.steps:
+            out["step"] = r.mux if r else None
+            out["steps"] = [{"mux": s.mux, "answer": s.answer, "model": s.model,
+                             "confidence": s.confidence, "error": s.error}
+                            for s in self.steps]
+        if out["error"] is not None:
+            out["error"] = scrub(out["error"])
+        for name, text in out.get("failures", {}).items():
+            out["failures"][name] = scrub(text)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# The record layer
+def _selection_fields(selection: Any) -> tuple[int | None, str | None, float | None, Any]:
+    if isinstance(selection, Mapping):
+        get = selection.get
+    else:
+        def get(name: str, default: Any = None) -> Any:
+            return getattr(selection, name, default)
+    return get("index"), get("answer"), get("confidence"), get("scores")
+
+
+class PlanExecutor:
+    """Runs one plan template for records. Thread-unsafe; one per run (per event loop)."""
+
+    def __init__(self, plan: nx.DiGraph, runtime: Runtime, *,
+                 accuracies: Mapping[str, float] | None = None):
+        from muxlang.stdlib import registry
+
+        self.plan = plan
+        self.runtime = runtime
+        self.accuracies = dict(accuracies or {})
+        self.output_node = plan.graph.get("output") or _sink(plan)
+        self.generations = [sorted(g) for g in nx.topological_generations(plan)]
+        self.preds = {n: list(plan.predecessors(n)) for n in plan.nodes}
+        self._extractors: dict[str, Callable[[str], str | None]] = {}
+        self._keys: dict[str, Callable[[str], str | None]] = {}
+        self._rules: dict[str, Callable[..., Any]] = {}
+        for node, data in plan.nodes(data=True):
+            task = data.get("task")
+            if task is not None and task.name not in self._extractors:
+                self._extractors[task.name] = registry.make_extractor(task.extract)
+                equivalence = registry.make_equivalence(task.equivalence)
+                self._keys[task.name] = equivalence.key
+            mux = data.get("mux")
+            if data.get("op") == "select" and mux is not None:
+                self._rules[mux.name] = registry.get_rule(mux.rule)
+        # the pool of each select node, in member order: (member index, pred node, PoolMember)
+        self.members: dict[str, list[tuple[int, str, ir.PoolMember]]] = {}
+        for node, data in plan.nodes(data=True):
+            if data.get("op") != "select":
+                continue
+            mux: ir.Mux = data["mux"]
+            entries = []
+            for pred in self.preds[node]:
+                index = plan.edges[pred, node].get("member")
+                if index is None:
+                    continue
+                entries.append((index, pred, mux.pool[index]))
+            self.members[node] = sorted(entries)
+
+    @property
+    def requests_per_record(self) -> int:
+        return sum(1 for _, d in self.plan.nodes(data=True) if d.get("op") == "generate") or 1
+
+    async def run_record(self, record: Any) -> RecordResult:
+        start = time.monotonic()
+        outcome = RecordResult(record=record)
+        try:
+            if not isinstance(record, dict):
+                raise RecordError(f"a record must be a JSON object, not {type(record).__name__}")
+            values = await self._walk(record)
+            final = values.get(self.output_node)
+            if isinstance(final, tuple):  # cascade: (chosen, steps)
+                outcome.result, outcome.steps = final
+            elif isinstance(final, MuxResult):
+                outcome.result = final
+            if outcome.result is None:
+                outcome.error = "no result"
+            elif outcome.result.error is not None:
+                outcome.error = outcome.result.error
+        except RecordError as error:
+            outcome.error = str(error)
+            outcome.bad_input = True
+        outcome.latency = time.monotonic() - start
+        return outcome
+
+    async def _walk(self, record: dict) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        plan = self.plan
+        for generation in self.generations:
+            pending_generate: list[str] = []
+            for node in generation:
+                data = plan.nodes[node]
+                op = data.get("op")
+                preds = self.preds[node]
+                if op != "cascade" and any(values.get(p) is SKIP for p in preds):
+                    values[node] = SKIP
+                    continue
+                if op == "generate":
+                    pending_generate.append(node)
+                elif op == "render":
+                    values[node] = render(data["task"], record)
+                elif op == "extract":
+                    values[node] = self._extract(data["task"], values[preds[0]])
+                elif op == "vote":
+                    values[node] = self._vote(node, data, values)
+                elif op == "select":
+                    values[node] = self._select(node, data, values)
+                elif op == "gate":
+                    prev = values[preds[0]]
+                    passed = (prev.error is not None or prev.confidence is None
+                              or prev.confidence < data["threshold"])
+                    values[node] = True if passed else SKIP
+                elif op == "cascade":
+                    values[node] = self._cascade(node, values)
+                else:  # an op this executor does not know: pass the predecessor's value on
+                    values[node] = values[preds[0]] if preds else None
+            if pending_generate:
+                await self._generate(pending_generate, values)
+        return values
+
+    async def _generate(self, nodes: list[str], values: dict[str, Any]) -> None:
+        groups: dict[tuple[str, str], tuple[ir.Model, Messages, list[str]]] = {}
+        for node in nodes:
+            data = self.plan.nodes[node]
+            model: ir.Model = data["model"]
+            render_node = next(p for p in self.preds[node] if self.plan.nodes[p]["op"] == "render")
+            messages = values[render_node]
+            key = (f"{model.backend.name}/{model.name}", render_node)
+            if key not in groups:
+                groups[key] = (model, messages, [])
+            groups[key][2].append(node)
+
+        async def one(model: ir.Model, messages: Messages, members: list[str]) -> None:
+            indices = sorted({self.plan.nodes[n]["sample"] for n in members})
+            got = await self.runtime.sample(model, messages, indices)
+            by_index = dict(zip(indices, got))
+            for n in members:
+                values[n] = by_index[self.plan.nodes[n]["sample"]]
+
+        await asyncio.gather(*(one(*group) for group in groups.values()))
+
+    def _extract(self, task: ir.Task, generated: Sample | SampleFailure) -> Any:
+        if isinstance(generated, SampleFailure):
+            return generated
+        try:
+            answer = self._extractors[task.name](generated.text)
+        except Exception:  # noqa: BLE001 - an extractor bug must not sink the run
+            answer = None
+        key = None
+        if answer is not None:
+            try:
+                key = self._keys[task.name](answer)
+            except Exception:  # noqa: BLE001
+                key = None
+        return Extracted(generated, answer, key)
+
+    def _vote(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MemberVotes:
+        model: ir.Model = data["model"]
+        extracts = []
+        for pred in self.preds[node]:
+            sample_index = self.plan.edges[pred, node].get("sample", 0)
+            extracts.append((sample_index, values[pred]))
+        extracts.sort(key=lambda pair: pair[0])
+        votes = MemberVotes(name=model.name, path=[model.name])
+        for _, item in extracts:
+            if isinstance(item, SampleFailure):
+                if votes.error is None:
+                    votes.error = item.error
+                continue
+            votes.answers.append(item.answer)
+            votes.keys.append(item.key)
+            votes.samples.append(item.sample)
+        return votes
+
+    def _accuracy(self, member: ir.PoolMember) -> float | None:
+        if member.name in self.accuracies:
+            return self.accuracies[member.name]
+        return member.member.accuracy
+
+    def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
+        mux: ir.Mux = data["mux"]
+        result = MuxResult(mux=mux.name)
+        answered: list[tuple[ir.PoolMember, MemberVotes]] = []
+        for _, pred, member in self.members[node]:
+            value = values[pred]
+            if isinstance(value, MuxResult):  # a nested mux: its winner's samples are its votes
+                result.samples.extend(value.samples)
+                if value.error is not None or value.winner_votes is None:
+                    votes = MemberVotes(name=member.name, error=value.error or "no answer")
+                else:
+                    inner = value.winner_votes
+                    votes = MemberVotes(name=member.name, answers=list(inner.answers),
+                                        keys=list(inner.keys), samples=list(inner.samples),
+                                        path=[member.name, *inner.path])
+            else:
+                votes = value
+                result.samples.extend(votes.samples)
+            if votes.error is not None:
+                result.missing.append(member.name)
+                result.failures[member.name] = scrub(votes.error)
+                continue
+            answered.append((member, votes))
+            result.votes[member.name] = list(votes.answers)
+            result.keys[member.name] = list(votes.keys)
+        if not answered:
+            detail = "; ".join(f"{name}: {text}" for name, text in result.failures.items())
+            result.error = f"mux '{mux.name}': every pool member failed" + (
+                f" ({detail})" if detail else "")
+            return result
+        if mux.tie_break == "order":
+            accuracies: list[float | None] = [None] * len(answered)
+        else:
+            accuracies = [self._accuracy(member) for member, _ in answered]
+        rule = self._rules[mux.name]
+        selection = rule([v.keys for _, v in answered], accuracies)
+        index, key, confidence, scores = _selection_fields(selection)
+        if index is None or not (0 <= int(index) < len(answered)):
+            result.error = f"mux '{mux.name}': the selection rule chose no member"
+            return result
+        member, winner = answered[int(index)]
+        result.model = member.name
+        result.path = winner.path if len(winner.path) > 1 else [member.name]
+        result.key = key
+        result.confidence = None if confidence is None else float(confidence)
+        result.winner_votes = winner
+        if key is not None:
+            for answer, k in zip(winner.answers, winner.keys):
+                if k == key:
+                    result.answer = answer
+                    break
+        if isinstance(scores, Mapping):
+            result.scores = {str(k): float(v) for k, v in scores.items()}
+        elif isinstance(scores, Sequence) and len(scores) == len(answered):
+            result.scores = {m.name: float(s) for (m, _), s in zip(answered, scores)
+                             if s is not None}
+        return result
+
+    def _cascade(self, node: str, values: dict[str, Any]) -> tuple[MuxResult | None,
+                                                                   list[MuxResult]]:
+        steps = []
+        for pred in self.preds[node]:
+            step = self.plan.edges[pred, node].get("step", 0)
+            if values.get(pred) is not SKIP:
+                steps.append((step, values[pred]))
+        steps.sort(key=lambda pair: pair[0])
+        ran = [value for _, value in steps]
+        answered = [value for value in ran if value.error is None]
+        # the last step that answered (a failed escalation falls back to the step before it)
+        chosen = answered[-1] if answered else (ran[-1] if ran else None)
+        return chosen, ran
+
+
+def _sink(plan: nx.DiGraph) -> str:
+    sinks = [n for n in plan.nodes if plan.out_degree(n) == 0]
+    if len(sinks) != 1:
+        raise MuxError("the execution plan has no single output node")
+    return sinks[0]
+
+
+def plan_for(spec: ir.Spec, runnable: ir.Runnable) -> nx.DiGraph:
+    from muxlang.compiler import build_plan
+
+    return build_plan(spec, runnable)

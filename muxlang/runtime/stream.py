@@ -1,0 +1,148 @@
+"""Streaming records through a ``PlanExecutor``: bounded in flight, output in input order.
+
+Input lines are read lazily; at most ``in_flight`` records are between "read" and "written" at any
+time, so memory stays flat however long the input. Each result is written as soon as every earlier
+line has been written. A bad line (not JSON, not an object, a field the template needs is missing)
+gets an error line of its own and a message with ``file:line``; the rest of the run goes on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import IO, Any, AsyncIterator, Callable
+
+from muxlang.runtime.executor import PlanExecutor, RecordResult
+from muxlang.runtime.secrets import scrub
+
+MAX_REPORTED = 20  # record errors printed one by one; the rest are only counted
+
+
+@dataclass
+class RunSummary:
+    records: int = 0  # output lines written
+    failed: int = 0  # records with an error (bad input included)
+    bad_input: int = 0
+    partial: int = 0  # records answered with some member missing
+    interrupted: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and not self.interrupted
+
+
+async def read_lines(stream: IO[str], chunk: int = 512) -> AsyncIterator[tuple[int, str]]:
+    """(line number, text) of the non-blank lines of ``stream``, read in a worker thread."""
+    loop = asyncio.get_running_loop()
+    number = 0
+
+    def take() -> list[str]:
+        lines = []
+        for _ in range(chunk):
+            line = stream.readline()
+            if not line:
+                break
+            lines.append(line)
+        return lines
+
+    while True:
+        lines = await loop.run_in_executor(None, take)
+        if not lines:
+            return
+        for line in lines:
+            number += 1
+            if line.strip():
+                yield number, line
+
+
+def _error_line(message: str) -> dict[str, Any]:
+    return RecordResult(record=None, error=message).output()
+
+
+async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, str]],
+                      write: Callable[[str], None], *, source: str = "<input>",
+                      in_flight: int = 64, report: Callable[[str], None] | None = None,
+                      on_done: Callable[[RecordResult | None, bool], None] | None = None,
+                      summary: RunSummary | None = None) -> RunSummary:
+    """Run every line through ``executor``; ``write`` gets each output line (with its newline).
+
+    ``report`` gets one message per bad record (file:line: ...); ``on_done(result, failed)`` is
+    called for progress as each record finishes. Cancelling this coroutine stops the run: lines
+    already written stay written.
+    """
+    summary = summary or RunSummary()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    slots = asyncio.Semaphore(max(1, in_flight))
+    ready: dict[int, str] = {}
+    state = {"next": 0, "reported": 0}
+    tasks: set[asyncio.Task] = set()
+
+    def say(message: str) -> None:
+        if report is None:
+            return
+        state["reported"] += 1
+        if state["reported"] <= MAX_REPORTED:
+            report(scrub(message))
+        elif state["reported"] == MAX_REPORTED + 1:
+            report("... more record errors are not shown; see the output's \"error\" fields")
+
+    def flush() -> None:
+        while state["next"] in ready:
+            write(ready.pop(state["next"]))
+            state["next"] += 1
+            summary.records += 1
+            slots.release()
+
+    async def process(seq: int, number: int, text: str) -> None:
+        result: RecordResult | None = None
+        try:
+            try:
+                record = json.loads(text)
+            except ValueError as error:
+                message = f"{source}:{number}: invalid JSON: {error}"
+                out = _error_line(message)
+                summary.bad_input += 1
+                summary.failed += 1
+                say(message)
+            else:
+                result = await executor.run_record(record)
+                out = result.output()
+                if result.failed:
+                    summary.failed += 1
+                    if result.bad_input:
+                        summary.bad_input += 1
+                        out["error"] = f"{source}:{number}: {result.error}"
+                    say(f"{source}:{number}: {scrub(result.error)}")
+                elif out.get("missing"):
+                    summary.partial += 1
+            ready[seq] = json.dumps(out, ensure_ascii=False) + "\n"
+        except Exception as error:  # noqa: BLE001 - one record's bug must not end the run
+            message = f"{source}:{number}: internal error: {type(error).__name__}: {error}"
+            ready[seq] = json.dumps(_error_line(scrub(message))) + "\n"
+            summary.failed += 1
+            say(message)
+        flush()
+        if on_done is not None:
+            on_done(result, result is None or result.failed)
+
+    seq = 0
+    try:
+        async for number, text in lines:
+            await slots.acquire()
+            task = asyncio.create_task(process(seq, number, text))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            seq += 1
+        while tasks:
+            await asyncio.gather(*list(tasks))
+    except asyncio.CancelledError:
+        summary.interrupted = True
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*list(tasks), return_exceptions=True)
+        flush()
+    finally:
+        summary.elapsed = loop.time() - started
+    return summary

@@ -1,0 +1,1 @@
+"""Test helpers: scripted model servers and fixtures shared by test packages."""
