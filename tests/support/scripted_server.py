@@ -33,8 +33,9 @@ they were added by the requests they match:
 - ``"reset"``: close the connection without an answer;
 - ``"malformed"``: status 200 with a body that is not the expected JSON (``body=`` sets it).
 
-``count`` is how many requests the fault hits; ``duration`` (seconds) makes it hit every matching
-request for that long instead (a storm).
+``count`` is how many requests the fault hits (``None``: all of them, forever); ``duration``
+(seconds) makes it hit every matching request for that long instead (a storm); ``model`` and
+``match`` (a substring of the prompt) restrict which requests it hits.
 
 n handling (``n_mode``, global or per model via ``n_modes``): ``"support"`` returns n choices,
 choice j drawn with seed + j (so n=3 in one request gives the same answers as three requests with
@@ -73,9 +74,12 @@ class Fault:
     duration: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     started: float | None = None
+    match: str | None = None  # only requests whose prompt contains this text
 
-    def matches(self, model: str, now: float) -> bool:
+    def matches(self, model: str, now: float, prompt: str = "") -> bool:
         if self.model is not None and self.model != model:
+            return False
+        if self.match is not None and self.match not in prompt:
             return False
         if self.duration is not None:
             if self.started is None:
@@ -124,10 +128,14 @@ class ScriptedServer:
 
     # ---- configuration (thread-safe) -------------------------------------------------------
     def add_fault(self, kind: str, count: int | None = 1, model: str | None = None,
-                  duration: float | None = None, **options: Any) -> None:
+                  duration: float | None = None, match: str | None = None,
+                  **options: Any) -> None:
+        """``count=None`` (without ``duration``): every matching request, forever."""
+        if count is None and duration is None:
+            duration = float("inf")
         with self._lock:
             self._faults.append(Fault(str(kind), None if duration else count, model, duration,
-                                      options))
+                                      options, match=match))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -137,12 +145,12 @@ class ScriptedServer:
         with self._lock:
             self.requests.clear()
 
-    def _take_fault(self, model: str) -> Fault | None:
+    def _take_fault(self, model: str, prompt: str = "") -> Fault | None:
         now = time.monotonic()
         with self._lock:
             self._faults = [f for f in self._faults if not f.expired(now)]
             for fault in self._faults:
-                if fault.matches(model, now):
+                if fault.matches(model, now, prompt):
                     if fault.duration is None:
                         fault.count = (fault.count or 0) - 1
                     return fault
@@ -171,7 +179,7 @@ class ScriptedServer:
         for fault in body.get("faults", []):
             fault = dict(fault)
             self.add_fault(fault.pop("kind"), fault.pop("count", 1), fault.pop("model", None),
-                           fault.pop("duration", None), **fault)
+                           fault.pop("duration", None), fault.pop("match", None), **fault)
         if "n_mode" in body:
             self.n_mode = body["n_mode"]
         if "latency" in body:
@@ -272,7 +280,7 @@ class ScriptedServer:
         n = int(body.get("n") or 1)
         seed = int(body.get("seed") or 0)
         prompt = self._prompt(body["messages"])
-        fault = self._take_fault(model)
+        fault = self._take_fault(model, prompt)
         if fault is not None:
             self._record("openai", request, body, fault.kind)
             response = await self._fault_response(request, fault, "openai")
@@ -314,7 +322,7 @@ class ScriptedServer:
         options = body.get("options") or {}
         seed = int(options.get("seed") or 0)
         prompt = self._prompt(body["messages"])
-        fault = self._take_fault(model)
+        fault = self._take_fault(model, prompt)
         if fault is not None:
             self._record("ollama", request, body, fault.kind)
             response = await self._fault_response(request, fault, "ollama")
@@ -423,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.fault:
         kind, options = _parse_fault(text)
         server.add_fault(kind, options.pop("count", 1), options.pop("model", None),
-                         options.pop("duration", None), **options)
+                         options.pop("duration", None), options.pop("match", None), **options)
 
     async def serve() -> None:
         await server.start_async()

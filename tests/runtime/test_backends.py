@@ -1,0 +1,302 @@
+"""The request layer alone (no spec parser): backends, n batching, retries, cool-down, secrets."""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+
+import pytest
+
+from muxlang import ir
+from muxlang.errors import MuxError
+from muxlang.runtime.backends import (BackendSettings, RetryPolicy, make_backend,
+                                      parse_retry_after)
+from muxlang.runtime.executor import Runtime
+from muxlang.runtime.samples import MemoryCache, Sample, SampleFailure
+from tests.support.helpers import KEY, KEY_ENV
+from tests.support.scripted_server import ScriptedServer
+
+FAST = RetryPolicy(base=0.01, cap=0.05)
+MESSAGES = [{"role": "user", "content": "Question: 2+2"}]
+
+
+def backend(url: str, kind: str = "openai", **kw) -> ir.Backend:
+    kw.setdefault("timeout", 2.0)
+    kw.setdefault("retries", 2)
+    kw.setdefault("retry_time", 30.0)
+    return ir.Backend(name="local", kind=kind, url=url, **kw)
+
+
+def model(b: ir.Backend, name: str = "m", seed: int | None = 10) -> ir.Model:
+    return ir.Model(name=name, backend=b, id=f"id-{name}", seed=seed)
+
+
+def draw(b: ir.Backend, m: ir.Model, indices, *, messages=MESSAGES, cache=None, times: int = 1):
+    async def go():
+        async with Runtime([b], policy=FAST, cache=cache) as rt:
+            outs = []
+            for _ in range(times):
+                outs.append(await rt.sample(m, messages, list(indices)))
+            return outs, rt
+
+    outs, rt = asyncio.run(go())
+    return (outs[0] if times == 1 else outs), rt.clients["local"].stats
+
+
+def bodies(server, path_part: str = ""):
+    return [r for r in server.requests if path_part in r["path"]]
+
+
+# ---- n > 1 ---------------------------------------------------------------------------------
+def test_n_supported_probe_uses_one_request(server):
+    b = backend(server.openai_url)
+    (first, second), stats = draw(b, model(b), range(3), times=2)
+    assert all(isinstance(s, Sample) for s in first + second)
+    assert [r["n"] for r in server.requests] == [3, 3]
+    assert stats.probes == {"id-m": True}
+    # n=3 in one request gives each choice its own seed: base + sample index
+    assert [s.seed for s in first] == [10, 11, 12]
+
+
+def test_n_rejected_falls_back_to_fan_out(server):
+    server.n_mode = "reject"
+    b = backend(server.openai_url)
+    (first, second), stats = draw(b, model(b), range(3), times=2)
+    assert all(isinstance(s, Sample) for s in first + second)
+    ns = [r["n"] for r in server.requests]
+    assert ns[0] == 3 and server.requests[0]["status"] == 400  # the probe, rejected
+    assert ns[1:] == [None] * 6  # then one request per sample, and no second probe
+    assert sorted(r["seed"] for r in server.requests[1:4]) == [10, 11, 12]
+    assert stats.probes == {"id-m": False}
+
+
+def test_n_ignored_falls_back_to_fan_out_and_keeps_the_probe_answer(server):
+    server.n_mode = "ignore"
+    b = backend(server.openai_url)
+    (first, second), stats = draw(b, model(b), range(3), times=2)
+    assert all(isinstance(s, Sample) for s in first + second)
+    ns = [r["n"] for r in server.requests]
+    assert ns == [3, None, None, None, None, None]  # probe answered sample 0; the rest fan out
+    assert stats.probes == {"id-m": False}
+    # samples are the same as a server that honours n would give (seed per sample)
+    texts = [s.text for s in first]
+    server2 = ScriptedServer().start()
+    try:
+        b2 = backend(server2.openai_url)
+        again, _ = draw(b2, model(b2), range(3))
+    finally:
+        server2.stop()
+    assert texts == [s.text for s in again]
+
+
+def test_declared_no_n_never_sends_n(server):
+    b = backend(server.openai_url, supports_n=False)
+    samples, _ = draw(b, model(b), range(4))
+    assert all(isinstance(s, Sample) for s in samples)
+    assert [r["n"] for r in server.requests] == [None] * 4
+    assert sorted(r["seed"] for r in server.requests) == [10, 11, 12, 13]
+
+
+def test_probe_is_done_once_under_concurrency(server):
+    server.n_mode = "reject"
+    b = backend(server.openai_url, concurrency=8)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            await asyncio.gather(*(rt.sample(m, [{"role": "user", "content": f"q{i}"}], [0, 1, 2])
+                                   for i in range(10)))
+
+    asyncio.run(go())
+    assert sum(1 for r in server.requests if r["n"] == 3) == 1
+
+
+# ---- usage, tokens, finish reason ------------------------------------------------------------
+def test_usage_absent_gives_no_token_counts(server):
+    server.usage = False
+    b = backend(server.openai_url)
+    samples, _ = draw(b, model(b), [0])
+    assert samples[0].input_tokens is None and samples[0].output_tokens is None
+    assert samples[0].finish_reason == "stop"
+
+
+def test_n_batch_splits_usage_across_samples(server):
+    b = backend(server.openai_url, supports_n=True)
+    samples, _ = draw(b, model(b), range(3))
+    assert sum(s.output_tokens for s in samples) > 0
+    assert all(s.latency > 0 for s in samples)
+
+
+# ---- Ollama -----------------------------------------------------------------------------------
+def test_ollama_native_chat(server):
+    b = backend(server.url, kind="ollama")
+    m = ir.Model(name="m", backend=b, id="llama3", temperature=0.3, top_p=0.9, max_tokens=64,
+                 seed=5)
+    samples, _ = draw(b, m, range(3))
+    assert all(isinstance(s, Sample) for s in samples)
+    assert all(r["path"] == "/api/chat" for r in server.requests)
+    body = server.requests[0]["body"]
+    assert body["stream"] is False
+    assert set(body["options"]) == {"temperature", "top_p", "num_predict", "seed"}
+    assert body["options"]["num_predict"] == 64
+    assert sorted(r["seed"] for r in server.requests) == [5, 6, 7]
+    assert all(s.output_tokens and s.input_tokens for s in samples)
+    assert samples[0].finish_reason == "stop"
+
+
+# ---- retries and failures ---------------------------------------------------------------------
+def test_retries_stop_at_their_bound(server):
+    server.add_fault("500", count=None)
+    b = backend(server.openai_url, retries=3)
+    samples, stats = draw(b, model(b), [0])
+    failure = samples[0]
+    assert isinstance(failure, SampleFailure)
+    assert len(server.requests) == 4  # the first attempt and 3 retries
+    assert "gave up after 4 attempts" in failure.error
+    assert "backend 'local'" in failure.error and "id-m" in failure.error
+    assert "HTTP 500" in failure.error
+
+
+def test_retry_time_bounds_a_long_retry_after(server):
+    server.add_fault("429", count=None, retry_after=120)
+    b = backend(server.openai_url, retries=5, retry_time=5.0)
+    samples, _ = draw(b, model(b), [0])
+    assert isinstance(samples[0], SampleFailure)
+    assert len(server.requests) == 1
+    assert "retry time" in samples[0].error
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "408", "409", "reset", "malformed", "hang"])
+def test_transient_faults_are_retried(server, kind):
+    server.add_fault(kind, count=1, seconds=5)
+    b = backend(server.openai_url, timeout=0.5, retries=2)
+    samples, stats = draw(b, model(b), [0])
+    assert isinstance(samples[0], Sample), samples[0]
+    assert stats.retries == 1
+
+
+def test_malformed_body_is_an_error_not_an_empty_vote(server):
+    server.add_fault("malformed", count=None, body='{"choices": "nope"}')
+    b = backend(server.openai_url, retries=1)
+    samples, _ = draw(b, model(b), [0])
+    assert isinstance(samples[0], SampleFailure)
+    assert "malformed" in samples[0].error
+
+
+def test_hang_past_timeout_fails_after_retries(server):
+    server.add_fault("hang", count=None, seconds=30)
+    b = backend(server.openai_url, timeout=0.3, retries=1)
+    samples, _ = draw(b, model(b), [0])
+    assert isinstance(samples[0], SampleFailure)
+    assert "timeout" in samples[0].error
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("status", ["400", "401", "403", "404"])
+def test_client_errors_fail_fast_with_the_server_text(server, status, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    server.add_fault(status, count=None, message=f"no such thing (your key was {KEY})")
+    b = backend(server.openai_url, api_key_env=KEY_ENV, supports_n=False)
+    samples, _ = draw(b, model(b), [0])
+    failure = samples[0]
+    assert isinstance(failure, SampleFailure)
+    assert len(server.requests) == 1
+    assert f"HTTP {status}" in failure.error and "no such thing" in failure.error
+    assert "backend 'local'" in failure.error and "model 'm'" in failure.error
+    assert KEY not in failure.error
+    assert server.requests[0]["authorization"] == f"Bearer {KEY}"
+
+
+def test_429_storm_is_absorbed_with_a_shared_cool_down(server):
+    server.add_fault("429", duration=1.0, retry_after=1)
+    b = backend(server.openai_url, concurrency=4, retries=4, supports_n=False)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            return await asyncio.gather(*(rt.sample(m, [{"role": "user", "content": f"q{i}"}],
+                                                    [0, 1]) for i in range(20))), rt
+
+    results, rt = asyncio.run(go())
+    assert all(isinstance(s, Sample) for pair in results for s in pair)
+    limited = sum(1 for r in server.requests if r["status"] == "429")
+    # the cool-down stops the backend: only the requests already in flight see the 429
+    assert limited <= 2 * 4
+    assert rt.clients["local"].stats.rate_limited == limited
+
+
+def test_retry_after_is_honoured(server):
+    server.add_fault("429", count=1, retry_after=1)
+    b = backend(server.openai_url)
+    samples, _ = draw(b, model(b), [0])
+    assert isinstance(samples[0], Sample)
+    first, second = server.requests[0]["time"], server.requests[1]["time"]
+    assert second - first >= 0.95  # waited at least what the server asked
+
+
+def test_parse_retry_after_forms():
+    assert parse_retry_after({"Retry-After": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250", "Retry-After": "9"}) == 0.25
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= parse_retry_after({"Retry-After": when}) <= 31
+    assert parse_retry_after({"Retry-After": "garbage"}) is None
+    assert parse_retry_after({}) is None
+
+
+def test_backoff_grows_and_is_capped():
+    policy = RetryPolicy(base=1.0, cap=8.0, jitter=0.5)
+    for attempt, top in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
+        delay = policy.backoff(attempt)
+        assert top / 2 <= delay <= top
+
+
+# ---- cache ------------------------------------------------------------------------------------
+def test_cache_serves_repeated_samples_and_keeps_indices_apart(server):
+    b = backend(server.openai_url, supports_n=False)
+    m = model(b)
+    cache = MemoryCache()
+    (first, second), _ = draw(b, m, range(3), cache=cache, times=2)
+    assert len(server.requests) == 3  # the second round came from the cache
+    assert [s.text for s in first] == [s.text for s in second]
+    assert all(s.cached for s in second)
+    assert len(cache.data) == 3 and len({k.index for k in cache.data}) == 3
+
+
+# ---- settings and secrets ---------------------------------------------------------------------
+def test_url_overrides(monkeypatch):
+    b = backend("http://spec:1/v1")
+    assert BackendSettings.resolve(b).url == "http://spec:1/v1"
+    monkeypatch.setenv("MUXLANG_BACKEND_LOCAL_URL", "http://env:2/v1/")
+    assert BackendSettings.resolve(b).url == "http://env:2/v1"
+    assert BackendSettings.resolve(b, url="http://cli:3/v1").url == "http://cli:3/v1"
+
+
+def test_key_override_from_environment(server, monkeypatch):
+    monkeypatch.setenv("MUXLANG_BACKEND_LOCAL_KEY", "override-key-123456")
+    b = backend(server.openai_url)
+    draw(b, model(b), [0])
+    assert server.requests[0]["authorization"] == "Bearer override-key-123456"
+
+
+def test_missing_key_variable_is_a_user_error(monkeypatch):
+    monkeypatch.delenv("MUXLANG_NO_SUCH_KEY", raising=False)
+    b = backend("http://127.0.0.1:9/v1", api_key_env="MUXLANG_NO_SUCH_KEY")
+    with pytest.raises(MuxError, match="MUXLANG_NO_SUCH_KEY"):
+        Runtime([b])
+
+
+def test_replay_backend_cannot_be_called():
+    with pytest.raises(MuxError, match="replay"):
+        Runtime([ir.Backend(name="r", kind="replay", url="")])
+
+
+def test_connection_refused_fails_with_a_message():
+    b = backend("http://127.0.0.1:9/v1", retries=1)
+    samples, _ = draw(b, model(b), [0])
+    assert isinstance(samples[0], SampleFailure)
+    assert "connection" in samples[0].error
+
+
+def test_make_backend_kinds():
+    assert make_backend(BackendSettings("x", "openai", "http://h")).kind == "openai"
+    assert make_backend(BackendSettings("x", "ollama", "http://h")).kind == "ollama"
