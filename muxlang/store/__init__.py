@@ -1,0 +1,56 @@
+"""The sample store: datasets, items, samples, runs, and cached answers (SQLAlchemy 2.x).
+
+Where it lives
+    ``Store(url)``: ``url`` = ``--store`` value, else ``$MUXLANG_STORE``, else ``muxlang.sqlite`` in
+    the working directory. A plain path means a SQLite file (WAL, busy timeout 30 s, every
+    transaction ``BEGIN IMMEDIATE``); ``postgresql://user@host:5432/db`` (or
+    ``postgresql+psycopg://...``) means PostgreSQL via psycopg 3. ``store.display_url`` is the URL
+    with its password hidden: print that, never ``store.url``. Opening a store creates or upgrades
+    its schema (``migrations.MIGRATIONS``, an ordered list; ``store.version``).
+
+Cache API (for the runtime: ``run`` and ``collect``)
+    key = SampleKey.for_model(model, messages)      # ir.Model + the chat messages sent
+          # = (backend name, model id, canonical sampling params, prompt_hash(messages))
+    stored = store.get_samples(key, k)             # [StoredSample] with index < k, by index
+    many = store.get_samples_many(keys, k)          # {key.hash: [StoredSample]}, batched lookups
+    todo = store.missing_indices(key, k, stored)   # indices in range(k) still to draw
+    store.put_samples([NewSample(key, index, text, tokens_in, tokens_out, latency,
+                                 finish_reason, error, run_id), ...])
+    ``put_samples`` is one transaction and idempotent (ON CONFLICT DO NOTHING on the unique
+    (key hash, sample index), on both dialects): writing a sample twice stores it once. A sample
+    with ``error`` set records a failed request; it counts as *missing* for ``missing_indices``
+    (so it is retried) and is replaced when a successful sample for the same index is put.
+    Draw index i only for i in ``missing_indices``: k samples are then always k distinct indices,
+    and a stored sample is never requested again. Use ``render_messages(task, record)`` and
+    ``prompt_hash`` from ``muxlang.store.keys`` so every command hashes prompts the same way.
+
+Runs
+    run_id = store.start_run("collect", params, spec_path=..., spec_text=...)
+    store.finish_run(run_id, "ok" | "failed" | "interrupted", summary)
+
+Datasets
+    load_dataset_file(store, path) -> DatasetInfo   # JSONL / JSONL.gz / JSON list, content-hashed
+    store.items(dataset) -> [Item(id, position, key, record, gold, input_hash)]
+
+For eval and the optimizer
+    load_votes(store, spec, mux, dataset, models=None) -> muxlang.votes.StoredVotes
+    Extracted answers and equivalence keys are cached per (sample, signature), where the
+    signature covers the task's extractor and equivalence and the stdlib code (see ``votes.py``).
+
+Imports
+    import_samples(store, samples_path, questions_path, dataset=None) -> ImportResult
+"""
+from muxlang.store.core import (DatasetInfo, Item, NewSample, Store, StoredSample,
+                                default_dataset_name, load_dataset_file, read_records)
+from muxlang.store.importer import ImportResult, import_samples
+from muxlang.store.keys import (SampleKey, canonical_json, prompt_hash, record_input_hash,
+                                render_messages)
+from muxlang.store.urls import redact_url, resolve_url
+from muxlang.store.votes import answer_signature, load_votes, pool_models
+
+__all__ = [
+    "DatasetInfo", "ImportResult", "Item", "NewSample", "SampleKey", "Store", "StoredSample",
+    "answer_signature", "canonical_json", "default_dataset_name", "import_samples",
+    "load_dataset_file", "load_votes", "pool_models", "prompt_hash", "read_records",
+    "record_input_hash", "redact_url", "render_messages", "resolve_url",
+]

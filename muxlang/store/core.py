@@ -1,0 +1,475 @@
+"""The ``Store``: connection handling, schema upgrades, the sample cache, datasets and runs."""
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from sqlalchemy import and_, create_engine, event, func, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from muxlang.errors import DataError, MuxError
+from muxlang.store import migrations
+from muxlang.store import schema as s
+from muxlang.store.keys import SampleKey, canonical_json, record_input_hash, sha256
+from muxlang.store.urls import redact_url, resolve_url
+
+CHUNK = 500  # rows per IN (...) lookup
+BATCH = 2000  # rows per executemany
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    id: int
+    index: int
+    text: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    latency: float | None
+    finish_reason: str | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class NewSample:
+    """A sample to store. ``error`` set = no usable response (it will be retried later)."""
+
+    key: SampleKey
+    index: int
+    text: str | None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    latency: float | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: int
+    name: str
+    content_hash: str
+    n_items: int
+    gold_field: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Item:
+    id: int
+    position: int
+    key: str  # the record's id
+    record: dict
+    gold: str | None
+    input_hash: str
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via every test
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across kill -9
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # pragma: no cover
+        # IMMEDIATE takes the write lock up front: no read-then-write upgrade deadlocks between
+        # processes; waiting writers are served by busy_timeout.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """A sample store at a SQLAlchemy URL (see the package docstring for the API)."""
+
+    def __init__(self, url: str | None = None, *, upgrade: bool = True, echo: bool = False):
+        self.url = resolve_url(url)
+        self.display_url = redact_url(self.url)
+        try:
+            if self.url.startswith("sqlite"):
+                memory = self.url in ("sqlite://", "sqlite:///:memory:")
+                if not memory:
+                    path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
+                    if path and not Path(path).parent.exists():
+                        raise MuxError(f"store {self.display_url}: directory "
+                                       f"{Path(path).parent} does not exist")
+                self.engine = create_engine(
+                    self.url, echo=echo,
+                    **({"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
+                       if memory else {}))
+                _sqlite_setup(self.engine)
+            else:
+                self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
+        except MuxError:
+            raise
+        except Exception as error:  # bad URL, unknown driver
+            raise MuxError(f"cannot open store {self.display_url}: {error}") from None
+        self.dialect = self.engine.dialect.name
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise MuxError(f"store {self.display_url}: unsupported database '{self.dialect}' "
+                           "(use SQLite or PostgreSQL)")
+        self._version: int | None = None
+        if upgrade:
+            self.upgrade()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed on normal exit, rolled back on any exception."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as error:
+            raise MuxError(f"store {self.display_url}: {_reason(error)}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    def upgrade(self, target: int = migrations.LATEST) -> tuple[int, int]:
+        with self.transaction() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7215033)"))
+            version = migrations.current_version(conn)
+            if version > migrations.LATEST:
+                raise MuxError(f"store {self.display_url} has schema version {version}, newer than "
+                               f"this muxlang understands ({migrations.LATEST}): upgrade muxlang")
+            result = migrations.upgrade(conn, target)
+        self._version = result[1]
+        return result
+
+    @property
+    def version(self) -> int:
+        with self.engine.connect() as conn:
+            return migrations.current_version(conn)
+
+    def insert(self, table):
+        """An INSERT that supports ``on_conflict_do_nothing`` on this dialect."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    # -- the sample cache ----------------------------------------------------------------------
+
+    def get_samples_many(self, keys: Iterable[SampleKey], k: int | None = None,
+                         conn: Connection | None = None) -> dict[str, list[StoredSample]]:
+        """Stored samples per ``key.hash``, sorted by index (only indices < k when k is given)."""
+        hashes = sorted({key.hash for key in keys})
+        found: dict[str, list[StoredSample]] = {h: [] for h in hashes}
+        c = s.samples.c
+        columns = [c.key_hash, c.id, c.sample_index, c.text, c.tokens_in, c.tokens_out, c.latency,
+                   c.finish_reason, c.error]
+        with self._connection(conn) as cx:
+            for start in range(0, len(hashes), CHUNK):
+                query = select(*columns).where(c.key_hash.in_(hashes[start:start + CHUNK]))
+                if k is not None:
+                    query = query.where(c.sample_index < k)
+                for row in cx.execute(query):
+                    found[row.key_hash].append(StoredSample(*row[1:]))
+        for rows in found.values():
+            rows.sort(key=lambda r: r.index)
+        return found
+
+    def get_samples(self, key: SampleKey, k: int | None = None) -> list[StoredSample]:
+        """The stored samples of one request key, by index (indices < k when given)."""
+        return self.get_samples_many([key], k)[key.hash]
+
+    def missing_indices(self, key: SampleKey, k: int,
+                        stored: Sequence[StoredSample] | None = None) -> list[int]:
+        """Indices in ``range(k)`` with no successful stored sample: what still has to be drawn."""
+        if stored is None:
+            stored = self.get_samples(key, k)
+        have = {sample.index for sample in stored if sample.ok}
+        return [i for i in range(k) if i not in have]
+
+    def put_samples(self, new: Iterable[NewSample], conn: Connection | None = None) -> int:
+        """Store samples in one transaction (or in ``conn``'s). Idempotent: a (key, index) that is
+        already stored successfully is left as it is (ON CONFLICT DO NOTHING); a stored *error*
+        at that (key, index) is replaced by a successful sample. Returns the rows written."""
+        rows = []
+        now = time.time()
+        for sample in new:
+            if sample.index < 0:
+                raise ValueError(f"sample index {sample.index} < 0")
+            key = sample.key
+            rows.append({
+                "key_hash": key.hash, "sample_index": int(sample.index), "backend": key.backend,
+                "model": key.model, "params": key.params, "prompt_hash": key.prompt_hash,
+                "text": sample.text, "tokens_in": sample.tokens_in, "tokens_out": sample.tokens_out,
+                "latency": sample.latency, "finish_reason": sample.finish_reason,
+                "error": sample.error, "created_at": now, "run_id": sample.run_id,
+            })
+        if not rows:
+            return 0
+        with self._transaction(conn) as cx:
+            return self._put_rows(cx, rows, replace_errors=True)
+
+    def _put_rows(self, cx: Connection, rows: list[dict], replace_errors: bool) -> int:
+        c = s.samples.c
+        if replace_errors:
+            good = {(r["key_hash"], r["sample_index"]) for r in rows if r["error"] is None}
+            hashes = sorted({h for h, _ in good})
+            stale: list[int] = []
+            for start in range(0, len(hashes), CHUNK):
+                query = select(c.id, c.key_hash, c.sample_index).where(
+                    c.key_hash.in_(hashes[start:start + CHUNK]), c.error.isnot(None))
+                stale += [r.id for r in cx.execute(query) if (r.key_hash, r.sample_index) in good]
+            for start in range(0, len(stale), CHUNK):
+                ids = stale[start:start + CHUNK]
+                cx.execute(s.answers.delete().where(s.answers.c.sample_id.in_(ids)))
+                cx.execute(s.samples.delete().where(c.id.in_(ids)))
+        statement = self.insert(s.samples).on_conflict_do_nothing(
+            index_elements=["key_hash", "sample_index"])
+        written = 0
+        for start in range(0, len(rows), BATCH):
+            result = cx.execute(statement, rows[start:start + BATCH])
+            written += max(result.rowcount, 0)
+        return written
+
+    def count_samples(self, model: str | None = None) -> int:
+        query = select(func.count()).select_from(s.samples)
+        if model is not None:
+            query = query.where(s.samples.c.model == model)
+        with self.engine.connect() as cx:
+            return int(cx.execute(query).scalar_one())
+
+    # -- datasets ------------------------------------------------------------------------------
+
+    def put_dataset(self, name: str, records: Sequence[Mapping[str, Any]], *,
+                    gold_field: str | None = "answer", source: str | None = None,
+                    conn: Connection | None = None) -> DatasetInfo:
+        """Register a dataset (idempotent on identical content; an error on a name clash)."""
+        keys = [item_key_of(record, i) for i, record in enumerate(records)]
+        content_hash = dataset_hash(records)
+        with self._transaction(conn) as cx:
+            existing = self._dataset_row(cx, name)
+            if existing is not None:
+                if existing.content_hash != content_hash:
+                    raise MuxError(
+                        f"dataset '{name}' is already in the store with different content "
+                        f"(stored {existing.content_hash[:12]}, this file {content_hash[:12]}); "
+                        "give this one another name with --dataset NAME")
+                return existing
+            dataset_id = cx.execute(s.datasets.insert().values(
+                name=name, content_hash=content_hash, source=source, gold_field=gold_field,
+                n_items=len(records), created_at=time.time())).inserted_primary_key[0]
+            rows = []
+            for position, (key, record) in enumerate(zip(keys, records)):
+                gold = record.get(gold_field) if gold_field else None
+                rows.append({
+                    "dataset_id": dataset_id, "position": position, "item_key": key,
+                    "record": canonical_json(record),
+                    "gold": None if gold is None else (gold if isinstance(gold, str) else
+                                                       canonical_json(gold)),
+                    "input_hash": record_input_hash(record, gold_field),
+                })
+            for start in range(0, len(rows), BATCH):
+                cx.execute(s.items.insert(), rows[start:start + BATCH])
+            return self._dataset_row(cx, name)
+
+    def _dataset_row(self, cx: Connection, name: str) -> DatasetInfo | None:
+        d = s.datasets.c
+        row = cx.execute(select(d.id, d.name, d.content_hash, d.n_items, d.gold_field, d.source)
+                         .where(d.name == name)).first()
+        return DatasetInfo(*row) if row else None
+
+    def get_dataset(self, name: str) -> DatasetInfo | None:
+        with self.engine.connect() as cx:
+            return self._dataset_row(cx, name)
+
+    def find_dataset_by_hash(self, content_hash: str) -> DatasetInfo | None:
+        d = s.datasets.c
+        with self.engine.connect() as cx:
+            row = cx.execute(select(d.id, d.name, d.content_hash, d.n_items, d.gold_field, d.source)
+                             .where(d.content_hash == content_hash).order_by(d.id)).first()
+        return DatasetInfo(*row) if row else None
+
+    def list_datasets(self) -> list[DatasetInfo]:
+        d = s.datasets.c
+        with self.engine.connect() as cx:
+            rows = cx.execute(select(d.id, d.name, d.content_hash, d.n_items, d.gold_field, d.source)
+                              .order_by(d.name)).all()
+        return [DatasetInfo(*row) for row in rows]
+
+    def items(self, dataset: DatasetInfo | str) -> list[Item]:
+        info = self.require_dataset(dataset)
+        i = s.items.c
+        with self.engine.connect() as cx:
+            rows = cx.execute(select(i.id, i.position, i.item_key, i.record, i.gold, i.input_hash)
+                              .where(i.dataset_id == info.id).order_by(i.position)).all()
+        return [Item(r.id, r.position, r.item_key, json.loads(r.record), r.gold, r.input_hash)
+                for r in rows]
+
+    def require_dataset(self, dataset: DatasetInfo | str) -> DatasetInfo:
+        if isinstance(dataset, DatasetInfo):
+            return dataset
+        info = self.get_dataset(dataset)
+        if info is None:
+            from muxlang.errors import did_you_mean
+
+            names = [d.name for d in self.list_datasets()]
+            hint = did_you_mean(dataset, names)
+            known = f" (stored: {', '.join(names)})" if names else " (the store has no datasets)"
+            raise MuxError(f"no dataset '{dataset}' in store {self.display_url}{known}"
+                           + (f"; {hint}" if hint else ""))
+        return info
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, command: str, parameters: Mapping[str, Any], *, spec_path: str | None = None,
+                  spec_text: str | None = None) -> int:
+        with self.transaction() as cx:
+            return int(cx.execute(s.runs.insert().values(
+                command=command, spec_path=spec_path, spec_text=spec_text,
+                spec_hash=sha256(spec_text) if spec_text is not None else None,
+                parameters=canonical_json(dict(parameters)), started_at=time.time(),
+                status="running")).inserted_primary_key[0])
+
+    def finish_run(self, run_id: int, status: str, summary: Mapping[str, Any] | None = None) -> None:
+        with self.transaction() as cx:
+            cx.execute(s.runs.update().where(s.runs.c.id == run_id).values(
+                status=status, ended_at=time.time(),
+                summary=canonical_json(dict(summary)) if summary is not None else None))
+
+    def runs(self, limit: int = 20) -> list[dict]:
+        with self.engine.connect() as cx:
+            rows = cx.execute(select(s.runs).order_by(s.runs.c.id.desc()).limit(limit)).mappings()
+            return [dict(r) for r in rows]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _connection(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.connect() as cx:
+                yield cx
+
+    @contextmanager
+    def _transaction(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.transaction() as cx:
+                yield cx
+
+
+def _reason(error: DBAPIError) -> str:
+    original = getattr(error, "orig", None)
+    return str(original or error).strip().splitlines()[0]
+
+
+def item_key_of(record: Mapping[str, Any], position: int) -> str:
+    value = record.get("id")
+    return str(position) if value is None else str(value)
+
+
+def dataset_hash(records: Sequence[Mapping[str, Any]]) -> str:
+    """Content hash of a dataset: its records' canonical JSON, in order."""
+    return sha256("\n".join(canonical_json(r) for r in records))
+
+
+def open_text(path: str | Path):
+    path = Path(path)
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, "r", encoding="utf-8")
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """Records of a JSONL (optionally .gz) file, or a JSON list, as (line number, record).
+
+    Blank lines are skipped. A line that is not a JSON object raises DataError at its line.
+    """
+    name = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise MuxError(f"{name}: no such file" if not p.exists() else f"{name}: not a file")
+    try:
+        with open_text(p) as handle:
+            content = handle.read()
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise DataError(name, 0, f"cannot read: {error}") from None
+    stripped = content.lstrip()
+    if stripped.startswith("["):
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as error:
+            raise DataError(name, error.lineno, f"invalid JSON: {error.msg}") from None
+        out = []
+        for index, record in enumerate(data):
+            if not isinstance(record, dict):
+                raise DataError(name, 1, f"element {index} is not a JSON object")
+            out.append((index + 1, record))
+        return out
+    out = []
+    for number, line in enumerate(content.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(name, number, f"invalid JSON at column {error.colno}: {error.msg}") from None
+        if not isinstance(record, dict):
+            raise DataError(name, number, "not a JSON object")
+        out.append((number, record))
+    return out
+
+
+def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None,
+                      gold_field: str | None = "answer") -> DatasetInfo:
+    """Register the dataset in a questions file (by content hash: an identical stored dataset is
+    reused under its stored name). Duplicate ids are a DataError."""
+    lines = read_records(path)
+    seen: dict[str, int] = {}
+    for position, (line, record) in enumerate(lines):
+        key = item_key_of(record, position)
+        if key in seen:
+            raise DataError(str(path), line, f"field 'id': duplicate id {key!r} "
+                                             f"(first on line {seen[key]})")
+        seen[key] = line
+    records = [record for _, record in lines]
+    if name is None:
+        existing = store.find_dataset_by_hash(dataset_hash(records))
+        if existing is not None:
+            return existing
+        name = default_dataset_name(path)
+    return store.put_dataset(name, records, gold_field=gold_field, source=str(path))
+
+
+def default_dataset_name(path: str | Path) -> str:
+    """``zeroeval-gsm8k-questions.jsonl`` -> ``zeroeval-gsm8k``."""
+    name = Path(path).name
+    for suffix in (".gz", ".jsonl", ".json", ".ndjson"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    for suffix in ("-questions", "_questions", "-samples", "_samples"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "dataset"

@@ -1,0 +1,142 @@
+"""``muxlang import``: recorded model outputs (ZeroEval format) into the store.
+
+Samples file: JSON lines ``{"id", "model", "sample", "temperature", "text"}`` (optionally gzipped);
+questions file: JSON lines ``{"id", "question", "answer"}``. Every line is checked before anything
+is written; the dataset, its items and all samples are then written in ONE transaction, so a bad
+line or a crash keeps nothing of the import. Re-importing the same files changes nothing.
+
+Imported samples get backend ``"import"``, the recorded model name as model id, parameters
+``{"temperature": T, "top_p": null, "max_tokens": null, "seed": null}`` and, as prompt hash, the
+item's input hash (the question record without its gold answer), so a spec's ``replay`` backend
+finds them by model id and question.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from muxlang.errors import DataError, MuxError
+from muxlang.store.core import (Store, dataset_hash, default_dataset_name, item_key_of,
+                                read_records)
+from muxlang.store.keys import SampleKey, record_input_hash
+
+IMPORT_BACKEND = "import"
+GOLD_FIELD = "answer"
+
+
+@dataclass
+class ImportResult:
+    dataset: str
+    dataset_hash: str
+    items: int
+    samples_read: int
+    samples_written: int
+    models: dict[str, int] = field(default_factory=dict)  # model -> samples in the file
+    seconds: float = 0.0
+    run_id: int | None = None
+
+
+def _check_questions(path: str) -> list[dict]:
+    lines = read_records(path)
+    seen: dict[str, int] = {}
+    for position, (line, record) in enumerate(lines):
+        if "id" not in record:
+            raise DataError(path, line, "field 'id': missing")
+        if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+            raise DataError(path, line, "field 'id': must be a string or an integer")
+        for name in ("question", GOLD_FIELD):
+            if name not in record:
+                raise DataError(path, line, f"field '{name}': missing")
+        if not isinstance(record["question"], str):
+            raise DataError(path, line, "field 'question': must be a string")
+        key = item_key_of(record, position)
+        if key in seen:
+            raise DataError(path, line, f"field 'id': duplicate id {key!r} (first on line {seen[key]})")
+        seen[key] = line
+    if not lines:
+        raise DataError(path, 1, "no questions in the file")
+    return [record for _, record in lines]
+
+
+def import_samples(store: Store, samples_path: str | Path, questions_path: str | Path,
+                   dataset: str | None = None) -> ImportResult:
+    started = time.perf_counter()
+    samples_path, questions_path = str(samples_path), str(questions_path)
+    records = _check_questions(questions_path)
+    by_key = {item_key_of(r, i): record_input_hash(r, GOLD_FIELD) for i, r in enumerate(records)}
+    name = dataset or default_dataset_name(questions_path)
+
+    rows: list[dict] = []
+    models: dict[str, int] = {}
+    seen: dict[tuple[str, str, int], tuple[int, str, float]] = {}
+    now = time.time()
+    for line, record in read_records(samples_path):
+        def bad(field_name: str, message: str):
+            raise DataError(samples_path, line, f"field '{field_name}': {message}")
+
+        for field_name in ("id", "model", "sample", "text"):
+            if field_name not in record:
+                bad(field_name, "missing")
+        item_id = record["id"]
+        if not isinstance(item_id, (str, int)) or isinstance(item_id, bool):
+            bad("id", "must be a string or an integer")
+        item_id = str(item_id)
+        if item_id not in by_key:
+            bad("id", f"{item_id!r} is not in {questions_path}")
+        model = record["model"]
+        if not isinstance(model, str) or not model.strip():
+            bad("model", "must be a non-empty string")
+        index = record["sample"]
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            bad("sample", "must be an integer >= 0")
+        temperature = record.get("temperature", None)
+        if temperature is not None and (isinstance(temperature, bool)
+                                        or not isinstance(temperature, (int, float))
+                                        or not math.isfinite(temperature) or temperature < 0):
+            bad("temperature", "must be a number >= 0")
+        text = record["text"]
+        if text is not None and not isinstance(text, str):
+            bad("text", "must be a string (or null for a failed request)")
+        marker = (model, item_id, index)
+        if marker in seen:
+            first_line, first_text, first_temp = seen[marker]
+            if first_temp == temperature and first_text != text:
+                bad("text", f"sample {index} of {model} on {item_id!r} differs from line {first_line}")
+            if first_temp == temperature:
+                continue  # an exact repeat: harmless
+        seen[marker] = (line, text, temperature)
+        key = SampleKey.make(IMPORT_BACKEND, model,
+                             {"temperature": temperature, "top_p": None, "max_tokens": None,
+                              "seed": None}, by_key[item_id])
+        models[model] = models.get(model, 0) + 1
+        rows.append({
+            "key_hash": key.hash, "sample_index": index, "backend": key.backend, "model": model,
+            "params": key.params, "prompt_hash": key.prompt_hash, "text": text,
+            "tokens_in": None, "tokens_out": None, "latency": None,
+            "finish_reason": record.get("finish_reason") if isinstance(record.get("finish_reason"), str) else None,
+            "error": None if text is not None else "no output recorded",
+            "created_at": now, "run_id": None,
+        })
+    if not rows:
+        raise DataError(samples_path, 1, "no samples in the file")
+
+    run_id = store.start_run("import", {"samples": samples_path, "questions": questions_path,
+                                        "dataset": name})
+    try:
+        with store.transaction() as conn:
+            info = store.put_dataset(name, records, gold_field=GOLD_FIELD, source=questions_path,
+                                     conn=conn)
+            for row in rows:
+                row["run_id"] = run_id
+            written = store._put_rows(conn, rows, replace_errors=True)
+    except BaseException as error:
+        store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+        raise
+    result = ImportResult(dataset=info.name, dataset_hash=info.content_hash, items=len(records),
+                          samples_read=len(rows), samples_written=written, models=models,
+                          seconds=time.perf_counter() - started, run_id=run_id)
+    store.finish_run(run_id, "ok", {"dataset": info.name, "items": len(records),
+                                    "samples_read": len(rows), "samples_written": written})
+    return result

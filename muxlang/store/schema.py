@@ -1,0 +1,97 @@
+"""The store's tables (SQLAlchemy Core), as of the newest schema version.
+
+``migrations.py`` creates and upgrades them; this module is what queries use. Text columns hold
+canonical JSON where a value is structured (records, parameters), so both SQLite and PostgreSQL
+store it the same way and hashes can be recomputed from what is stored.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData, String,
+                        Table, Text, UniqueConstraint)
+
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version", metadata,
+    Column("id", Integer, primary_key=True),  # always 1: one row
+    Column("version", Integer, nullable=False),
+)
+
+datasets = Table(
+    "datasets", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("source", Text),  # the file it was read from, for people
+    Column("gold_field", String(255)),
+    Column("n_items", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),  # Unix time
+)
+
+items = Table(
+    "items", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("dataset_id", ID, ForeignKey("datasets.id", ondelete="CASCADE"), nullable=False),
+    Column("position", Integer, nullable=False),  # 0-based line order in the dataset
+    Column("item_key", String(255), nullable=False),  # the record's id
+    Column("record", Text, nullable=False),  # canonical JSON
+    Column("gold", Text),  # gold answer text (None: absent)
+    Column("input_hash", String(64), nullable=False),  # record without gold: the replay prompt hash
+    UniqueConstraint("dataset_id", "item_key", name="uq_items_dataset_key"),
+    UniqueConstraint("dataset_id", "position", name="uq_items_dataset_position"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("command", String(32), nullable=False),  # collect | import | eval | run | tune
+    Column("spec_path", Text),
+    Column("spec_text", Text),
+    Column("spec_hash", String(64)),
+    Column("parameters", Text, nullable=False),  # canonical JSON
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("status", String(16), nullable=False),  # running | ok | failed | interrupted
+    Column("summary", Text),  # canonical JSON (schema v2)
+)
+
+samples = Table(
+    "samples", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("key_hash", String(64), nullable=False),  # SampleKey.hash
+    Column("sample_index", Integer, nullable=False),
+    Column("backend", String(255), nullable=False),
+    Column("model", String(255), nullable=False),
+    Column("params", Text, nullable=False),  # canonical JSON
+    Column("prompt_hash", String(64), nullable=False),
+    Column("text", Text),  # raw model output (None when the request failed)
+    Column("tokens_in", Integer),
+    Column("tokens_out", Integer),
+    Column("latency", Float),  # seconds
+    Column("finish_reason", String(32)),
+    Column("error", Text),  # set when no usable response was received
+    Column("created_at", Float, nullable=False),
+    Column("run_id", ID),  # the run that stored it (None for imports before v2 / unknown)
+    UniqueConstraint("key_hash", "sample_index", name="uq_samples_key_index"),
+    Index("ix_samples_model_prompt", "model", "prompt_hash"),
+)
+
+# Schema v2: answers cache. Extracted answers and equivalence keys depend on the task's extractor
+# and equivalence rule (and on their code), so they are cached per (sample, signature) instead of
+# being columns of ``samples``; gold keys likewise per (item, equivalence signature).
+answers = Table(
+    "answers", metadata,
+    Column("sample_id", ID, ForeignKey("samples.id", ondelete="CASCADE"), primary_key=True),
+    Column("signature", String(64), primary_key=True),
+    Column("answer", Text),  # extracted answer text (None: unreadable)
+    Column("key", Text),  # equivalence key (None: unreadable / not understood)
+)
+
+gold_keys = Table(
+    "gold_keys", metadata,
+    Column("item_id", ID, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Column("signature", String(64), primary_key=True),
+    Column("key", Text),
+)

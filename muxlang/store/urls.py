@@ -1,0 +1,46 @@
+"""Where the store lives: URL resolution and credential-free display."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from muxlang.errors import MuxError
+
+DEFAULT_FILE = "muxlang.sqlite"
+ENV_VAR = "MUXLANG_STORE"
+_SECRET_QUERY_KEYS = {"password", "passfile", "sslpassword", "sslkey", "token", "api_key"}
+
+
+def resolve_url(url: str | None = None) -> str:
+    """``--store`` value, else ``$MUXLANG_STORE``, else ``muxlang.sqlite`` in the working directory.
+
+    A plain path (no ``://``) means a SQLite file; ``postgresql://`` is read as psycopg 3.
+    """
+    value = url or os.environ.get(ENV_VAR) or DEFAULT_FILE
+    value = value.strip()
+    if not value:
+        raise MuxError("empty store URL")
+    if "://" not in value:
+        return "sqlite:///" + str(Path(value).expanduser().absolute())
+    scheme, rest = value.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    return value
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (and secret query parameters) replaced by ``***``."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    except Exception:
+        # Unparseable: show the scheme and host part only, never what may be a credential.
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+        return url
+    if parsed.query:
+        query = {k: ("***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parsed.query.items()}
+        parsed = parsed.set(query=query)
+    return parsed.render_as_string(hide_password=True)
