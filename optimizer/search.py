@@ -1,0 +1,318 @@
+"""Search pools, per-model sample budgets and the selection rule with Optuna.
+
+The search space: per candidate model a budget, 0 (left out) or ``low..high`` samples; the number
+of models in the pool within ``pool_size``; the rule one of ``rules``. Objectives: ``accuracy``
+(maximise), ``union_contradiction`` (UnionAcc − λ·Contradiction, maximise), ``cost`` (minimise).
+
+* Exhaustive when the space is small (``sampler="auto"`` and at most ``trials`` configurations, or
+  ``sampler="grid"``): the feasible configurations are enumerated in a fixed order and Optuna's
+  ``BruteForceSampler`` walks their index, so infeasible pools are never proposed and several workers
+  sharing one study split the grid between them.
+* Otherwise TPE (one objective) or NSGA-II (several) over one integer per candidate and a
+  categorical rule. A pool outside ``pool_size`` cannot be ruled out by that space, so such trials
+  complete with a positive constraint value (``constraints_func``): both samplers rank them below
+  every feasible trial, and they never become the best or enter the Pareto front.
+
+``run_search`` returns a ``SearchResult`` with the best feasible configuration and the Pareto set.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import optuna
+
+from muxlang.errors import MuxError
+from muxlang.optimizer.simulator import RULES, Config, Score, Simulator
+
+OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize"}
+SAMPLERS = ("auto", "grid", "tpe", "nsga2")
+
+
+@dataclass
+class Space:
+    candidates: list[str]
+    budgets: dict[str, tuple[int, int]]  # candidate -> (low, high), low >= 1; 0 is always allowed
+    pool_size: tuple[int, int]
+    rules: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise MuxError("the tune block has no candidates")
+        for rule in self.rules:
+            if rule not in RULES:
+                raise MuxError(f"unknown selection rule '{rule}' in rules",)
+        lo, hi = self.pool_size
+        hi = min(hi, len(self.candidates))
+        if lo < 1:
+            lo = 1
+        if lo > hi:
+            raise MuxError(f"pool_size {self.pool_size[0]}..{self.pool_size[1]} cannot be met with "
+                           f"{len(self.candidates)} candidates")
+        self.pool_size = (lo, hi)
+        for m, (b_lo, b_hi) in self.budgets.items():
+            if b_lo > b_hi:
+                raise MuxError(f"no budget is possible for '{m}': {b_lo}..{b_hi}")
+
+    def n_budgets(self, model: str) -> int:
+        lo, hi = self.budgets[model]
+        return hi - lo + 1
+
+    def size(self) -> int:
+        """Number of feasible configurations (pools × budgets × rules), without enumerating."""
+        # dp[j] = weighted count of ways to pick j models so far
+        lo, hi = self.pool_size
+        dp = [1] + [0] * hi
+        for m in self.candidates:
+            w = self.n_budgets(m)
+            for j in range(hi, 0, -1):
+                dp[j] += dp[j - 1] * w
+        return sum(dp[lo:hi + 1]) * len(self.rules)
+
+    def enumerate(self) -> Iterator[Config]:
+        """Every feasible configuration, in a fixed order (rule, pool size, subset, budgets)."""
+        lo, hi = self.pool_size
+        for rule in self.rules:
+            for size in range(lo, hi + 1):
+                for subset in itertools.combinations(self.candidates, size):
+                    ranges = [range(self.budgets[m][0], self.budgets[m][1] + 1) for m in subset]
+                    for budgets in itertools.product(*ranges):
+                        yield Config(tuple(zip(subset, budgets)), rule)
+
+    def decode(self, raw: dict[str, int], rule: str) -> Config:
+        """Optuna params (0 = out, v ≥ 1 = low + v − 1) → a Config in candidate order."""
+        pool = []
+        for m in self.candidates:
+            v = raw.get(m, 0)
+            if v > 0:
+                pool.append((m, self.budgets[m][0] + v - 1))
+        return Config(tuple(pool), rule)
+
+    def violation(self, config: Config) -> float:
+        n = len(config.pool)
+        lo, hi = self.pool_size
+        return float(max(lo - n, n - hi, 0))
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    config: Config
+    values: tuple[float, ...]
+    score: dict
+    feasible: bool = True
+
+
+@dataclass
+class SearchResult:
+    objectives: list[str]
+    directions: list[str]
+    best: TrialRecord | None
+    pareto: list[TrialRecord]
+    trials: list[TrialRecord]
+    sampler: str
+    space_size: int
+    study_name: str | None = None
+
+    def summary(self) -> dict:
+        return {"objectives": self.objectives, "sampler": self.sampler,
+                "space_size": self.space_size, "trials": len(self.trials)}
+
+
+def _param_name(model: str) -> str:
+    return f"b:{model}"
+
+
+def config_attrs(config: Config, score: Score) -> dict:
+    return {"pool": config.as_dict(), "pool_order": config.models, "rule": config.rule,
+            "score": {k: v for k, v in score.as_dict().items()}}
+
+
+class Objective:
+    """The Optuna objective: suggest a configuration, simulate it, record it on the trial."""
+
+    def __init__(self, sim: Simulator, space: Space, objectives: Sequence[str], penalty: float,
+                 grid: list[Config] | None):
+        self.sim, self.space, self.objectives, self.penalty = sim, space, list(objectives), penalty
+        self.grid = grid
+
+    def suggest(self, trial: optuna.Trial) -> Config:
+        if self.grid is not None:
+            return self.grid[trial.suggest_int("config", 0, len(self.grid) - 1)]
+        rule = (trial.suggest_categorical("rule", list(self.space.rules))
+                if len(self.space.rules) > 1 else self.space.rules[0])
+        raw = {m: trial.suggest_int(_param_name(m), 0, self.space.n_budgets(m))
+               for m in self.space.candidates}
+        return self.space.decode(raw, rule)
+
+    def __call__(self, trial: optuna.Trial):
+        config = self.suggest(trial)
+        violation = self.space.violation(config)
+        want_union = "union_contradiction" in self.objectives
+        if config.pool:
+            score = self.sim.score(config, with_union=want_union)
+        else:
+            score = Score(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self.sim.n_items, self.sim.simulations)
+        for key, value in config_attrs(config, score).items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("constraint", [violation])
+        trial.set_constraint("pool_size", violation)
+        values = [score.objective(name, self.penalty) for name in self.objectives]
+        return values[0] if len(values) == 1 else tuple(values)
+
+
+def make_sampler(kind: str, n_objectives: int, seed: int, grid_size: int | None):
+    if kind == "grid":
+        return optuna.samplers.BruteForceSampler(seed=seed)
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    raise MuxError(f"unknown sampler '{kind}' (one of {', '.join(SAMPLERS)})")
+
+
+def choose_sampler(kind: str, space_size: int, trials: int, n_objectives: int) -> str:
+    if kind not in SAMPLERS:
+        raise MuxError(f"unknown sampler '{kind}' (one of {', '.join(SAMPLERS)})")
+    if kind != "auto":
+        return kind
+    if space_size <= trials:
+        return "grid"
+    return "tpe" if n_objectives == 1 else "nsga2"
+
+
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str]) -> bool:
+    """True when ``a`` is at least as good as ``b`` everywhere and better somewhere."""
+    better = False
+    for x, y, d in zip(a, b, directions):
+        if d == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        if x > y:
+            better = True
+    return better
+
+
+def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> list[TrialRecord]:
+    """Non-dominated records, one per distinct configuration, sorted by the first objective."""
+    unique: dict[Config, TrialRecord] = {}
+    for r in records:
+        unique.setdefault(r.config, r)
+    rs = list(unique.values())
+    front = [r for r in rs if not any(dominates(o.values, r.values, directions) for o in rs)]
+    sign = -1 if directions[0] == "maximize" else 1
+    front.sort(key=lambda r: (sign * r.values[0], r.number))
+    # equal objective vectors: keep the cheapest/first one only
+    seen, out = set(), []
+    for r in front:
+        if r.values not in seen:
+            seen.add(r.values)
+            out.append(r)
+    return out
+
+
+def _rank_key(r: TrialRecord, directions: Sequence[str]):
+    return tuple((-v if d == "maximize" else v) for v, d in zip(r.values, directions)) + (
+        r.score.get("cost", 0.0), len(r.config.pool), r.number)
+
+
+def records_from_study(study: optuna.Study, space: Space | None = None) -> list[TrialRecord]:
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        attrs = t.user_attrs
+        if "pool_order" not in attrs:
+            continue
+        pool = tuple((m, int(attrs["pool"][m])) for m in attrs["pool_order"])
+        config = Config(pool, attrs["rule"])
+        feasible = all(c <= 0 for c in attrs.get("constraint", [0.0]))
+        values = tuple(t.values) if t.values is not None else ()
+        out.append(TrialRecord(t.number, config, values, attrs.get("score", {}), feasible))
+    return out
+
+
+def summarise(study: optuna.Study, objectives: Sequence[str], sampler: str,
+              space_size: int) -> SearchResult:
+    directions = [OBJECTIVES[o] for o in objectives]
+    records = records_from_study(study)
+    feasible = [r for r in records if r.feasible and r.config.pool]
+    best = min(feasible, key=lambda r: _rank_key(r, directions)) if feasible else None
+    front = pareto_front(feasible, directions) if feasible else []
+    if len(objectives) > 1 and front:
+        best = min(front, key=lambda r: _rank_key(r, directions))
+    return SearchResult(list(objectives), directions, best, front, records, sampler, space_size,
+                        study.study_name)
+
+
+def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accuracy",),
+               trials: int = 100, sampler: str = "auto", seed: int = 0, penalty: float = 1.0,
+               storage: str | None = None, study_name: str | None = None,
+               callbacks: Iterable[Callable] = (), fingerprint: dict | None = None,
+               n_jobs: int = 1) -> SearchResult:
+    """Run (or resume) a study; ``trials`` counts every finished trial of the study, so several
+    workers sharing one storage stop together and an interrupted study does only what is left."""
+    objectives = list(objectives) or ["accuracy"]
+    for o in objectives:
+        if o not in OBJECTIVES:
+            raise MuxError(f"unknown objective '{o}' (one of {', '.join(OBJECTIVES)})")
+    if len(set(objectives)) != len(objectives):
+        raise MuxError("an objective is listed twice")
+    if trials < 1:
+        raise MuxError(f"trials must be at least 1, got {trials}")
+    size = space.size()
+    kind = choose_sampler(sampler, size, trials, len(objectives))
+    grid = list(space.enumerate()) if kind == "grid" else None
+    if grid is not None and len(grid) == 0:
+        raise MuxError("the search space is empty")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = [OBJECTIVES[o] for o in objectives]
+    study = _open_study(storage, study_name, directions,
+                        make_sampler(kind, len(objectives), seed, len(grid) if grid else None),
+                        fingerprint, kind)
+    total = trials if grid is None else min(trials, len(grid))
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                   optuna.trial.TrialState.FAIL)
+    already = len(study.get_trials(deepcopy=False, states=done_states))
+    if already < total:
+        stop = optuna.study.MaxTrialsCallback(total, states=done_states)
+        study.optimize(Objective(sim, space, objectives, penalty, grid),
+                       n_trials=total - already, callbacks=[stop, *callbacks],
+                       catch=(), n_jobs=n_jobs)
+    return summarise(study, objectives, kind, size)
+
+
+def _open_study(storage: str | None, name: str | None, directions: list[str], sampler,
+                fingerprint: dict | None, kind: str) -> optuna.Study:
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                    sampler=sampler, load_if_exists=storage is not None)
+    except optuna.exceptions.DuplicatedStudyError:  # pragma: no cover - load_if_exists covers it
+        raise MuxError(f"study '{name}' exists already")
+    except ValueError as error:
+        raise MuxError(f"cannot open study '{name}': {error}")
+    except Exception as error:  # storage URL, server down, driver missing
+        if type(error).__module__.startswith(("sqlalchemy", "psycopg", "optuna")):
+            raise MuxError(f"cannot open the study storage: {error}".splitlines()[0])
+        raise
+    if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
+                                  else optuna.study.StudyDirection.MINIMIZE for d in directions]:
+        raise MuxError(f"study '{name}' was created with other objectives; use a new --study name")
+    if fingerprint is not None:
+        mine = {**fingerprint, "sampler": kind}
+        attrs = study.user_attrs
+        if "fingerprint" not in attrs:
+            study.set_user_attr("fingerprint", mine)
+        elif attrs["fingerprint"] != mine:
+            differ = sorted(k for k in set(mine) | set(attrs["fingerprint"])
+                            if mine.get(k) != attrs["fingerprint"].get(k))
+            raise MuxError(f"study '{name}' was run with a different {', '.join(differ)}; "
+                           f"resume it with the same spec and data, or use a new --study name")
+    return study
+
+
+def score_to_dict(score: Score) -> dict:
+    d = score.as_dict()
+    d["se_total"] = math.sqrt(score.se ** 2 + score.se_items ** 2)
+    return d

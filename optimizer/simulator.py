@@ -1,0 +1,400 @@
+"""Offline simulator: score a pool configuration {model: budget} and a selection rule on stored samples.
+
+Per simulation trial, each pool model draws ``budget`` of its stored samples for every item, without
+replacement (seeded); the selection rule picks an answer per item; the answer is compared with gold.
+The result is the mean accuracy over ``simulations`` trials with its standard error, the paper's
+UnionAcc and Contradiction, and the expected tokens and cost per item.
+
+How it is fast:
+
+* answers are mapped once to integer classes per item; class ids follow the sorted order of the
+  equivalence keys, so "ties go to the lexicographically smallest key" is "ties go to the smallest
+  id" and ``argmax`` (first maximum) breaks them; ``-1`` is an unreadable sample;
+* draws are one random permutation of each model's stored samples per (trial, item), generated once
+  with NumPy; a budget ``b`` takes the first ``b`` slots, so budgets are nested and share draws;
+* per (model, budget), the model's top class and its count among the drawn samples are computed
+  once for all trials and items and cached; a configuration is then an argmax over a few models.
+
+``plain_score`` replays the same draws item by item through the real stdlib selection rules; the
+tests check both agree exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from muxlang.errors import MuxError
+from muxlang.votes import StoredVotes
+
+RULES = ("slm_mux", "majority", "single")
+UNREADABLE = -1
+
+
+@dataclass(frozen=True)
+class Config:
+    """A pool (model → budget, in pool order, budgets ≥ 1) and a selection rule."""
+
+    pool: tuple[tuple[str, int], ...]
+    rule: str = "slm_mux"
+
+    @staticmethod
+    def of(pool: Mapping[str, int] | Iterable[tuple[str, int]], rule: str = "slm_mux") -> "Config":
+        items = pool.items() if isinstance(pool, Mapping) else pool
+        return Config(tuple((str(m), int(b)) for m, b in items if int(b) > 0), rule)
+
+    @property
+    def models(self) -> list[str]:
+        return [m for m, _ in self.pool]
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.pool)
+
+    def __str__(self) -> str:
+        inner = ", ".join(f"{m} * {b}" for m, b in self.pool)
+        return f"{self.rule}[{inner}]"
+
+
+@dataclass
+class Score:
+    accuracy: float  # mean over simulation trials of the share of items answered correctly
+    se: float  # standard error of that mean over the simulation trials (resampling noise)
+    se_items: float  # standard error from the finite item set (std over items / sqrt(n))
+    union: float  # UnionAcc: share of items where some pool model's top answer is right
+    contradiction: float  # share where one model is consistently wrong while another is right
+    tokens: float  # expected tokens per item
+    cost: float  # expected USD per item
+    n_items: int
+    n_trials: int
+    correct_per_trial: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
+
+    @property
+    def se_total(self) -> float:
+        return math.sqrt(self.se ** 2 + self.se_items ** 2)
+
+    def objective(self, name: str, penalty: float = 1.0) -> float:
+        if name == "accuracy":
+            return self.accuracy
+        if name == "cost":
+            return self.cost
+        if name == "union_contradiction":
+            return self.union - penalty * self.contradiction
+        raise MuxError(f"unknown objective '{name}'")
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "accuracy": self.accuracy, "se": self.se, "se_items": self.se_items,
+            "union": self.union, "contradiction": self.contradiction,
+            "tokens": self.tokens, "cost": self.cost,
+            "n_items": self.n_items, "n_trials": self.n_trials,
+        }
+
+
+def _stable_seed(seed: int, name: str) -> list[int]:
+    return [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
+
+
+def _mean_and_se(correct_per_trial: np.ndarray, n_items: int) -> tuple[float, float]:
+    if n_items == 0 or correct_per_trial.size == 0:
+        return 0.0, 0.0
+    acc = correct_per_trial.astype(np.float64) / n_items
+    mean = float(acc.mean())
+    se = float(acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
+    return mean, se
+
+
+def votes_hash(votes: StoredVotes, models: Iterable[str] | None = None) -> str:
+    """Content hash of a dataset's items, gold keys and the stored answer keys of ``models``."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([votes.items, votes.gold], ensure_ascii=False).encode("utf-8"))
+    for model in sorted(models if models is not None else votes.models):
+        digest.update(json.dumps([model, votes.votes.get(model)], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def subset_votes(votes: StoredVotes, indices: Iterable[int], name: str | None = None) -> StoredVotes:
+    """The same votes restricted to the items at ``indices`` (in that order)."""
+    idx = list(indices)
+    return StoredVotes(
+        dataset=name or votes.dataset,
+        items=[votes.items[i] for i in idx],
+        models=list(votes.models),
+        votes={m: [rows[i] for i in idx] for m, rows in votes.votes.items()},
+        gold=[votes.gold[i] for i in idx],
+        input_tokens=dict(votes.input_tokens), output_tokens=dict(votes.output_tokens),
+        price_input=dict(votes.price_input), price_output=dict(votes.price_output),
+    )
+
+
+def split_votes(votes: StoredVotes, fraction: float, seed: int) -> tuple[StoredVotes, StoredVotes]:
+    """Split items at random (seeded) into a validation share ``fraction`` and the rest for test."""
+    if not 0.0 < fraction < 1.0:
+        raise MuxError(f"--split must be between 0 and 1 (exclusive), got {fraction}")
+    n = len(votes.items)
+    order = np.random.default_rng(int(seed)).permutation(n)
+    n_val = int(round(fraction * n))
+    if n_val == 0 or n_val == n:
+        raise MuxError(f"--split {fraction} of {n} items leaves one side empty")
+    val_idx = sorted(order[:n_val].tolist())
+    test_idx = sorted(order[n_val:].tolist())
+    return (subset_votes(votes, val_idx, f"{votes.dataset}[val {fraction:g} seed {seed}]"),
+            subset_votes(votes, test_idx, f"{votes.dataset}[test {1 - fraction:g} seed {seed}]"))
+
+
+class Simulator:
+    """Scores configurations on one ``StoredVotes`` with ``simulations`` seeded resampling trials.
+
+    ``accuracies`` (model → validation accuracy or None) breaks slm_mux ties and picks the
+    ``single`` model; by default each model's per-sample accuracy on these votes. Score a test set
+    with the validation set's accuracies, never its own.
+    """
+
+    def __init__(self, votes: StoredVotes, simulations: int = 100, seed: int = 0,
+                 accuracies: Mapping[str, float | None] | None = None,
+                 models: Iterable[str] | None = None):
+        if simulations < 1:
+            raise MuxError(f"simulations must be at least 1, got {simulations}")
+        self.votes = votes
+        self.simulations = int(simulations)
+        self.seed = int(seed)
+        wanted = list(models) if models is not None else list(votes.models)
+        missing = [m for m in wanted if m not in votes.votes]
+        if missing:
+            raise MuxError(f"no stored samples of {', '.join(missing)} in dataset "
+                           f"'{votes.dataset}'")
+        self.models = wanted
+        # items with a readable gold answer are the ones scored
+        self.item_index = [i for i, g in enumerate(votes.gold) if g is not None]
+        self.n_items = len(self.item_index)
+        if self.n_items == 0:
+            raise MuxError(f"dataset '{votes.dataset}' has no item with a readable gold answer")
+        self._encode()
+        self.measured_accuracy = self._per_sample_accuracy()
+        self.accuracies: dict[str, float | None] = dict(self.measured_accuracy)
+        if accuracies is not None:
+            self.accuracies.update({m: accuracies.get(m) for m in self.models if m in accuracies})
+        self._draws: dict[str, np.ndarray] = {}
+        self._top: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._counts: dict[tuple[str, int], np.ndarray] = {}
+        self._fconf: dict[tuple[str, int], np.ndarray] = {}
+
+    # --- encoding -------------------------------------------------------------------------------
+    def _encode(self) -> None:
+        votes, models = self.votes, self.models
+        self.keys: list[list[str]] = []  # per scored item: class id -> key, sorted
+        gold = np.empty(self.n_items, dtype=np.int32)
+        self.k_stored = {m: max((len(votes.votes[m][i]) for i in self.item_index), default=0)
+                         for m in models}
+        self.samples = {m: np.full((self.n_items, max(self.k_stored[m], 1)), UNREADABLE, np.int32)
+                        for m in models}
+        self.n_stored = {m: np.zeros(self.n_items, np.int32) for m in models}
+        for row, i in enumerate(self.item_index):
+            vocab = {votes.gold[i]}
+            for m in models:
+                vocab.update(k for k in votes.votes[m][i] if k is not None)
+            ordered = sorted(vocab)
+            ids = {k: c for c, k in enumerate(ordered)}
+            self.keys.append(ordered)
+            gold[row] = ids[votes.gold[i]]
+            for m in models:
+                keys = votes.votes[m][i]
+                self.n_stored[m][row] = len(keys)
+                for j, k in enumerate(keys):
+                    if k is not None:
+                        self.samples[m][row, j] = ids[k]
+        self.gold = gold
+        self.n_classes = max(len(k) for k in self.keys)
+
+    def _per_sample_accuracy(self) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for m in self.models:
+            stored = int(self.n_stored[m].sum())
+            if stored == 0:
+                out[m] = None
+                continue
+            right = int((self.samples[m] == self.gold[:, None]).sum())
+            out[m] = right / stored
+        return out
+
+    # --- draws and per-(model, budget) cache ------------------------------------------------------
+    def max_budget(self, model: str) -> int:
+        """Samples stored for ``model`` (the most of any item): the largest budget it can draw."""
+        return self.k_stored[model]
+
+    def draws(self, model: str) -> np.ndarray:
+        """(simulations, items, k_stored) slot order per trial and item; budget b takes [..., :b]."""
+        if model not in self._draws:
+            k = max(self.k_stored[model], 1)
+            rng = np.random.default_rng(_stable_seed(self.seed, model))
+            noise = rng.random((self.simulations, self.n_items, k))
+            self._draws[model] = np.argsort(noise, axis=-1, kind="stable").astype(np.int16)
+        return self._draws[model]
+
+    def _check_budget(self, model: str, budget: int) -> None:
+        if model not in self.k_stored:
+            raise MuxError(f"no stored samples of '{model}' in dataset '{self.votes.dataset}'")
+        if budget < 1 or budget > self.k_stored[model]:
+            raise MuxError(f"budget {budget} for '{model}' is outside 1..{self.k_stored[model]} "
+                           f"(samples stored per item in '{self.votes.dataset}')")
+
+    def drawn(self, model: str, budget: int) -> np.ndarray:
+        """Class ids of the drawn samples: (simulations, items, budget); -1 = unreadable."""
+        self._check_budget(model, budget)
+        order = self.draws(model)[..., :budget].astype(np.intp)
+        table = self.samples[model]
+        return table[np.arange(self.n_items)[None, :, None], order]
+
+    def class_counts(self, model: str, budget: int) -> np.ndarray:
+        """(simulations, items, classes) counts of each class among the drawn samples."""
+        key = (model, budget)
+        if key not in self._counts:
+            drawn = self.drawn(model, budget)
+            t, n, b = drawn.shape
+            c = self.n_classes
+            slot = np.where(drawn < 0, c, drawn)  # unreadable goes to an extra, dropped column
+            flat = (np.arange(t * n, dtype=np.int64).reshape(t, n, 1) * (c + 1) + slot).ravel()
+            counts = np.bincount(flat, minlength=t * n * (c + 1)).reshape(t, n, c + 1)[..., :c]
+            self._counts[key] = counts.astype(np.uint16)
+        return self._counts[key]
+
+    def top(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per (trial, item): the model's most frequent class among its drawn samples (ties to the
+        smallest key; -1 when none is readable) and that class's count."""
+        key = (model, budget)
+        if key not in self._top:
+            counts = self.class_counts(model, budget)
+            top = counts.argmax(axis=-1).astype(np.int32)
+            count = counts.max(axis=-1).astype(np.int32)
+            top[count == 0] = UNREADABLE
+            self._top[key] = (top, count)
+            if len(self._counts) > 64:  # counts are only needed again by majority; keep memory low
+                self._counts.pop(next(iter(self._counts)))
+        return self._top[key]
+
+    def confidence(self, model: str, budget: int) -> np.ndarray:
+        """count / budget as float64: equal rationals give equal floats (correct rounding)."""
+        key = (model, budget)
+        if key not in self._fconf:
+            self._fconf[key] = self.top(model, budget)[1] / float(budget)
+        return self._fconf[key]
+
+    # --- rules ----------------------------------------------------------------------------------
+    def priority(self, models: list[str]) -> list[int]:
+        """Positions of ``models`` (pool order) sorted by tie-break priority: higher validation
+        accuracy first (None last), then lower pool index."""
+        def key(i: int):
+            acc = self.accuracies.get(models[i])
+            return (0 if acc is not None else 1, -(acc if acc is not None else 0.0), i)
+        return sorted(range(len(models)), key=key)
+
+    def answers(self, config: Config) -> np.ndarray:
+        """(simulations, items) selected class per trial and item; -1 = no answer."""
+        if config.rule not in RULES:
+            raise MuxError(f"unknown selection rule '{config.rule}'", )
+        if not config.pool:
+            return np.full((self.simulations, self.n_items), UNREADABLE, np.int32)
+        models = config.models
+        budgets = [b for _, b in config.pool]
+        if config.rule == "majority":
+            total = None
+            for m, b in config.pool:
+                counts = self.class_counts(m, b)
+                total = counts.astype(np.int32) if total is None else total + counts
+            answer = total.argmax(axis=-1).astype(np.int32)
+            answer[total.max(axis=-1) == 0] = UNREADABLE
+            return answer
+        order = self.priority(models)
+        if config.rule == "single":
+            first = order[0]
+            return self.top(models[first], budgets[first])[0]
+        # slm_mux: highest confidence; argmax keeps the first maximum = highest priority
+        if len(order) == 1:
+            return self.top(models[0], budgets[0])[0]
+        conf = np.stack([self.confidence(models[i], budgets[i]) for i in order])
+        tops = np.stack([self.top(models[i], budgets[i])[0] for i in order])
+        winner = conf.argmax(axis=0)
+        return np.take_along_axis(tops, winner[None], axis=0)[0]
+
+    def correct_per_trial(self, config: Config) -> np.ndarray:
+        return (self.answers(config) == self.gold[None, :]).sum(axis=1)
+
+    def score(self, config: Config, with_union: bool = True) -> Score:
+        answers = self.answers(config)
+        correct = answers == self.gold[None, :]
+        per_trial = correct.sum(axis=1)
+        mean, se = _mean_and_se(per_trial, self.n_items)
+        per_item = correct.mean(axis=0)
+        se_items = float(per_item.std(ddof=1) / math.sqrt(self.n_items)) if self.n_items > 1 else 0.0
+        union = contradiction = 0.0
+        if with_union and config.pool:
+            union, contradiction = self.union_contradiction(config)
+        tokens = sum(b * self.votes.tokens_per_sample(m) for m, b in config.pool)
+        cost = sum(b * self.votes.cost_per_sample(m) for m, b in config.pool)
+        return Score(mean, se, se_items, union, contradiction, float(tokens), float(cost),
+                     self.n_items, self.simulations, per_trial)
+
+    def union_contradiction(self, config: Config) -> tuple[float, float]:
+        """The paper's UnionAcc and Contradiction (§3), on each trial's drawn samples, averaged.
+
+        A model is right on an item when its most frequent drawn answer is gold; it is
+        consistently wrong when all its drawn samples give the same readable wrong answer."""
+        any_right = None
+        any_wrong = None
+        for m, b in config.pool:
+            top, count = self.top(m, b)
+            right = top == self.gold[None, :]
+            wrong = (count == b) & (top >= 0) & ~right
+            any_right = right if any_right is None else any_right | right
+            any_wrong = wrong if any_wrong is None else any_wrong | wrong
+        union = float(any_right.mean())
+        contradiction = float((any_right & any_wrong).mean())
+        return union, contradiction
+
+    def single_model_scores(self, budget: int | None = None) -> dict[str, Score]:
+        """Each model alone (its self-consistency over ``budget`` samples, default 1)."""
+        out = {}
+        for m in self.models:
+            b = min(budget or 1, self.k_stored[m])
+            if b >= 1:
+                out[m] = self.score(Config(((m, b),), "slm_mux"))
+        return out
+
+
+# --- plain per-item reference ---------------------------------------------------------------------
+def _load_rule(name: str):
+    from muxlang.ir import Call
+    from muxlang.stdlib.registry import get_rule
+
+    return get_rule(Call(name))
+
+
+def plain_correct_per_trial(sim: Simulator, config: Config, rule=None) -> np.ndarray:
+    """The same draws, item by item, through the real stdlib rule: correct items per trial."""
+    rule = rule or _load_rule(config.rule)
+    votes = sim.votes
+    accuracies = {m: sim.accuracies.get(m) for m in config.models}
+    draws = {m: sim.draws(m) for m in config.models}
+    out = np.zeros(sim.simulations, dtype=np.int64)
+    for t in range(sim.simulations):
+        right = 0
+        for row, i in enumerate(sim.item_index):
+            pool_votes: dict[str, list[str | None]] = {}
+            for m, b in config.pool:
+                stored = votes.votes[m][i]
+                pool_votes[m] = [stored[j] if j < len(stored) else None
+                                 for j in draws[m][t, row, :b].tolist()]
+            selection = rule(pool_votes, accuracies)
+            if selection.answer is not None and selection.answer == votes.gold[i]:
+                right += 1
+        out[t] = right
+    return out
+
+
+def plain_score(sim: Simulator, config: Config, rule=None) -> tuple[float, float]:
+    """Mean accuracy and standard error from :func:`plain_correct_per_trial`."""
+    return _mean_and_se(plain_correct_per_trial(sim, config, rule), sim.n_items)
