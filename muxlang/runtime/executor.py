@@ -439,8 +439,12 @@ class PlanExecutor:
         rule = self._rules[mux.name]
         selection = rule([v.keys for _, v in answered], accuracies)
         index, key, confidence, scores = _selection_fields(selection)
+        result.scores = _scores(scores, answered)
         if index is None or not (0 <= int(index) < len(answered)):
-            result.error = f"mux '{mux.name}': the selection rule chose no member"
+            # nobody gave a readable answer: no answer, confidence 0, not an error; as a nested
+            # member such a mux votes with unreadable samples (they count, they never win)
+            result.confidence = 0.0 if confidence is None else float(confidence)
+            result.winner_votes = answered[0][1]
             return result
         member, winner = answered[int(index)]
         result.model = member.name
@@ -453,11 +457,6 @@ class PlanExecutor:
                 if k == key:
                     result.answer = answer
                     break
-        if isinstance(scores, Mapping):
-            result.scores = {str(k): float(v) for k, v in scores.items()}
-        elif isinstance(scores, Sequence) and len(scores) == len(answered):
-            result.scores = {m.name: float(s) for (m, _), s in zip(answered, scores)
-                             if s is not None}
         return result
 
     def _cascade(self, node: str, values: dict[str, Any]) -> tuple[MuxResult | None,
@@ -473,6 +472,25 @@ class PlanExecutor:
         # the last step that answered (a failed escalation falls back to the step before it)
         chosen = answered[-1] if answered else (ran[-1] if ran else None)
         return chosen, ran
+
+
+def _scores(scores: Any, answered: list) -> dict[str, float]:
+    """Per member confidence from a Selection's scores (floats, or (answer, confidence) pairs)."""
+    out: dict[str, float] = {}
+    if isinstance(scores, Mapping):
+        items = list(scores.items())
+    elif isinstance(scores, Sequence) and len(scores) == len(answered):
+        items = [(m.name, s) for (m, _), s in zip(answered, scores)]
+    else:
+        return out
+    for name, value in items:
+        if isinstance(value, (tuple, list)) and value:
+            value = value[-1]
+        try:
+            out[str(name)] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
 
 
 def _sink(plan: nx.DiGraph) -> str:
