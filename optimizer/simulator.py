@@ -301,13 +301,7 @@ class Simulator:
         models = config.models
         budgets = [b for _, b in config.pool]
         if config.rule == "majority":
-            total = None
-            for m, b in config.pool:
-                counts = self.class_counts(m, b)
-                total = counts.astype(np.int32) if total is None else total + counts
-            answer = total.argmax(axis=-1).astype(np.int32)
-            answer[total.max(axis=-1) == 0] = UNREADABLE
-            return answer
+            return self._majority(config)
         order = self.priority(models)
         if config.rule == "single":
             first = order[0]
@@ -319,6 +313,35 @@ class Simulator:
         tops = np.stack([self.top(models[i], budgets[i])[0] for i in order])
         winner = conf.argmax(axis=0)
         return np.take_along_axis(tops, winner[None], axis=0)[0]
+
+    def accuracy_levels(self, models: list[str]) -> tuple[list[int], int]:
+        """Dense rank of each model's validation accuracy (0 = best; equal accuracies share a
+        rank; None ranks last) and the number of ranks."""
+        values = sorted({a for m in models if (a := self.accuracies.get(m)) is not None},
+                        reverse=True)
+        level = {a: r for r, a in enumerate(values)}
+        ranks = [level[a] if (a := self.accuracies.get(m)) is not None else len(values)
+                 for m in models]
+        return ranks, len(values) + 1
+
+    def _majority(self, config: Config) -> np.ndarray:
+        """Agent Forest: most votes over all drawn samples; ties to the answer whose best voter
+        has the highest validation accuracy, then to the smallest key."""
+        ranks, n_ranks = self.accuracy_levels(config.models)
+        total = None
+        voter = None  # per class: best (lowest) accuracy rank among the models that voted for it
+        for (m, b), rank in zip(config.pool, ranks):
+            counts = self.class_counts(m, b)
+            total = counts.astype(np.int32) if total is None else total + counts
+            mine = np.where(counts > 0, np.int32(rank), np.int32(n_ranks))
+            voter = mine if voter is None else np.minimum(voter, mine)
+        if n_ranks > 1:
+            key = total * np.int32(n_ranks + 1) + (np.int32(n_ranks) - voter)
+        else:
+            key = total
+        answer = key.argmax(axis=-1).astype(np.int32)
+        answer[total.max(axis=-1) == 0] = UNREADABLE
+        return answer
 
     def correct_per_trial(self, config: Config) -> np.ndarray:
         return (self.answers(config) == self.gold[None, :]).sum(axis=1)
@@ -377,17 +400,17 @@ def plain_correct_per_trial(sim: Simulator, config: Config, rule=None) -> np.nda
     """The same draws, item by item, through the real stdlib rule: correct items per trial."""
     rule = rule or _load_rule(config.rule)
     votes = sim.votes
-    accuracies = {m: sim.accuracies.get(m) for m in config.models}
+    accuracies = [sim.accuracies.get(m) for m in config.models]
     draws = {m: sim.draws(m) for m in config.models}
     out = np.zeros(sim.simulations, dtype=np.int64)
     for t in range(sim.simulations):
         right = 0
         for row, i in enumerate(sim.item_index):
-            pool_votes: dict[str, list[str | None]] = {}
+            pool_votes: list[list[str | None]] = []
             for m, b in config.pool:
                 stored = votes.votes[m][i]
-                pool_votes[m] = [stored[j] if j < len(stored) else None
-                                 for j in draws[m][t, row, :b].tolist()]
+                pool_votes.append([stored[j] if j < len(stored) else None
+                                   for j in draws[m][t, row, :b].tolist()])
             selection = rule(pool_votes, accuracies)
             if selection.answer is not None and selection.answer == votes.gold[i]:
                 right += 1

@@ -1,12 +1,10 @@
-"""Helpers for the optimizer tests: hand-made and synthetic stores, a loader for the shared
-ZeroEval recordings (until the store's importer is used), and a reference Algorithm 1."""
+"""Helpers for the optimizer tests: hand-made and synthetic stores, and a small loader for the
+shared ZeroEval recordings that needs no store."""
 from __future__ import annotations
 
 import gzip
 import json
 import re
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,42 +47,6 @@ def synthetic_votes(n_items=200, n_models=4, k=5, n_answers=4, seed=0, unreadabl
         price_input={m: 1e-7 * (j + 1) for j, m in enumerate(models)},
         price_output={m: 2e-7 * (j + 1) for j, m in enumerate(models)},
     )
-
-
-@dataclass
-class Sel:
-    index: int | None
-    answer: str | None
-    confidence: float
-    scores: list
-
-
-def reference_slm_mux(votes, accuracies):
-    """Algorithm 1 as the brief states it, written independently of the simulator."""
-    best = None
-    for index, (model, keys) in enumerate(votes.items()):
-        k = len(keys)
-        counts = Counter(x for x in keys if x is not None)
-        if counts:
-            top = max(counts.values())
-            answer = min(a for a, c in counts.items() if c == top)
-            s = top / k
-        else:
-            answer, s = None, 0.0
-        acc = accuracies.get(model)
-        rank = (s, acc is not None, acc if acc is not None else 0.0, -index)
-        if best is None or rank > best[0]:
-            best = (rank, index, answer, s)
-    return Sel(best[1], best[2], best[3], [])
-
-
-def reference_majority(votes, accuracies):
-    counts = Counter(x for keys in votes.values() for x in keys if x is not None)
-    total = sum(len(keys) for keys in votes.values())
-    if not counts:
-        return Sel(None, None, 0.0, [])
-    top = max(counts.values())
-    return Sel(None, min(a for a, c in counts.items() if c == top), top / total, [])
 
 
 # --- ZeroEval recordings ------------------------------------------------------------------------
