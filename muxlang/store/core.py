@@ -88,9 +88,13 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # pragma: no cover
-        # IMMEDIATE takes the write lock up front: no read-then-write upgrade deadlocks between
-        # processes; waiting writers are served by busy_timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Write transactions (Store.transaction) take the write lock up front with IMMEDIATE: no
+        # read-then-write upgrade deadlocks between processes; waiting writers are served by
+        # busy_timeout. Reads use a deferred BEGIN: under WAL they never block or wait.
+        if connection.get_execution_options().get("muxlang_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
 
 
 class Store:
@@ -132,8 +136,9 @@ class Store:
     def transaction(self) -> Iterator[Connection]:
         """One transaction: committed on normal exit, rolled back on any exception."""
         try:
-            with self.engine.begin() as conn:
-                yield conn
+            with self.engine.connect().execution_options(muxlang_write=True) as conn:
+                with conn.begin():
+                    yield conn
         except OperationalError as error:
             raise MuxError(f"store {self.display_url}: {_reason(error)}") from None
 

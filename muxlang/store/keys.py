@@ -89,7 +89,20 @@ def render_template(template: str, record: Mapping[str, Any], *, where: str = "t
 
 
 def render_messages(task: Any, record: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The chat messages of ``task`` (an ``ir.Task``) for one record: system (if any), then user."""
+    """The chat messages of ``task`` (an ``ir.Task``) for one record: system (if any), then user.
+
+    Exactly what the runtime sends (``muxlang.runtime.templates.render``), so prompt hashes agree;
+    a record that does not fit the template raises MuxError.
+    """
+    try:
+        from muxlang.runtime.templates import RecordError, render
+    except ImportError:  # pragma: no cover - runtime not installed
+        render = None
+    if render is not None:
+        try:
+            return render(task, record)
+        except RecordError as error:
+            raise MuxError(str(error)) from None
     messages = []
     if task.system:
         messages.append({"role": "system",

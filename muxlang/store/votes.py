@@ -21,7 +21,7 @@ import hashlib
 import importlib.util
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
@@ -208,7 +208,12 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     items = list(items) if items is not None else store.items(info)
     signature = answer_signature(task)
     reader = Reader.for_task(task)
-    gold = gold_keys(store, items, task, reader, signature)
+    gold_signature = signature
+    if task.gold and task.gold != info.gold_field:
+        # the task reads its gold answer from another field than the one stored at import
+        items = [replace(item, gold=_gold_text(item.record.get(task.gold))) for item in items]
+        gold_signature = hashlib.sha256(f"{signature}|{task.gold}".encode()).hexdigest()[:32]
+    gold = gold_keys(store, items, task, reader, gold_signature)
 
     rendered: list[str | None] = []
     for item in items:
@@ -268,6 +273,12 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
         votes=votes, gold=gold, input_tokens=tokens_in, output_tokens=tokens_out,
         price_input={m.name: m.price_input for m in models},
         price_output={m.name: m.price_output for m in models})
+
+
+def _gold_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return canonical_json(value)
 
 
 def _choose_group(model: ir.Model, groups: set[tuple[str, str]]) -> tuple[str, str] | None:

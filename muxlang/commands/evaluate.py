@@ -1,0 +1,218 @@
+"""``muxlang eval SPEC --dataset NAME_OR_FILE``: a mux and the paper's baselines, from stored samples.
+
+No model is called. Per-model accuracy, Single-Best, Single-Best-SC, Agent Forest, SLM-MUX (and the
+spec's own rule), union/oracle and contradiction rate, tokens and cost per question; mean ±
+standard error over seeded resampling trials when more samples are stored than the mux draws.
+A table on the terminal; ``--json`` prints one JSON object (``per_model``, ``baselines``, ...).
+Definitions: ``muxlang.evaluation``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonneg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="the .mux spec file")
+    parser.add_argument("--dataset", required=True, metavar="NAME_OR_FILE",
+                        help="a dataset in the store, or a questions file (JSONL) to evaluate on")
+    parser.add_argument("--mux", metavar="NAME", help="the mux to evaluate (default: the last one)")
+    parser.add_argument("--validation", metavar="NAME_OR_FILE",
+                        help="dataset whose stored samples give the validation accuracies used "
+                             "for tie-breaks and Single-Best (default: the mux's 'validation', "
+                             "else typed accuracies, else pool order)")
+    parser.add_argument("--trials", type=_positive, metavar="T",
+                        help="seeded resampling trials (default: 100 when more samples are stored "
+                             "than the mux draws, else 1)")
+    parser.add_argument("--seed", type=_nonneg, default=0, metavar="S", help="seed of the trials")
+    parser.add_argument("--store", metavar="URL",
+                        help="store URL or SQLite path (default: $MUXLANG_STORE, else "
+                             "./muxlang.sqlite)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def resolve_dataset(store: Any, value: str, gold_field: str | None) -> Any:
+    """A store dataset by name, or a questions file registered by content hash."""
+    from muxlang.errors import MuxError
+    from muxlang.store import load_dataset_file
+
+    path = Path(value)
+    if path.is_file():
+        return load_dataset_file(store, path, gold_field=gold_field or "answer")
+    info = store.get_dataset(value)
+    if info is not None:
+        return info
+    names = [d.name for d in store.list_datasets()]
+    from muxlang.errors import did_you_mean
+
+    hint = did_you_mean(value, names)
+    raise MuxError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
+                   + (f"; {hint}" if hint else
+                      f" (stored datasets: {', '.join(names)})" if names else
+                      " (the store has no datasets: `muxlang import` or `muxlang collect` first)"))
+
+
+def pick_mux(spec: Any, name: str | None, path: str) -> Any:
+    from muxlang import ir
+    from muxlang.errors import MuxError, did_you_mean
+
+    try:
+        runnable = spec.runnable(name)
+    except KeyError:
+        names = [*spec.muxes, *spec.cascades]
+        if name is None:
+            raise MuxError(f"{path}: declares no mux to evaluate") from None
+        hint = did_you_mean(name, names)
+        raise MuxError(f"{path}: no mux named '{name}'" + (
+            f"; {hint}" if hint else f" (there are: {', '.join(names)})" if names else "")) from None
+    if isinstance(runnable, ir.Cascade):
+        steps = ", ".join(step.name for step in runnable.steps)
+        raise MuxError(f"{path}: '{runnable.name}' is a cascade; eval scores one mux at a time: "
+                       f"pass --mux with one of its steps ({steps})")
+    return runnable
+
+
+def run(args: argparse.Namespace) -> int:
+    from muxlang.evaluation import evaluate
+    from muxlang.lang import load_spec
+    from muxlang.store import Store
+
+    spec = load_spec(args.spec)
+    mux = pick_mux(spec, args.mux, args.spec)
+    store = Store(args.store)
+    try:
+        dataset = resolve_dataset(store, args.dataset, mux.task.gold)
+        validation = None
+        if args.validation:
+            validation = resolve_dataset(store, args.validation, mux.task.gold).name
+        run_id = store.start_run("eval", {"dataset": dataset.name, "mux": mux.name,
+                                          "trials": args.trials, "seed": args.seed,
+                                          "validation": validation},
+                                 spec_path=str(args.spec), spec_text=spec.text)
+        try:
+            report = evaluate(store, spec, mux, dataset, trials=args.trials, seed=args.seed,
+                              validation=validation)
+        except BaseException as error:
+            store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+            raise
+        store.finish_run(run_id, "ok", {"baselines": report["baselines"],
+                                        "mux": report["mux"]["accuracy"]})
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        render(report)
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _se(value: float | None) -> str:
+    return "—" if value is None else f"±{100 * value:.1f}"
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "$0" if value == 0 else f"${value:.2g}" if value < 0.01 else f"${value:.4f}"
+
+
+def render(report: dict, file: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    stream = file or sys.stdout
+    tty = getattr(stream, "isatty", lambda: False)()
+    console = Console(file=stream, highlight=False, width=None if tty else 120)
+    mux = report["mux"]
+    data = report["dataset"]
+    trials = report["trials"]
+    console.print(f"[bold]mux {mux['name']}[/] (rule {mux['rule']}, tie-break {mux['tie_break']}) "
+                  f"on dataset [bold]{data['name']}[/] ({data['items']} items, "
+                  f"{data['content_hash'][:12]}) from {report['store']}")
+    console.print(f"{trials} trial{'s' if trials != 1 else ''}"
+                  + (f" of seeded resampling (seed {report['seed']})" if report["resampled"]
+                     else " (exactly k samples stored per model: no resampling)")
+                  + f"; validation accuracies: {report['validation']['source']}")
+
+    costs = any(row["tokens_in"] is not None or row["tokens_out"] is not None
+                for row in report["models"].values())
+    k_of = {p["model"]: p["samples"] for p in report["pool"]}
+    models = Table(title="Models (accuracy of one sample, %)", title_justify="left")
+    for name, justify in (("model", "left"), ("pool k", "right"), ("accuracy", "right"),
+                          ("±items", "right"), ("validation", "right"), ("unreadable %", "right"),
+                          *((("tokens/sample", "right"), ("cost/sample", "right")) if costs else ())):
+        models.add_column(name, justify=justify, no_wrap=name == "model")
+    val = report["validation"]["accuracies"]
+    for name, row in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        tokens = (None if row["tokens_in"] is None and row["tokens_out"] is None
+                  else (row["tokens_in"] or 0) + (row["tokens_out"] or 0))
+        models.add_row(name, str(k_of.get(name, "—")), _pct(row["accuracy"]),
+                       _se(row["item_se"]), _pct(val.get(name)) if name in val else "—",
+                       _pct(row["unreadable"]),
+                       *((_num(tokens), _money(row["cost_per_sample"])) if costs else ()))
+    console.print(models)
+
+    d = report["details"]
+    table = Table(title="Methods on the same draws (accuracy, %)", title_justify="left")
+    for name, justify in (("method", "left"), ("accuracy", "right"), ("±trials", "right"),
+                          ("±items", "right"),
+                          *((("tokens/question", "right"), ("cost/question", "right"))
+                            if costs else ()), ("", "left")):
+        table.add_column(name, justify=justify, no_wrap=name == "method")
+
+    def row(label: str, key: str, note: str = "") -> None:
+        x = d[key]
+        table.add_row(label, _pct(x["accuracy"]), _se(x["se"]) if trials > 1 else "—",
+                      _se(x["item_se"]),
+                      *((_num(x["tokens_per_question"]), _money(x["cost_per_question"]))
+                        if costs else ()), note)
+
+    row("Single-Best", "single_best", f"{d['single_best']['model']}, 1 sample")
+    row("Single-Best-SC", "single_best_sc",
+        f"{d['single_best_sc']['model']}, majority of {d['single_best_sc']['samples']}")
+    row("Agent Forest", "agent_forest", "majority over all samples")
+    row("SLM-MUX", "slm_mux", "most self-consistent model")
+    if mux["rule"] != "slm_mux":
+        row(f"mux {mux['name']}", "mux", f"rule {mux['rule']}")
+    row("Union (oracle)", "union", "some model right")
+    row("Oracle (any sample)", "oracle_any_sample", "some sample right")
+    table.add_row("Contradiction", _pct(report["contradiction"]),
+                  _se(report["contradiction_se"]) if trials > 1 else "—", "",
+                  *(("", "") if costs else ()),
+                  "a model consistently wrong, another right")
+    console.print(table)
+    if not costs:
+        console.print("tokens and cost: not recorded for these samples (imported recordings)")
+    if mux["no_answer"]:
+        console.print(f"mux gave no answer on {_pct(mux['no_answer'])}% of items (counted wrong)")
+    for note in report["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"({report['seconds']:.2f}s)")

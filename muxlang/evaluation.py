@@ -1,0 +1,364 @@
+"""Offline evaluation of a mux and the paper's baselines on stored samples (no model calls).
+
+Definitions (``/work/shared/docs/slm-mux.md``; "right" = equivalence key equal to the gold key):
+
+- per-model accuracy: over the items where the model has stored samples, the mean share of its
+  samples that are right, i.e. the exact expected accuracy of one sample (no resampling needed);
+- ``single_best``: the pool model with the best validation accuracy, one sample;
+- ``single_best_sc``: that model alone, majority over its k drawn samples (stdlib ``single``);
+- ``agent_forest``: majority over all drawn samples of all pool models (stdlib ``majority``);
+- ``slm_mux``: the paper's rule over the pool (stdlib ``slm_mux``); the spec's own rule is
+  reported as ``mux`` (the same number when the spec says ``rule = slm_mux``);
+- ``union`` (oracle): some pool model is right, a model being right when the gold answer is among
+  its most frequent drawn answers;
+- ``oracle_any_sample``: some drawn sample of some pool model is right;
+- ``contradiction``: some pool model is consistently wrong (all its k drawn samples give the same
+  readable wrong answer) while another pool model is right.
+
+A *trial* draws, for every pool model and item, k distinct sample indices out of the stored ones
+(k = the model's count in the pool; all of them, in index order, when exactly k are stored). With
+more samples stored than drawn, trials are seeded resamplings (``numpy.random.default_rng([seed,
+t])``) and figures are mean ± standard error over trials; every baseline of a trial sees the same
+draws. ``item_se`` is the binomial standard error over items, sqrt(p(1-p)/N): the uncertainty that
+comes from the size of the dataset, which resampling does not reduce.
+
+Validation accuracies (tie-breaks, and which model is "Single-Best"): measured in the store on the
+dataset named by ``validation`` (the command's ``--validation`` or the mux's ``validation``), else
+typed in the spec (``accuracy``), else none (pool order); the report says which, per model.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from muxlang import ir
+from muxlang.errors import MuxError
+from muxlang.votes import StoredVotes
+
+BASELINES = ("single_best", "single_best_sc", "agent_forest", "slm_mux", "union",
+             "oracle_any_sample")
+DEFAULT_RESAMPLING_TRIALS = 100
+
+
+@dataclass
+class Member:
+    """A pool member as the simulator sees it: a model (name) drawn k times."""
+
+    name: str
+    k: int
+    accuracy: Optional[float]
+
+
+def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Optional[str]]
+                   ) -> tuple[Optional[float], int]:
+    """Expected one-sample accuracy over the items that have samples; (accuracy, items)."""
+    total, count = 0.0, 0
+    for keys, g in zip(votes, gold):
+        if not keys:
+            continue
+        count += 1
+        if g is not None:
+            total += sum(1 for key in keys if key == g) / len(keys)
+    return (total / count if count else None), count
+
+
+def _top_answers(keys: Sequence[Optional[str]]) -> tuple[set[str], int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    if not counts:
+        return set(), 0
+    top = max(counts.values())
+    return {key for key, n in counts.items() if n == top}, top
+
+
+def _draw_indices(stored: list[list[Optional[str]]], k: int, rng: np.random.Generator | None
+                  ) -> list[list[int]]:
+    """Per item, k distinct positions into the stored samples (all of them when exactly k)."""
+    out: list[list[int]] = [[] for _ in stored]
+    by_n: dict[int, list[int]] = {}
+    for i, keys in enumerate(stored):
+        by_n.setdefault(len(keys), []).append(i)
+    for n, rows in sorted(by_n.items()):
+        if n <= k or rng is None:
+            for i in rows:
+                out[i] = list(range(min(n, k)))
+        else:
+            picks = np.argsort(rng.random((len(rows), n)), axis=1)[:, :k]
+            picks.sort(axis=1)  # keep index order inside a draw
+            for row, i in enumerate(rows):
+                out[i] = picks[row].tolist()
+    return out
+
+
+@dataclass
+class TrialFigures:
+    correct: dict[str, int] = field(default_factory=dict)
+    contradiction: int = 0
+    mux_no_answer: int = 0
+
+
+def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
+                   rng: np.random.Generator | None, best: int) -> TrialFigures:
+    """One trial: draw k samples per member and item, score every baseline on those draws."""
+    from muxlang.stdlib.selection import majority, single, slm_mux
+
+    accuracies = [m.accuracy for m in members]
+    draws = [_draw_indices(votes.votes[m.name], m.k, rng) for m in members]
+    gold = votes.gold
+    figures = TrialFigures(correct={name: 0 for name in (*BASELINES, "mux")})
+    c = figures.correct
+    for i, g in enumerate(gold):
+        pool = [[votes.votes[m.name][i][j] for j in draws[p][i]] for p, m in enumerate(members)]
+        sel = slm_mux(pool, accuracies)
+        c["slm_mux"] += sel.answer is not None and sel.answer == g
+        own = sel if rule is slm_mux else rule(pool, accuracies)
+        c["mux"] += own.answer is not None and own.answer == g
+        figures.mux_no_answer += own.answer is None
+        c["agent_forest"] += (majority(pool, accuracies).answer == g) if g is not None else 0
+        sc = single(pool, accuracies).answer
+        c["single_best_sc"] += sc is not None and sc == g
+        first = pool[best][0] if pool[best] else None
+        c["single_best"] += first is not None and first == g
+        if g is None:
+            continue
+        right = []
+        wrong_consistently = []
+        any_sample = False
+        for keys in pool:
+            tops, _ = _top_answers(keys)
+            right.append(g in tops)
+            any_sample = any_sample or g in keys
+            wrong_consistently.append(bool(keys) and keys[0] is not None and keys[0] != g
+                                      and all(key == keys[0] for key in keys))
+        c["union"] += any(right)
+        c["oracle_any_sample"] += any_sample
+        figures.contradiction += any(
+            wrong_consistently[p] and any(right[q] for q in range(len(pool)) if q != p)
+            for p in range(len(pool)))
+    return figures
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    mean = float(np.mean(values))
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
+    return mean, se
+
+
+def _item_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
+
+
+def flat_members(mux: ir.Mux) -> list[ir.PoolMember]:
+    for member in mux.pool:
+        if not member.is_model:
+            raise MuxError(f"mux {mux.name}: member {member.name} is itself a mux; eval "
+                           "simulates pools of models only (evaluate the inner mux on its own)")
+    return list(mux.pool)
+
+
+def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models: Sequence[ir.Model],
+                          validation: str | None) -> tuple[dict[str, Optional[float]],
+                                                            dict[str, str], str]:
+    """Per model (accuracy, source), and a one-line summary of the sources."""
+    from muxlang.store.votes import load_votes
+
+    accuracies: dict[str, Optional[float]] = {}
+    sources: dict[str, str] = {}
+    name = validation or mux.validation
+    measured: dict[str, Optional[float]] = {}
+    if mux.tie_break == "order":
+        for model in models:
+            accuracies[model.name], sources[model.name] = None, "pool order (tie_break = order)"
+        return accuracies, sources, "pool order (tie_break = order)"
+    if name:
+        info = store.get_dataset(name)
+        if info is None:
+            store.require_dataset(name)  # raises with the stored names
+        val = load_votes(store, spec, mux, info, models=models)
+        for model in models:
+            measured[model.name], _ = model_accuracy(val.votes[model.name], val.gold)
+    for model in models:
+        if measured.get(model.name) is not None:
+            accuracies[model.name] = measured[model.name]
+            sources[model.name] = f"store: dataset {name}"
+        elif model.accuracy is not None:
+            accuracies[model.name] = model.accuracy
+            sources[model.name] = "spec (typed accuracy)"
+        else:
+            accuracies[model.name] = None
+            sources[model.name] = "none (pool order)"
+    distinct = sorted(set(sources.values()))
+    summary = distinct[0] if len(distinct) == 1 else "mixed: " + ", ".join(distinct)
+    return accuracies, sources, summary
+
+
+def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: int | None = None,
+             seed: int = 0, validation: str | None = None,
+             extra_models: Sequence[ir.Model] | None = None) -> dict[str, Any]:
+    """The full evaluation report (a JSON-ready dict); see the module docstring."""
+    from muxlang.stdlib.registry import get_rule
+    from muxlang.store.votes import load_votes
+
+    started = time.perf_counter()
+    info = store.require_dataset(dataset)
+    pool = flat_members(mux)
+    pool_models = [member.member for member in pool]
+    if len({m.name for m in pool_models}) != len(pool_models):
+        raise MuxError(f"mux {mux.name}: a model appears twice in the pool; write it once as "
+                       "'model * k'")
+    others = [m for m in (extra_models if extra_models is not None else
+                          (spec.models.values() if spec else []))
+              if m.name not in {p.name for p in pool_models}]
+    votes = load_votes(store, spec, mux, info, models=[*pool_models, *others])
+    n_items = len(votes.items)
+    if n_items == 0:
+        raise MuxError(f"dataset {info.name} has no items")
+    notes: list[str] = []
+
+    # every pool model needs k stored samples on every item
+    for member in pool:
+        stored = votes.votes[member.name]
+        short = [(votes.items[i], len(keys)) for i, keys in enumerate(stored)
+                 if len(keys) < member.samples]
+        if short:
+            have = sum(1 for keys in stored if keys)
+            example = ", ".join(f"{item!r} has {n}" for item, n in short[:3])
+            raise MuxError(
+                f"model {member.name} ({member.member.id!r}): the mux draws {member.samples} "
+                f"sample(s) per item but {len(short)} of {n_items} items of dataset {info.name} "
+                f"have fewer stored ({example}); {have} items have any. Collect them with "
+                f"`muxlang collect SPEC --dataset FILE --samples {member.samples}`"
+                + (" (a replay backend replays the store: check the model id)"
+                   if member.member.backend.kind == "replay" and have == 0 else ""))
+
+    # per-model figures (all spec models with samples)
+    models_report: dict[str, dict[str, Any]] = {}
+    per_model: dict[str, float] = {}
+    for model in [*pool_models, *others]:
+        stored = votes.votes[model.name]
+        acc, covered = model_accuracy(stored, votes.gold)
+        if covered == 0:
+            notes.append(f"model {model.name}: no stored samples on {info.name}; left out")
+            continue
+        per_model[model.name] = acc
+        counts = [len(keys) for keys in stored if keys]
+        unreadable = sum(1 for keys in stored for key in keys if key is None)
+        models_report[model.name] = {
+            "accuracy": acc, "item_se": _item_se(acc, covered), "items": covered,
+            "samples_per_item": [min(counts), max(counts)],
+            "unreadable": unreadable / sum(counts),
+            "in_pool": model in pool_models,
+            "tokens_in": votes.input_tokens.get(model.name),
+            "tokens_out": votes.output_tokens.get(model.name),
+            "cost_per_sample": (votes.cost_per_sample(model.name)
+                                if model.name in votes.output_tokens else None),
+        }
+        if covered < n_items:
+            notes.append(f"model {model.name}: samples on {covered} of {n_items} items only")
+
+    # validation accuracies → tie-breaks and Single-Best
+    accuracies, sources, source_summary = validation_accuracies(
+        store, spec, mux, pool_models, validation)
+    val_name = validation or mux.validation
+    if val_name:
+        val_info = store.get_dataset(val_name)
+        if val_info is not None and val_info.content_hash == info.content_hash:
+            notes.append(f"validation dataset {val_name} is the evaluation dataset: tie-breaks and "
+                         "Single-Best are chosen on the test data (optimistic)")
+    members = [Member(m.name, m.samples, accuracies[m.name]) for m in pool]
+    best = 0
+    for p, member in enumerate(members):
+        a, b = member.accuracy, members[best].accuracy
+        if a is not None and (b is None or a > b):
+            best = p
+
+    # trials
+    resampled = any(len(keys) > member.k for member in members
+                    for keys in votes.votes[member.name])
+    if trials is None:
+        trials = DEFAULT_RESAMPLING_TRIALS if resampled else 1
+    if trials < 1:
+        raise MuxError("--trials must be >= 1")
+    if not resampled and trials > 1:
+        notes.append(f"exactly k samples are stored for every pool model: the {trials} trials are "
+                     "identical (standard error 0)")
+        trials = 1
+    rule = get_rule(mux.rule)
+    results: list[TrialFigures] = []
+    for t in range(trials):
+        rng = np.random.default_rng([seed, t]) if resampled else None
+        results.append(simulate_trial(members, votes, rule, rng, best))
+    scored = [sum(1 for g in votes.gold if g is not None)]
+    if scored[0] < n_items:
+        notes.append(f"{n_items - scored[0]} items have no readable gold answer: counted wrong")
+
+    def figure(name: str) -> dict[str, Any]:
+        mean, se = _mean_se([r.correct[name] / n_items for r in results])
+        return {"accuracy": mean, "se": se, "item_se": _item_se(mean, n_items)}
+
+    def cost(pairs: Sequence[tuple[str, int]]) -> tuple[Optional[float], Optional[float]]:
+        tokens, money = 0.0, 0.0
+        for name, k in pairs:
+            if name not in votes.output_tokens:
+                return None, None
+            tokens += k * votes.tokens_per_sample(name)
+            money += k * votes.cost_per_sample(name)
+        return tokens, money
+
+    all_pairs = [(m.name, m.k) for m in members]
+    best_member = members[best]
+    spend = {
+        "single_best": cost([(best_member.name, 1)]),
+        "single_best_sc": cost([(best_member.name, best_member.k)]),
+        "agent_forest": cost(all_pairs), "slm_mux": cost(all_pairs), "mux": cost(all_pairs),
+        "union": cost(all_pairs), "oracle_any_sample": cost(all_pairs),
+    }
+    details: dict[str, dict[str, Any]] = {}
+    for name in (*BASELINES, "mux"):
+        details[name] = figure(name)
+        details[name]["tokens_per_question"], details[name]["cost_per_question"] = spend[name]
+    details["single_best"]["model"] = best_member.name
+    details["single_best_sc"]["model"] = best_member.name
+    details["single_best_sc"]["samples"] = best_member.k
+    contradiction = _mean_se([r.contradiction / n_items for r in results])
+    mux_no_answer = float(np.mean([r.mux_no_answer / n_items for r in results]))
+
+    if all(m.k == 1 for m in members):
+        notes.append("the mux draws one sample per model: SLM-MUX's self-consistency is not "
+                     "exercised (every confidence is 1, so the validation-accuracy tie-break "
+                     "decides; Single-Best-SC equals Single-Best)")
+    if source_summary.startswith("none"):
+        notes.append("no validation accuracies (no --validation, no mux validation, none typed): "
+                     "ties go by pool order and Single-Best is the first pool model")
+
+    report = {
+        "spec": spec.path if spec else None,
+        "mux": {"name": mux.name, "rule": str(mux.rule), "tie_break": mux.tie_break,
+                "accuracy": details["mux"]["accuracy"], "se": details["mux"]["se"],
+                "item_se": details["mux"]["item_se"], "no_answer": mux_no_answer,
+                "tokens_per_question": details["mux"]["tokens_per_question"],
+                "cost_per_question": details["mux"]["cost_per_question"]},
+        "dataset": {"name": info.name, "content_hash": info.content_hash, "items": n_items},
+        "store": store.display_url,
+        "trials": trials, "seed": seed, "resampled": resampled,
+        "pool": [{"model": m.name, "samples": m.k,
+                  "stored_per_item": [min(map(len, votes.votes[m.name])),
+                                      max(map(len, votes.votes[m.name]))]} for m in members],
+        "validation": {"source": source_summary, "dataset": val_name,
+                       "accuracies": accuracies, "sources": sources},
+        "per_model": per_model,
+        "models": models_report,
+        "baselines": {name: details[name]["accuracy"] for name in BASELINES},
+        "contradiction": contradiction[0],
+        "contradiction_se": contradiction[1],
+        "details": details,
+        "notes": notes,
+        "seconds": time.perf_counter() - started,
+    }
+    return report
