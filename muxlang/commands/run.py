@@ -180,8 +180,10 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
 
+    from muxlang.runtime.loop import run as run_loop
+
     try:
-        asyncio.run(main())
+        run_loop(main())
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

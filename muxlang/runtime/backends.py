@@ -221,6 +221,7 @@ class BackendClient:
         self._cooldown_until = 0.0
         self._n_support: dict[str, bool] = {}
         self._probe_locks: dict[str, asyncio.Lock] = {}
+        self._headers_cache: tuple[str | None, dict[str, str]] | None = None
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
         else:
@@ -243,7 +244,7 @@ class BackendClient:
                                          keepalive_timeout=60, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            json_serialize=json.dumps, raise_for_status=False)
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
         self._semaphore = asyncio.Semaphore(limit)
         rate = self.settings.rate
         if rate:
@@ -353,7 +354,7 @@ class BackendClient:
         """One logical request for samples ``indices`` (n = len), with retries."""
         n = len(indices)
         seed = (model.seed or 0) + indices[0]
-        payload = self.build(model, messages, n, seed)
+        payload = json.dumps(self.build(model, messages, n, seed)).encode("utf-8")
         if n > 1:
             self.stats.batched += 1
         started = time.monotonic()
@@ -405,13 +406,17 @@ class BackendClient:
             await asyncio.sleep(wait)
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        # the key is read from the environment for every request (it may be rotated), but the
+        # headers dict is rebuilt only when it changes
         key = self.settings.key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
+        if self._headers_cache is None or self._headers_cache[0] != key:
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
+            self._headers_cache = (key, headers)
+        return self._headers_cache[1]
 
-    async def _attempt(self, payload: dict[str, Any], n: int, seed: int) -> list[Sample]:
+    async def _attempt(self, payload: bytes, n: int, seed: int) -> list[Sample]:
         assert self._session is not None and self._semaphore is not None
         async with self._semaphore:
             await self._wait_cool_down()
@@ -420,7 +425,7 @@ class BackendClient:
             self.stats.requests += 1
             start = time.monotonic()
             try:
-                async with self._session.post(self.endpoint, json=payload,
+                async with self._session.post(self.endpoint, data=payload,
                                               headers=self._headers()) as response:
                     raw = await response.read()
                     status = response.status

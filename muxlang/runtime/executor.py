@@ -92,6 +92,8 @@ class Runtime:
                      indices: Sequence[int]) -> list[Sample | SampleFailure]:
         """Samples ``indices`` of ``model`` for ``messages``: cached ones first, the rest drawn."""
         client = self.client(model)
+        if isinstance(self.cache, NullCache):
+            return await client.generate(model, messages, indices)
         keys = sample_keys(model.backend.name, model.id, model.sampling_params(), messages,
                            indices)
         cached = await self.cache.get(keys)
@@ -256,6 +258,11 @@ class PlanExecutor:
         self.output_node = plan.graph.get("output") or _sink(plan)
         self.generations = [sorted(g) for g in nx.topological_generations(plan)]
         self.preds = {n: list(plan.predecessors(n)) for n in plan.nodes}
+        self.data = {n: dict(d) for n, d in plan.nodes(data=True)}
+        self.edge = {(a, b): dict(d) for a, b, d in plan.edges(data=True)}
+        # generate node -> (group key, render node): samples of one member share one request
+        self.render_of = {n: next(p for p in self.preds[n] if self.data[p].get("op") == "render")
+                          for n, d in self.data.items() if d.get("op") == "generate"}
         self._extractors: dict[str, Callable[[str], str | None]] = {}
         self._keys: dict[str, Callable[[str], str | None]] = {}
         self._rules: dict[str, Callable[..., Any]] = {}
@@ -310,11 +317,10 @@ class PlanExecutor:
 
     async def _walk(self, record: dict) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        plan = self.plan
         for generation in self.generations:
             pending_generate: list[str] = []
             for node in generation:
-                data = plan.nodes[node]
+                data = self.data[node]
                 op = data.get("op")
                 preds = self.preds[node]
                 if op != "cascade" and any(values.get(p) is SKIP for p in preds):
@@ -346,9 +352,8 @@ class PlanExecutor:
     async def _generate(self, nodes: list[str], values: dict[str, Any]) -> None:
         groups: dict[tuple[str, str], tuple[ir.Model, Messages, list[str]]] = {}
         for node in nodes:
-            data = self.plan.nodes[node]
-            model: ir.Model = data["model"]
-            render_node = next(p for p in self.preds[node] if self.plan.nodes[p]["op"] == "render")
+            model: ir.Model = self.data[node]["model"]
+            render_node = self.render_of[node]
             messages = values[render_node]
             key = (f"{model.backend.name}/{model.name}", render_node)
             if key not in groups:
@@ -356,11 +361,11 @@ class PlanExecutor:
             groups[key][2].append(node)
 
         async def one(model: ir.Model, messages: Messages, members: list[str]) -> None:
-            indices = sorted({self.plan.nodes[n]["sample"] for n in members})
+            indices = sorted({self.data[n]["sample"] for n in members})
             got = await self.runtime.sample(model, messages, indices)
             by_index = dict(zip(indices, got))
             for n in members:
-                values[n] = by_index[self.plan.nodes[n]["sample"]]
+                values[n] = by_index[self.data[n]["sample"]]
 
         await asyncio.gather(*(one(*group) for group in groups.values()))
 
@@ -383,7 +388,7 @@ class PlanExecutor:
         model: ir.Model = data["model"]
         extracts = []
         for pred in self.preds[node]:
-            sample_index = self.plan.edges[pred, node].get("sample", 0)
+            sample_index = self.edge[pred, node].get("sample", 0)
             extracts.append((sample_index, values[pred]))
         extracts.sort(key=lambda pair: pair[0])
         votes = MemberVotes(name=model.name, path=[model.name])
@@ -463,7 +468,7 @@ class PlanExecutor:
                                                                    list[MuxResult]]:
         steps = []
         for pred in self.preds[node]:
-            step = self.plan.edges[pred, node].get("step", 0)
+            step = self.edge[pred, node].get("step", 0)
             if values.get(pred) is not SKIP:
                 steps.append((step, values[pred]))
         steps.sort(key=lambda pair: pair[0])

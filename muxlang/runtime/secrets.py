@@ -30,7 +30,8 @@ def read_key(name: str | None) -> str | None:
     """The key in environment variable ``name`` (None when unnamed or unset/empty)."""
     if not name:
         return None
-    register_key_env(name)
+    if name not in _key_envs:
+        register_key_env(name)
     value = os.environ.get(name)
     return value or None
 

@@ -106,7 +106,9 @@ class ScriptedServer:
         usage: bool = True,
         port: int = 0,
         host: str = "127.0.0.1",
+        log: bool = True,
     ):
+        self.log = log  # keep the request log (off for benchmarks)
         self.answer = answer or default_answer
         self.answers = dict(answers or {})
         self.latency = latency
@@ -146,6 +148,8 @@ class ScriptedServer:
             self.requests.clear()
 
     def _take_fault(self, model: str, prompt: str = "") -> Fault | None:
+        if not self._faults:
+            return None
         now = time.monotonic()
         with self._lock:
             self._faults = [f for f in self._faults if not f.expired(now)]
@@ -249,6 +253,8 @@ class ScriptedServer:
         return web.json_response(body, status=status, headers=headers)
 
     def _record(self, api: str, request: web.Request, body: Any, status: int | str) -> None:
+        if not self.log:
+            return
         entry = {
             "api": api,
             "path": request.path,
@@ -407,6 +413,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slots", type=int, default=None, help="requests served at once")
     parser.add_argument("--n-mode", choices=["support", "reject", "ignore"], default="support")
     parser.add_argument("--no-usage", action="store_true")
+    parser.add_argument("--no-log", action="store_true", help="keep no request log")
     parser.add_argument("--fault", action="append", default=[],
                         help="KIND[:key=value,...] e.g. 429:count=3,retry_after=1")
     return parser.parse_args(argv)
@@ -427,7 +434,8 @@ def _parse_fault(text: str) -> tuple[str, dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     server = ScriptedServer(latency=args.latency, slots=args.slots, n_mode=args.n_mode,
-                            usage=not args.no_usage, port=args.port, host=args.host)
+                            usage=not args.no_usage, port=args.port, host=args.host,
+                            log=not args.no_log)
     for text in args.fault:
         kind, options = _parse_fault(text)
         server.add_fault(kind, options.pop("count", 1), options.pop("model", None),
