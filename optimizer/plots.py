@@ -27,7 +27,10 @@ def _x(result: dict) -> tuple[str, str]:
         e.get("cost", 0.0) for e in result.get("front_accuracy_cost", [])]
     if any(c > 0 for c in costs):
         return "cost", "expected cost per item (USD)"
-    return "tokens", "expected tokens per item"
+    tokens = [p.get("tokens", 0.0) for p in result.get("points", [])]
+    if any(t > 0 for t in tokens):
+        return "tokens", "expected tokens per item"
+    return "samples", "samples drawn per item (no prices or token counts stored)"
 
 
 def plot_pareto(result: dict, path: Path) -> Path:

@@ -72,7 +72,7 @@ def _entry(config: Config, val: dict, test: dict | None) -> dict:
         "pool": config.as_dict(), "rule": config.rule,
         "val_accuracy": val["accuracy"], "val_se": val["se"], "val_se_items": val["se_items"],
         "union": val["union"], "contradiction": val["contradiction"],
-        "cost": val["cost"], "tokens": val["tokens"],
+        "cost": val["cost"], "tokens": val["tokens"], "samples": sum(config.as_dict().values()),
         "test_accuracy": None, "test_se": None, "test_se_items": None, "in_val_interval": None,
     }
     if test is not None:
@@ -175,9 +175,16 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     # accuracy vs cost of every feasible trial, and its 2-D front (for the picture)
     feasible = [r for r in result.trials if r.feasible and r.config.pool]
     points = [{"accuracy": r.score.get("accuracy", 0.0), "cost": r.score.get("cost", 0.0),
-               "tokens": r.score.get("tokens", 0.0)} for r in feasible[:5000]]
-    two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0),
-                                                r.score.get("cost", 0.0)), r.score)
+               "tokens": r.score.get("tokens", 0.0),
+               "samples": sum(b for _, b in r.config.pool)} for r in feasible[:5000]]
+    axis = ("cost" if any(p["cost"] > 0 for p in points)
+            else "tokens" if any(p["tokens"] > 0 for p in points) else "samples")
+
+    def x_of(r: TrialRecord) -> float:
+        return (sum(b for _, b in r.config.pool) if axis == "samples"
+                else r.score.get(axis, 0.0))
+
+    two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0), x_of(r)), r.score)
              for r in feasible]
     front2 = [evaluate(r.config) for r in pareto_front(two_d, ["maximize", "minimize"])][:60]
 

@@ -1,0 +1,71 @@
+"""``muxlang report``: PNG pictures of a tuning result: the accuracy–cost Pareto front (best single
+model and the large reference model marked) and accuracy vs samples per model for the chosen pool.
+
+The result comes from ``muxlang tune --result FILE.json`` (or ``tune --json`` output saved to a
+file), or from a study in Optuna storage that ``muxlang tune --storage URL --study NAME`` ran.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from muxlang.errors import MuxError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--result", metavar="FILE.json",
+                        help="a result saved by `muxlang tune --result` or `tune --json`")
+    source.add_argument("--storage", metavar="URL", help="Optuna storage of a tuning study")
+    parser.add_argument("--study", metavar="NAME", help="the study (with --storage)")
+    parser.add_argument("--out", metavar="DIR", default="tuning-plots",
+                        help="folder for the PNG files (default tuning-plots)")
+
+
+def _from_storage(url: str, study: str | None) -> dict:
+    import optuna
+
+    from muxlang.commands.tune import storage_url
+
+    if not study:
+        raise MuxError("--storage needs --study NAME")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        s = optuna.load_study(study_name=study, storage=storage_url(url))
+    except KeyError:
+        raise MuxError(f"no study '{study}' in that storage")
+    except Exception as error:
+        raise MuxError(f"cannot open the study storage: {error}".splitlines()[0])
+    result = s.user_attrs.get("result")
+    if not result:
+        raise MuxError(f"study '{study}' has no finished tuning result yet (run muxlang tune "
+                       f"to the end once)")
+    # every feasible trial of the study, for the scatter
+    points = []
+    for t in s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        score = t.user_attrs.get("score")
+        if score and all(c <= 0 for c in t.user_attrs.get("constraint", [0.0])):
+            points.append({"accuracy": score["accuracy"], "cost": score["cost"],
+                           "tokens": score["tokens"]})
+    return {**result, "points": points}
+
+
+def run(args) -> int:
+    from muxlang.optimizer.plots import write_plots
+
+    if args.result:
+        try:
+            with open(args.result, encoding="utf-8") as fh:
+                result = json.load(fh)
+        except OSError as error:
+            raise MuxError(f"cannot read {args.result}: {error.strerror or error}")
+        except json.JSONDecodeError as error:
+            raise MuxError(f"{args.result}: not a JSON tuning result ({error.msg}, line "
+                           f"{error.lineno})")
+        if not isinstance(result, dict) or "best" not in result:
+            raise MuxError(f"{args.result}: not a tuning result (no 'best')")
+    else:
+        result = _from_storage(args.storage, args.study)
+    for path in write_plots(result, args.out):
+        print(f"wrote {path}")
+    return 0
