@@ -103,8 +103,16 @@ def run(args: argparse.Namespace) -> int:
     from muxlang.runtime.executor import PlanExecutor, Runtime, backends_of
 
     plan = build_plan(spec, runnable)
-    runtime = Runtime(backends_of(runnable), urls=_backend_urls(args.backend),
-                      concurrency=args.concurrency, rate=args.rate)
+    urls = _backend_urls(args.backend)
+    for name in urls:
+        if name not in spec.backends:
+            hint = did_you_mean(name, spec.backends)
+            raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
+                           + (f"; {hint}" if hint else
+                              f" (backends: {', '.join(spec.backends)})" if spec.backends else ""))
+    used = backends_of(runnable)
+    urls = {name: url for name, url in urls.items() if name in {b.name for b in used}}
+    runtime = Runtime(used, urls=urls, concurrency=args.concurrency, rate=args.rate)
 
     if args.input == "-":
         source, in_stream, total = "<stdin>", sys.stdin, None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass
 from typing import IO, Any, AsyncIterator, Callable
 
+from muxlang.errors import MuxError
 from muxlang.runtime.executor import PlanExecutor, RecordResult
 from muxlang.runtime.secrets import scrub
 
@@ -33,27 +35,52 @@ class RunSummary:
 
 
 async def read_lines(stream: IO[str], chunk: int = 512) -> AsyncIterator[tuple[int, str]]:
-    """(line number, text) of the non-blank lines of ``stream``, read in a worker thread."""
+    """(line number, text) of the non-blank lines of ``stream``.
+
+    A daemon thread reads chunks of lines into a small queue (back-pressure: it never reads far
+    ahead of the executor), so a blocking stdin never blocks the event loop, and an interrupted
+    run never waits for a read that may not come.
+    """
     loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                lines = []
+                for _ in range(chunk):
+                    line = stream.readline()
+                    if not line:
+                        break
+                    lines.append(line)
+                asyncio.run_coroutine_threadsafe(queue.put(lines), loop).result()
+                if not lines:
+                    return
+        except BaseException as error:  # noqa: BLE001 - hand any read error to the loop
+            try:
+                asyncio.run_coroutine_threadsafe(queue.put(error), loop).result()
+            except BaseException:  # noqa: BLE001 - the loop is gone
+                pass
+
+    thread = threading.Thread(target=reader, name="muxlang-input", daemon=True)
+    thread.start()
     number = 0
-
-    def take() -> list[str]:
-        lines = []
-        for _ in range(chunk):
-            line = stream.readline()
-            if not line:
-                break
-            lines.append(line)
-        return lines
-
-    while True:
-        lines = await loop.run_in_executor(None, take)
-        if not lines:
-            return
-        for line in lines:
-            number += 1
-            if line.strip():
-                yield number, line
+    try:
+        while True:
+            lines = await queue.get()
+            if isinstance(lines, BaseException):
+                raise lines
+            if not lines:
+                return
+            for line in lines:
+                number += 1
+                if line.strip():
+                    yield number, line
+    finally:
+        stop.set()
+        while not queue.empty():  # unblock the reader if it is waiting for room
+            queue.get_nowait()
 
 
 def _error_line(message: str) -> dict[str, Any]:
@@ -128,15 +155,21 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
             on_done(result, result is None or result.failed)
 
     seq = 0
+    read_error: BaseException | None = None
     try:
-        async for number, text in lines:
-            await slots.acquire()
-            task = asyncio.create_task(process(seq, number, text))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            seq += 1
+        try:
+            async for number, text in lines:
+                await slots.acquire()
+                task = asyncio.create_task(process(seq, number, text))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                seq += 1
+        except (OSError, UnicodeError, ValueError) as error:
+            read_error = error  # finish what was read, then report
         while tasks:
             await asyncio.gather(*list(tasks))
+        if read_error is not None:
+            raise MuxError(f"cannot read {source} after line {seq}: {read_error}")
     except asyncio.CancelledError:
         summary.interrupted = True
         for task in list(tasks):
