@@ -250,10 +250,13 @@ class Store:
                 cx.execute(s.samples.delete().where(c.id.in_(ids)))
         statement = self.insert(s.samples).on_conflict_do_nothing(
             index_elements=["key_hash", "sample_index"])
+        if self.dialect == "postgresql":
+            # psycopg's executemany reports no row count: RETURNING lists what was inserted
+            statement = statement.returning(c.id)
         written = 0
         for start in range(0, len(rows), BATCH):
             result = cx.execute(statement, rows[start:start + BATCH])
-            written += max(result.rowcount, 0)
+            written += len(result.all()) if self.dialect == "postgresql" else max(result.rowcount, 0)
         return written
 
     def count_samples(self, model: str | None = None) -> int:
