@@ -41,10 +41,10 @@ class Runtime:
                  cache: SampleCache | None = None, policy: RetryPolicy | None = None,
                  environ: Mapping[str, str] | None = None, check: bool = True):
         urls = dict(urls or {})
-        known = {b.name for b in backends} if not isinstance(backends, dict) else set(backends)
         backends = list(backends.values()) if isinstance(backends, dict) else list(backends)
+        known = {b.name for b in backends}
         for name in urls:
-            if name not in {b.name for b in backends}:
+            if name not in known:
                 raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
                                + (f" (backends: {', '.join(sorted(known))})" if known else ""))
         self.clients: dict[str, BackendClient] = {}
@@ -201,8 +201,11 @@ class RecordResult:
             out["id"] = self.record["id"]
         r = self.result
         samples = [s for step in (self.steps or ([r] if r else [])) for s in step.samples]
-        tokens_in = sum(s.input_tokens or 0 for s in samples)
-        tokens_out = sum(s.output_tokens or 0 for s in samples)
+        # None when no sample's server reported usage
+        tokens_in = (sum(s.input_tokens or 0 for s in samples)
+                     if any(s.input_tokens is not None for s in samples) else None)
+        tokens_out = (sum(s.output_tokens or 0 for s in samples)
+                      if any(s.output_tokens is not None for s in samples) else None)
         out.update({
             "answer": r.answer if r else None,
             "model": r.model if r else None,

@@ -300,3 +300,47 @@ def test_connection_refused_fails_with_a_message():
 def test_make_backend_kinds():
     assert make_backend(BackendSettings("x", "openai", "http://h")).kind == "openai"
     assert make_backend(BackendSettings("x", "ollama", "http://h")).kind == "ollama"
+
+
+# ---- limits ---------------------------------------------------------------------------------
+def test_concurrency_cap_is_respected(server):
+    server.latency = 0.02
+    b = backend(server.openai_url, concurrency=3, supports_n=False)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            await asyncio.gather(*(rt.sample(m, [{"role": "user", "content": f"q{i}"}], [0, 1])
+                                   for i in range(15)))
+
+    asyncio.run(go())
+    assert len(server.requests) == 30
+    assert server.max_active <= 3
+
+
+def test_rate_cap_spaces_requests(server):
+    b = backend(server.openai_url, rate=4.0, supports_n=False)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            await rt.sample(m, MESSAGES, range(9))
+
+    asyncio.run(go())
+    times = sorted(r["time"] for r in server.requests)
+    # 4 per second: the 9th request cannot go before two full periods have passed
+    assert times[-1] - times[0] >= 1.9
+
+
+def test_one_session_per_backend_reuses_connections(server):
+    b = backend(server.openai_url, concurrency=2, supports_n=False)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            for i in range(10):
+                await rt.sample(m, [{"role": "user", "content": f"q{i}"}], [0])
+
+    asyncio.run(go())
+    peers = {tuple(r["peer"]) for r in server.requests}
+    assert len(server.requests) == 10 and len(peers) == 1  # one kept-alive connection

@@ -265,6 +265,8 @@ class ScriptedServer:
             else None,
             "body": body,
             "authorization": request.headers.get("Authorization"),
+            "peer": (request.transport.get_extra_info("peername")
+                     if request.transport is not None else None),
             "status": status,
             "time": time.time(),
         }
