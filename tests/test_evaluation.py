@@ -1,0 +1,198 @@
+"""Evaluation figures against hand-worked cases (docs: muxlang/evaluation.py)."""
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+
+from muxlang.errors import MuxError
+from muxlang.evaluation import evaluate
+from muxlang.lang import check_text
+from muxlang.store import Store, import_samples
+
+
+def spec_for(models: dict[str, tuple[str, float | None, int]], rule: str = "slm_mux",
+             tie_break: str = "accuracy", validation: str | None = None, extra: str = ""):
+    """models: name -> (recorded id, typed accuracy or None, k in the pool)."""
+    parts = ["backend rec {\n  kind = replay\n}\n"]
+    for name, (mid, acc, _) in models.items():
+        parts.append(f'model {name} {{\n  backend = rec\n  id = "{mid}"\n  temperature = 0\n'
+                     + (f"  accuracy = {acc}\n" if acc is not None else "") + "}\n")
+    parts.append('task t {\n  user = "{question}"\n  extract = final_number\n'
+                 '  equivalence = numeric\n  gold = "answer"\n}\n')
+    pool = ", ".join(f"{name} * {k}" for name, (_, _, k) in models.items() if k)
+    parts.append(f"mux m {{\n  task = t\n  pool = [{pool}]\n  rule = {rule}\n"
+                 f"  tie_break = {tie_break}\n"
+                 + (f'  validation = "{validation}"\n' if validation else "") + "}\n")
+    parts.append(extra)
+    return check_text("".join(parts), "tiny.mux")
+
+
+def store_with(tmp_path: Path, gold: dict[str, str], answers: dict[str, dict[str, list]],
+               name: str = "tiny") -> Store:
+    """answers: model id -> item -> list of numbers (None = unreadable text)."""
+    q = tmp_path / f"{name}-questions.jsonl"
+    q.write_text("".join(json.dumps({"id": i, "question": f"question {i}", "answer": g}) + "\n"
+                         for i, g in gold.items()))
+    lines = []
+    for model, per_item in answers.items():
+        for item, values in per_item.items():
+            for index, value in enumerate(values):
+                text = "I do not know." if value is None else f"Working...\n#### {value}"
+                lines.append(json.dumps({"id": item, "model": model, "sample": index,
+                                         "temperature": 0.0, "text": text}))
+    s = tmp_path / f"{name}-samples.jsonl"
+    s.write_text("\n".join(lines) + "\n")
+    st = Store(str(tmp_path / "eval.sqlite"))
+    import_samples(st, s, q, dataset=name)
+    return st
+
+
+GOLD = {"q1": "1", "q2": "2", "q3": "3", "q4": "4"}
+HAND = {
+    "A": {"q1": [1, 1, 1], "q2": [5, 5, 2], "q3": [9, 9, 9], "q4": [None, None, None]},
+    "B": {"q1": [2, 2, 2], "q2": [2, 2, 7], "q3": [3, 8, None], "q4": [6, 6, 6]},
+    "C": {"q1": [1, 2, 3], "q2": [2, 2, 2], "q3": [3, 3, 4], "q4": [4, 6, None]},
+}
+
+
+def test_hand_worked_three_models(tmp_path):
+    # q1: A,B both fully consistent -> tie -> A (acc .9) right; AF: 1 and 2 four votes each,
+    #     1's best voter is A (.9) -> right; contradiction (B consistently wrong, A right).
+    # q2: C consistent (1.0) -> 2 right; AF 2 (6 votes) right; A's majority 5 wrong.
+    # q3: A consistent 9 -> wrong; AF: 9 and 3 three votes each, 9's voter A (.9) beats
+    #     3's best voter B (.8) -> wrong; union: C's top is 3; contradiction (A wrong, C right).
+    # q4: A unreadable; B consistent 6 -> wrong; AF 6 wrong; union: C ties 4/6 -> 4 among its
+    #     top answers -> right; contradiction (B consistently wrong, C right).
+    st = store_with(tmp_path, GOLD, HAND)
+    spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)})
+    report = evaluate(st, spec, spec.muxes["m"], "tiny")
+    assert report["trials"] == 1 and not report["resampled"]
+    # one-sample accuracy: a = (3/3 + 1/3) / 4, b = (2/3 + 1/3) / 4, c = (1/3 + 1 + 2/3 + 1/3) / 4
+    assert report["per_model"] == pytest.approx({"a": 4 / 12, "b": 3 / 12, "c": 7 / 12})
+    assert report["baselines"] == pytest.approx({
+        "single_best": 0.25, "single_best_sc": 0.25, "agent_forest": 0.5, "slm_mux": 0.5,
+        "union": 1.0, "oracle_any_sample": 1.0})
+    assert report["contradiction"] == pytest.approx(0.75)
+    assert report["mux"]["accuracy"] == pytest.approx(0.5)
+    assert report["details"]["single_best"]["model"] == "a"
+    assert report["validation"]["source"] == "spec (typed accuracy)"
+    assert report["models"]["a"]["unreadable"] == pytest.approx(3 / 12)
+    assert report["models"]["b"]["unreadable"] == pytest.approx(1 / 12)
+
+
+def test_tie_break_by_order_changes_agent_forest_ties(tmp_path):
+    # without accuracies, majority ties go to the smallest key: on q3 "3" beats "9" -> right
+    st = store_with(tmp_path, GOLD, HAND)
+    spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)},
+                    tie_break="order")
+    report = evaluate(st, spec, spec.muxes["m"], "tiny")
+    assert report["validation"]["source"].startswith("pool order")
+    assert report["baselines"]["agent_forest"] == pytest.approx(0.75)
+    assert report["baselines"]["slm_mux"] == pytest.approx(0.5)
+
+
+def test_single_best_follows_validation_from_the_store(tmp_path):
+    # on a validation dataset C is best, so Single-Best is C (and beats the typed accuracies)
+    st = store_with(tmp_path, GOLD, HAND)
+    val_gold = {"v1": "1", "v2": "2"}
+    val = {"A": {"v1": [0, 0, 0], "v2": [0, 0, 0]}, "B": {"v1": [0, 0, 0], "v2": [2, 0, 0]},
+           "C": {"v1": [1, 1, 1], "v2": [2, 2, 2]}}
+    st.close()
+    st = store_with(tmp_path, val_gold, val, name="val")
+    spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)},
+                    validation="val")
+    report = evaluate(st, spec, spec.muxes["m"], "tiny")
+    assert report["validation"]["source"] == "store: dataset val"
+    assert report["validation"]["accuracies"] == pytest.approx({"a": 0.0, "b": 1 / 6, "c": 1.0})
+    assert report["details"]["single_best"]["model"] == "c"
+    # C's first samples: q1 1 (right), q2 2 (right), q3 3 (right), q4 4 (right)
+    assert report["baselines"]["single_best"] == pytest.approx(1.0)
+    # C's majorities: q1 tie 1/2/3 -> smallest "1" right, q2 right, q3 right, q4 tie 4/6 -> "4"
+    assert report["baselines"]["single_best_sc"] == pytest.approx(1.0)
+    with pytest.raises(MuxError, match="no dataset 'nope'"):
+        evaluate(st, spec, spec.muxes["m"], "tiny", validation="nope")
+
+
+def test_resampling_matches_the_exact_expectation(tmp_path):
+    # one model, 4 stored samples [1, 1, 2, 2], gold 1, k = 2: of the 6 pairs, {2,2} is wrong,
+    # {1,1} right, and the 4 mixed pairs tie -> smallest key "1" -> right: 5/6.
+    st = store_with(tmp_path, {"q": "1"}, {"A": {"q": [1, 1, 2, 2]}})
+    spec = spec_for({"a": ("A", None, 2)})
+    exact = sum(1 for pair in combinations([1, 1, 2, 2], 2) if min(pair) == 1 or pair == (1, 1)) / 6
+    assert exact == pytest.approx(5 / 6)
+    report = evaluate(st, spec, spec.muxes["m"], "tiny", trials=2000, seed=7)
+    assert report["resampled"] and report["trials"] == 2000
+    d = report["details"]["single_best_sc"]
+    assert abs(d["accuracy"] - exact) < 4 * d["se"] and d["se"] > 0
+    # Single-Best takes the first sample of the drawn pair (the lower index): it is a 2 only
+    # for the pair of indices (2, 3): 5/6 again. The per-model figure is exact: 2 of 4 right.
+    sb = report["details"]["single_best"]
+    assert abs(sb["accuracy"] - 5 / 6) < 4 * sb["se"]
+    assert report["per_model"]["a"] == pytest.approx(0.5)
+    again = evaluate(st, spec, spec.muxes["m"], "tiny", trials=2000, seed=7)
+    assert again["baselines"] == report["baselines"]  # seeded: reproducible
+    other = evaluate(st, spec, spec.muxes["m"], "tiny", trials=50, seed=8)
+    assert other["trials"] == 50
+
+
+def test_too_few_stored_samples_is_a_clear_error(tmp_path):
+    st = store_with(tmp_path, {"q": "1", "r": "2"}, {"A": {"q": [1, 1], "r": [2]}})
+    spec = spec_for({"a": ("A", None, 2)})
+    with pytest.raises(MuxError, match=r"draws 2 sample\(s\) per item but 1 of 2 items .*'r' has 1"):
+        evaluate(st, spec, spec.muxes["m"], "tiny")
+    spec = spec_for({"a": ("Nobody", None, 1)})
+    with pytest.raises(MuxError, match="check the model id"):
+        evaluate(st, spec, spec.muxes["m"], "tiny")
+
+
+def test_costs_from_recorded_tokens(tmp_path):
+    # samples collected by a live backend carry tokens; eval prices them per question
+    from muxlang.store import NewSample, SampleKey, load_dataset_file, prompt_hash, render_messages
+
+    q = tmp_path / "c-questions.jsonl"
+    q.write_text(json.dumps({"id": "x", "question": "1+1?", "answer": "2"}) + "\n")
+    spec = check_text('''
+backend live {
+  kind = openai
+  url = "http://127.0.0.1:9/v1"
+}
+model a {
+  backend = live
+  id = "a-1b"
+  input_price = 1
+  output_price = 2
+}
+model b {
+  backend = live
+  id = "b-1b"
+}
+task t {
+  user = "Q: {question}"
+  extract = final_number
+  equivalence = numeric
+  gold = "answer"
+}
+mux m {
+  task = t
+  pool = [a * 2, b]
+}
+''', "c.mux")
+    st = Store(str(tmp_path / "c.sqlite"))
+    info = load_dataset_file(st, q)
+    record = st.items(info)[0].record
+    messages = render_messages(spec.tasks["t"], record)
+    ka = SampleKey.for_model(spec.models["a"], messages)
+    kb = SampleKey.for_model(spec.models["b"], messages)
+    st.put_samples([NewSample(ka, 0, "#### 2", 100, 10), NewSample(ka, 1, "#### 3", 100, 30),
+                    NewSample(kb, 0, "#### 2", 50, 50)])
+    report = evaluate(st, spec, spec.muxes["m"], info)
+    assert report["per_model"] == pytest.approx({"a": 0.5, "b": 1.0})
+    # a: 120 tokens/sample at $1 in / $2 out per million; b: 100 tokens, no price
+    assert report["models"]["a"]["cost_per_sample"] == pytest.approx((100 * 1 + 20 * 2) / 1e6)
+    assert report["mux"]["tokens_per_question"] == pytest.approx(2 * 120 + 100)
+    assert report["mux"]["cost_per_question"] == pytest.approx(2 * 140 / 1e6)
+    # slm_mux: a splits 2/3 (s = .5), b is consistent (s = 1) -> b's "2": right
+    assert report["baselines"]["slm_mux"] == 1.0
