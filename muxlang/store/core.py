@@ -111,10 +111,11 @@ class Store:
                     if path and not Path(path).parent.exists():
                         raise MuxError(f"store {self.display_url}: directory "
                                        f"{Path(path).parent} does not exist")
+                # check_same_thread off: the pool hands a connection to one thread at a time,
+                # and the runtime cache works from a worker thread.
                 self.engine = create_engine(
-                    self.url, echo=echo,
-                    **({"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
-                       if memory else {}))
+                    self.url, echo=echo, connect_args={"check_same_thread": False},
+                    **({"poolclass": StaticPool} if memory else {}))
                 _sqlite_setup(self.engine)
             else:
                 self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)

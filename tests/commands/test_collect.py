@@ -1,0 +1,198 @@
+"""``muxlang collect``: kill -9 at any moment, run again: exactly the samples of a clean run.
+
+A real subprocess against the scripted OpenAI-compatible server (tests/support/scripted_server.py).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ITEMS = 40
+MODELS = ("a", "b", "c")
+K = 3
+
+
+def spec_text(url: str, n: str = "auto") -> str:
+    models = "".join(f"""
+model {m} {{
+  backend = local
+  id = "id-{m}"
+  seed = 100
+  temperature = 0.7
+  input_price = 0.5
+  output_price = 1.5
+}}
+""" for m in MODELS)
+    return f"""
+backend local {{
+  kind = openai
+  url = "{url}/v1"
+  concurrency = 4
+  timeout = 10s
+  retries = 2
+  n = {n}
+}}
+{models}
+task t {{
+  user = "Question: {{question}}"
+  extract = final_number
+  equivalence = numeric
+  gold = "answer"
+}}
+mux pool {{
+  task = t
+  pool = [{", ".join(f"{m} * {K}" for m in MODELS)}]
+}}
+"""
+
+
+@pytest.fixture
+def server():
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--port", "0",
+                             "--latency", "0.05", "--slots", "64"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("URL "), proc.stderr.read()
+    yield line.split()[1]
+    proc.kill()
+    proc.wait()
+
+
+def collect(tmp_path: Path, store: Path, spec: Path, *extra: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "muxlang", "collect", str(spec), "--dataset",
+           str(tmp_path / "q.jsonl"), "--store", str(store), "--no-progress", *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if wait:
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+    return subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def rows(store: Path) -> list[tuple]:
+    if not store.exists():
+        return []
+    con = sqlite3.connect(store, timeout=30)
+    try:
+        return con.execute("SELECT key_hash, sample_index, model, prompt_hash, text, error "
+                           "FROM samples").fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()
+
+
+def server_log(url: str) -> list[dict]:
+    with urllib.request.urlopen(f"{url}/log", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def requested_samples(entries: list[dict]) -> list[tuple[str, str, int]]:
+    """(model, prompt hash, sample index) of every sample the server was asked for."""
+    from muxlang.store import prompt_hash
+
+    out = []
+    for entry in entries:
+        body = entry["body"]
+        if not isinstance(body, dict) or entry["status"] != 200:
+            continue
+        digest = prompt_hash(body["messages"])
+        for j in range(int(body.get("n") or 1)):
+            out.append((body["model"], digest, int(body["seed"]) - 100 + j))
+    return out
+
+
+@pytest.mark.parametrize("n", ["auto", "false"])
+def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n):
+    questions = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}
+                 for i in range(ITEMS)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server, n))
+    total = ITEMS * len(MODELS) * K
+
+    # the reference: a clean run into its own store
+    clean_store = tmp_path / "clean.sqlite"
+    done = collect(tmp_path, clean_store, spec)
+    assert done.returncode == 0, done.stderr
+    clean = {(r[0], r[1], r[4]) for r in rows(clean_store)}
+    assert len(clean) == total
+
+    # the same, killed with SIGKILL in the middle
+    store = tmp_path / "killed.sqlite"
+    proc = collect(tmp_path, store, spec, wait=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(rows(store)) < total // 4:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    at_kill = rows(store)
+    assert total // 4 <= len(at_kill) < total, "kill -9 did not land mid-run"
+    first_log = server_log(server)
+
+    # run the same command again: it continues
+    again = collect(tmp_path, store, spec)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(at_kill)} already stored" in again.stderr
+    final = rows(store)
+    assert len(final) == total  # none lost, none duplicated
+    assert {(r[0], r[1], r[4]) for r in final} == clean  # exactly the clean run's samples
+    per_key: dict[str, list[int]] = {}
+    for r in final:
+        per_key.setdefault(r[0], []).append(r[1])
+    assert sorted(map(sorted, per_key.values())) == [[0, 1, 2]] * (ITEMS * len(MODELS))
+
+    # the second run asked the server only for what was not stored at the kill
+    stored_at_kill = {(r[2], r[3], r[1]) for r in at_kill}
+    second = requested_samples(server_log(server)[len(first_log):])
+    assert not stored_at_kill & set(second)
+    assert len(second) == len(set(second)) == total - len(at_kill)
+
+    # a third run draws nothing
+    third = collect(tmp_path, store, spec, "--json")
+    summary = json.loads(third.stdout)
+    assert summary["drawn"] == 0 and summary["stored_before"] == total
+    con = sqlite3.connect(store)
+    statuses = [s for (s,) in con.execute("SELECT status FROM runs ORDER BY id")]
+    con.close()
+    assert statuses == ["running", "ok", "ok"]  # the killed run never got to finish
+
+
+def test_more_samples_later_extends_without_redrawing(tmp_path, server):
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"id": i, "question": f"{i}?", "answer": str(i)}) + "\n"
+                for i in range(5)))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server))
+    store = tmp_path / "s.sqlite"
+    assert collect(tmp_path, store, spec, "--samples", "2").returncode == 0
+    before = {(r[0], r[1]): r[4] for r in rows(store)}
+    assert len(before) == 5 * 3 * 2
+    start = len(server_log(server))
+    done = collect(tmp_path, store, spec, "--samples", "5", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["drawn"] == 5 * 3 * 3
+    after = {(r[0], r[1]): r[4] for r in rows(store)}
+    assert len(after) == 5 * 3 * 5 and all(after[key] == text for key, text in before.items())
+    asked = requested_samples(server_log(server)[start:])
+    assert sorted({index for _, _, index in asked}) == [2, 3, 4]
+
+
+def test_collect_errors_are_plain(tmp_path):
+    spec = tmp_path / "r.mux"
+    spec.write_text('backend rec {\n  kind = replay\n}\nmodel a {\n  backend = rec\n  id = "x"\n}\n'
+                    'task t {\n  user = "{question}"\n}\nmux m {\n  task = t\n  pool = [a]\n}\n')
+    (tmp_path / "q.jsonl").write_text('{"id": 1, "question": "?"}\n')
+    done = collect(tmp_path, tmp_path / "s.sqlite", spec)
+    assert done.returncode == 1 and "replay backend: nothing to collect" in done.stderr
+    assert "Traceback" not in done.stderr
