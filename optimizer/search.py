@@ -19,6 +19,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import random
+import time
+import socket
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
@@ -28,6 +32,7 @@ import optuna
 from muxlang.errors import MuxError
 from muxlang.optimizer.simulator import RULES, Config, Score, Simulator
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
 OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize"}
 SAMPLERS = ("auto", "grid", "tpe", "nsga2")
 
@@ -159,6 +164,7 @@ class Objective:
         for key, value in config_attrs(config, score).items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("constraint", [violation])
+        trial.set_user_attr("worker", WORKER)
         trial.set_constraint("pool_size", violation)
         values = [score.objective(name, self.penalty) for name in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
@@ -275,8 +281,7 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
                         make_sampler(kind, len(objectives), seed, len(grid) if grid else None),
                         fingerprint, kind)
     total = trials if grid is None else min(trials, len(grid))
-    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                   optuna.trial.TrialState.FAIL)
+    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     already = len(study.get_trials(deepcopy=False, states=done_states))
     if already < total:
         stop = optuna.study.MaxTrialsCallback(total, states=done_states)
@@ -288,17 +293,27 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
 
 def _open_study(storage: str | None, name: str | None, directions: list[str], sampler,
                 fingerprint: dict | None, kind: str) -> optuna.Study:
-    try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=directions,
-                                    sampler=sampler, load_if_exists=storage is not None)
-    except optuna.exceptions.DuplicatedStudyError:  # pragma: no cover - load_if_exists covers it
-        raise MuxError(f"study '{name}' exists already")
-    except ValueError as error:
-        raise MuxError(f"cannot open study '{name}': {error}")
-    except Exception as error:  # storage URL, server down, driver missing
-        if type(error).__module__.startswith(("sqlalchemy", "psycopg", "optuna")):
-            raise MuxError(f"cannot open the study storage: {error}".splitlines()[0])
-        raise
+    study = None
+    for attempt in range(6):
+        try:
+            rdb = None
+            if storage is not None:
+                # heartbeats: a worker that dies mid-trial leaves a FAIL, not a RUNNING forever
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30,
+                                                 grace_period=120,
+                                                 engine_kwargs={"pool_pre_ping": True})
+            study = optuna.create_study(storage=rdb, study_name=name, directions=directions,
+                                        sampler=sampler, load_if_exists=storage is not None)
+            break
+        except ValueError as error:
+            raise MuxError(f"cannot open study '{name}': {error}")
+        except Exception as error:  # storage URL, server down, driver missing, schema race
+            if not type(error).__module__.startswith(("sqlalchemy", "psycopg", "optuna")):
+                raise
+            if attempt == 5 or "IntegrityError" not in type(error).__name__ + repr(error):
+                raise MuxError(f"cannot open the study storage: {error}".splitlines()[0])
+            # several workers creating the storage's tables or the study at once: try again
+            time.sleep(0.2 + random.random() * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
                                   else optuna.study.StudyDirection.MINIMIZE for d in directions]:
         raise MuxError(f"study '{name}' was created with other objectives; use a new --study name")

@@ -230,8 +230,9 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     }
 
 
-def render_text(result: dict, out=sys.stdout) -> None:
+def render_text(result: dict, out=None) -> None:
     """The human-readable summary of a tuning result."""
+    out = out or sys.stdout
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 

@@ -46,7 +46,8 @@ def _from_storage(url: str, study: str | None) -> dict:
         score = t.user_attrs.get("score")
         if score and all(c <= 0 for c in t.user_attrs.get("constraint", [0.0])):
             points.append({"accuracy": score["accuracy"], "cost": score["cost"],
-                           "tokens": score["tokens"]})
+                           "tokens": score["tokens"],
+                           "samples": sum(t.user_attrs.get("pool", {}).values())})
     return {**result, "points": points}
 
 

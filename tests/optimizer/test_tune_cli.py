@@ -1,0 +1,199 @@
+"""`muxlang tune` and `muxlang report` end to end on a hand-made store (SQLite)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from opt_helpers import synthetic_votes
+
+from muxlang.cli import main
+from muxlang.lang import load_spec
+from muxlang.optimizer.simulator import Simulator, split_votes
+from muxlang.optimizer.tuned_spec import config_of_spec, redact_url
+
+SPEC = """\
+# a hand-made tuning spec
+import std.gsm8k
+
+backend rec {
+  kind = replay   # recorded samples
+}
+
+model m0 { backend = rec  id = "m0"  temperature = 0.3 }
+model m1 { backend = rec  id = "m1"  temperature = 0.3 }
+model m2 { backend = rec  id = "m2"  temperature = 0.3 }
+model m3 { backend = rec  id = "m3"  temperature = 0.3 }
+model big { backend = rec  id = "big"  temperature = 0.3 }   # the reference
+
+mux duo {
+  task = gsm8k_json
+  # the pool the tuner replaces
+  pool = [m0 * 2,
+          m1 * 2]   # a trailing comment
+  tie_break = accuracy
+}
+
+tune search {
+  mux         = duo
+  candidates  = [m0, m1, m2, m3]
+  samples     = 0..4
+  pool_size   = 1..3
+  rules       = [slm_mux, majority]
+  objectives  = [accuracy]
+  trials      = 40
+  simulations = 16
+  seed        = 3
+}
+"""
+
+
+def write_zeroeval(votes, directory: Path, name: str) -> tuple[Path, Path]:
+    questions = directory / f"{name}-questions.jsonl"
+    samples = directory / f"{name}-samples.jsonl"
+    with questions.open("w") as fh:
+        for item, gold in zip(votes.items, votes.gold):
+            fh.write(json.dumps({"id": item, "question": f"q {item}?", "answer": gold}) + "\n")
+    with samples.open("w") as fh:
+        for model in votes.models:
+            for item, keys in zip(votes.items, votes.votes[model]):
+                for j, key in enumerate(keys):
+                    text = ("I do not know." if key is None else
+                            json.dumps({"reasoning": "because", "answer": key}))
+                    fh.write(json.dumps({"id": item, "model": model, "sample": j,
+                                         "temperature": 0.3, "text": text}) + "\n")
+    return samples, questions
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from muxlang.store import Store, import_samples
+
+    d = tmp_path_factory.mktemp("store")
+    votes = synthetic_votes(n_items=120, n_models=5, k=4, n_answers=4, seed=7,
+                            skill=[0.5, 0.62, 0.58, 0.66, 0.8])
+    votes.models = ["m0", "m1", "m2", "m3", "big"]
+    votes.votes = dict(zip(votes.models, votes.votes.values()))
+    val = type(votes)(**{**votes.__dict__})
+    url = str(d / "s.sqlite")
+    s = Store(url)
+    try:
+        import_samples(s, *write_zeroeval(val, d, "hand"), dataset="hand")
+        other = synthetic_votes(n_items=80, n_models=5, k=4, n_answers=4, seed=8,
+                                skill=[0.5, 0.62, 0.58, 0.66, 0.8])
+        other.models = votes.models
+        other.votes = dict(zip(votes.models, other.votes.values()))
+        other.items = [f"t{i}" for i in range(len(other.items))]
+        import_samples(s, *write_zeroeval(other, d, "handtest"), dataset="handtest")
+    finally:
+        s.close()
+    spec = d / "tune.mux"
+    spec.write_text(SPEC)
+    return url, spec
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _votes(url, spec_path, dataset):
+    from muxlang.store import Store, load_votes
+
+    spec = load_spec(spec_path)
+    s = Store(url)
+    try:
+        return spec, load_votes(s, spec, spec.muxes["duo"], dataset,
+                                models=spec.tunes["search"].candidates)
+    finally:
+        s.close()
+
+
+def test_tune_json_out_reparses_and_reevaluates(store, tmp_path, capsys):
+    url, spec = store
+    out = tmp_path / "sub" / "tuned.mux"
+    code, stdout, err = _run(capsys, "tune", str(spec), "--store", url, "--dataset", "hand",
+                             "--test", "handtest", "--json", "--out", str(out))
+    assert code == 0, err
+    result = json.loads(stdout)
+    best = result["best"]
+    assert set(best) >= {"pool", "rule", "val_accuracy", "test_accuracy"}
+    assert 1 <= len(best["pool"]) <= 3 and all(1 <= b <= 4 for b in best["pool"].values())
+    assert result["baselines"]["references"]["big"]["test_accuracy"] is not None
+    # the tuned spec checks, keeps comments, and replays to the reported validation figure
+    text = out.read_text()
+    assert "# a trailing comment" in text and "# the pool the tuner replaces" in text
+    assert "sha256:" in text and "objective:   accuracy" in text
+    tuned = load_spec(out)
+    config = config_of_spec(tuned, "duo")
+    assert config.as_dict() == best["pool"] and config.rule == best["rule"]
+    spec_obj, val = _votes(url, spec, "hand")
+    sim = Simulator(val, 16, 3, models=[m.name for m in spec_obj.tunes["search"].candidates])
+    assert sim.score(config).accuracy == best["val_accuracy"]
+
+
+def test_tuned_spec_changes_only_pool_and_rule(store, tmp_path, capsys):
+    url, spec = store
+    out = tmp_path / "tuned.mux"
+    code, stdout, _ = _run(capsys, "tune", str(spec), "--store", url, "--dataset", "hand",
+                           "--split", "0.5", "--json", "--out", str(out), "--trials", "20")
+    assert code == 0
+    best = json.loads(stdout)["best"]
+    text = out.read_text()
+    body = text[text.index("# ---- end of tuning record") + len("# ---- end of tuning record\n"):]
+    pool = "[" + ", ".join(f"{m} * {b}" for m, b in best["pool"].items()) + "]"
+    expected = SPEC.replace("[m0 * 2,\n          m1 * 2]", pool)
+    if best["rule"] != "slm_mux":
+        expected = expected.replace("# a trailing comment\n",
+                                    f"# a trailing comment\n  rule = {best['rule']}\n")
+    assert body == expected
+    # the split's validation half replays to the reported figure
+    spec_obj, votes = _votes(url, spec, "hand")
+    val, _ = split_votes(votes, 0.5, 0)
+    sim = Simulator(val, 16, 3, models=[m.name for m in spec_obj.tunes["search"].candidates])
+    assert sim.score(config_of_spec(load_spec(out), "duo")).accuracy == best["val_accuracy"]
+
+
+def test_text_output_plots_and_report(store, tmp_path, capsys):
+    url, spec = store
+    result_file = tmp_path / "r.json"
+    code, stdout, _ = _run(capsys, "tune", str(spec), "--store", url, "--dataset", "hand",
+                           "--test", "handtest", "--objective", "accuracy,cost",
+                           "--plot", str(tmp_path / "plots"), "--result", str(result_file))
+    assert code == 0
+    assert "best:" in stdout and "reference big" in stdout
+    assert (tmp_path / "plots" / "pareto.png").stat().st_size > 1000
+    code, stdout, _ = _run(capsys, "report", "--result", str(result_file), "--out",
+                           str(tmp_path / "again"))
+    assert code == 0 and (tmp_path / "again" / "samples.png").is_file()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--tune", "serach"], "did you mean 'search'"),
+    (["--split", "0.5", "--test", "handtest"], "either --test or --split"),
+    (["--split", "1.5"], "between 0 and 1"),
+    (["--dataset", "nope"], "no dataset 'nope'"),
+    (["--trials", "0"], "at least 1"),
+])
+def test_user_mistakes_are_one_line_errors(store, capsys, argv, message):
+    url, spec = store
+    args = ["tune", str(spec), "--store", url]
+    if "--dataset" not in argv:
+        args += ["--dataset", "hand"]
+    code, _, err = _run(capsys, *args, *argv)
+    assert code == 1
+    assert message in err and "Traceback" not in err
+
+
+def test_report_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    code, _, err = _run(capsys, "report", "--result", str(bad))
+    assert code == 1 and "not a JSON tuning result" in err
+
+
+def test_redact_url():
+    assert redact_url("postgresql+psycopg://u:secret@db.example:5432/x?sslmode=require") == \
+        "postgresql+psycopg://db.example:5432/x"
+    assert "secret" not in redact_url("postgresql://u:secret@h/x")
