@@ -37,7 +37,7 @@ model {m} {{
 backend local {{
   kind = openai
   url = "{url}/v1"
-  concurrency = 4
+  concurrency = 8
   timeout = 10s
   retries = 2
   n = {n}
@@ -59,7 +59,7 @@ mux pool {{
 @pytest.fixture
 def server():
     proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--port", "0",
-                             "--latency", "0.05", "--slots", "64"], cwd=ROOT,
+                             "--latency", "0.03", "--slots", "64"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     assert line.startswith("URL "), proc.stderr.read()
