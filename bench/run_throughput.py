@@ -165,16 +165,19 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.02)
     parser.add_argument("--slots", type=int, default=64)
     parser.add_argument("--workers", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="muxlang's per-backend cap (default: the server's slots)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
     records = questions(args.questions)
+    concurrency = args.concurrency or args.slots
     server, url = start_server(args.latency, args.slots)
     try:
         # warm-up: imports, connections, the server's first requests
-        run_muxlang(url, records[:20], n=False, concurrency=args.slots)
-        a_time, a_requests = run_muxlang(url, records, n=False, concurrency=args.slots)
-        b_time, b_requests = run_muxlang(url, records, n=True, concurrency=args.slots)
+        run_muxlang(url, records[:20], n=False, concurrency=concurrency)
+        a_time, a_requests = run_muxlang(url, records, n=False, concurrency=concurrency)
+        b_time, b_requests = run_muxlang(url, records, n=True, concurrency=concurrency)
         c_time, c_requests = run_threaded(url, records, args.workers)
     finally:
         server.terminate()
@@ -195,7 +198,7 @@ def main() -> int:
     print(f"(a) is {c_time / a_time:.2f}x faster than (c); (b) is {c_time / b_time:.2f}x faster")
     result = {
         "questions": args.questions, "models": len(MODELS), "samples": SAMPLES,
-        "latency_s": args.latency, "slots": args.slots,
+        "latency_s": args.latency, "slots": args.slots, "concurrency": concurrency,
         "fanout_s": round(a_time, 4), "fanout_requests": a_requests,
         "n3_s": round(b_time, 4), "n3_requests": b_requests,
         "threaded_s": round(c_time, 4), "threaded_requests": c_requests,

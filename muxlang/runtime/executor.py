@@ -39,7 +39,11 @@ class Runtime:
     def __init__(self, backends: Iterable[ir.Backend], *, urls: Mapping[str, str] | None = None,
                  concurrency: int | None = None, rate: float | None = None,
                  cache: SampleCache | None = None, policy: RetryPolicy | None = None,
-                 environ: Mapping[str, str] | None = None, check: bool = True):
+                 environ: Mapping[str, str] | None = None, check: bool = True,
+                 clients: Mapping[str, BackendClient] | None = None):
+        """``clients``: ready-made clients by backend name (e.g. a replay backend served from the
+        store); they are used as given, for every other backend a client is made from the spec.
+        """
         urls = dict(urls or {})
         backends = list(backends.values()) if isinstance(backends, dict) else list(backends)
         known = {b.name for b in backends}
@@ -47,8 +51,10 @@ class Runtime:
             if name not in known:
                 raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
                                + (f" (backends: {', '.join(sorted(known))})" if known else ""))
-        self.clients: dict[str, BackendClient] = {}
+        self.clients: dict[str, BackendClient] = dict(clients or {})
         for backend in backends:
+            if backend.name in self.clients:
+                continue
             settings = BackendSettings.resolve(backend, url=urls.get(backend.name),
                                                concurrency=concurrency, rate=rate,
                                                environ=dict(environ) if environ else None)
