@@ -58,20 +58,35 @@ def answer_signature(task: ir.Task) -> str:
                           ).hexdigest()[:32]
 
 
-@dataclass
 class Reader:
-    """A task's extractor and equivalence, applied safely."""
+    """A task's extractor and equivalence, applied safely; built on first use, so a fully cached
+    read never imports math-verify/SymPy."""
 
-    extract: Callable[[str], str | None]
-    key: Callable[[str], str | None]
+    def __init__(self, task: ir.Task):
+        self.task = task
+        self._extract: Callable[[str], str | None] | None = None
+        self._key: Callable[[str], str | None] | None = None
 
     @classmethod
     def for_task(cls, task: ir.Task) -> "Reader":
+        return cls(task)
+
+    def _build(self) -> None:
         from muxlang.stdlib.registry import make_equivalence, make_extractor
 
-        equivalence = make_equivalence(task.equivalence)
-        key = equivalence.key if hasattr(equivalence, "key") else equivalence
-        return cls(make_extractor(task.extract), key)
+        equivalence = make_equivalence(self.task.equivalence)
+        self._key = equivalence.key if hasattr(equivalence, "key") else equivalence
+        self._extract = make_extractor(self.task.extract)
+
+    def extract(self, text: str) -> str | None:
+        if self._extract is None:
+            self._build()
+        return self._extract(text)
+
+    def key(self, answer: str) -> str | None:
+        if self._key is None:
+            self._build()
+        return self._key(answer)
 
     def answer(self, text: str | None) -> tuple[str | None, str | None]:
         if text is None:
