@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
     parser.add_argument("--in-flight", type=_positive, metavar="N",
                         help="records in progress at once (default: from the concurrency)")
+    parser.add_argument("--store", metavar="URL", nargs="?", const="",
+                        help="cache samples in the sample store: what is stored is not drawn "
+                             "again, what is drawn is stored (URL or SQLite path; without a "
+                             "value: $MUXLANG_STORE, else muxlang.sqlite)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
 
 
@@ -67,6 +71,9 @@ def _backend_urls(items: list[str]) -> dict[str, str]:
             raise MuxError(f"--backend expects NAME=URL, got '{item}'")
         urls[name.strip()] = url.strip()
     return urls
+
+
+backend_urls = _backend_urls  # public name (collect uses it)
 
 
 def _count_lines(path: str) -> int | None:
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                           f" (there are: {', '.join(names)})" if names else "")) from None
 
     from muxlang.compiler import build_plan
-    from muxlang.runtime.executor import PlanExecutor, Runtime, backends_of
+    from muxlang.runtime.executor import Runtime, backends_of
 
     plan = build_plan(spec, runnable)
     urls = _backend_urls(args.backend)
@@ -112,7 +119,33 @@ def run(args: argparse.Namespace) -> int:
                               f" (backends: {', '.join(spec.backends)})" if spec.backends else ""))
     used = backends_of(runnable)
     urls = {name: url for name, url in urls.items() if name in {b.name for b in used}}
-    runtime = Runtime(used, urls=urls, concurrency=args.concurrency, rate=args.rate)
+    store = run_id = cache = None
+    if args.store is not None:
+        from muxlang.store import Store
+        from muxlang.store.cache import StoreCache
+
+        store = Store(args.store or None)
+        run_id = store.start_run("run", {"mux": runnable.name, "input": args.input},
+                                 spec_path=str(args.spec), spec_text=spec.text)
+        cache = StoreCache(store, run_id)
+    try:
+        runtime = Runtime(used, urls=urls, concurrency=args.concurrency, rate=args.rate,
+                          cache=cache)
+        status = _run_files(args, plan, runtime)
+    except BaseException as error:
+        if store is not None:
+            store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+            store.close()
+        raise
+    if store is not None:
+        store.finish_run(run_id, {0: "ok", 130: "interrupted"}.get(status, "failed"),
+                         {"exit_status": status, "cache_hits": runtime.cache_hits})
+        store.close()
+    return status
+
+
+def _run_files(args: argparse.Namespace, plan: Any, runtime: Any) -> int:
+    from muxlang.runtime.executor import PlanExecutor
 
     if args.input == "-":
         source, in_stream, total = "<stdin>", sys.stdin, None

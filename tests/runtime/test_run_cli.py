@@ -361,3 +361,21 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_lines(server, api_key, write_sp
     lines = [json.loads(x) for x in text.splitlines()]
     assert 5 <= len(lines) < 400
     assert [line["id"] for line in lines] == list(range(len(lines)))
+
+
+# ---- the store as cache ----------------------------------------------------------------------
+def test_store_cache_makes_a_rerun_free(server, api_key, write_spec, write_records, tmp_path):
+    server.answer = varied
+    spec = write_spec(spec_text(server.openai_url, models=("a", "b"), samples=3))
+    records = write_records([{"id": i, "question": f"q{i}"} for i in range(5)])
+    store = tmp_path / "store.sqlite"
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    assert run_cli(spec, "--input", records, "--output", first, "--store", store) == 0
+    sent = len(server.requests)
+    assert sent > 0
+    assert run_cli(spec, "--input", records, "--output", second, "--store", store) == 0
+    assert len(server.requests) == sent  # nothing drawn twice
+    a, b = read_jsonl(first), read_jsonl(second)
+    assert [x["votes"] for x in a] == [x["votes"] for x in b]
+    assert [x["answer"] for x in a] == [x["answer"] for x in b]
+    assert all(x["cached"] == 6 for x in b)
