@@ -48,6 +48,16 @@ def start_server(latency: float, slots: int) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" ", 1)[1]
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def spec_text(url: str, n: bool, concurrency: int) -> str:
     models = "\n".join(f"""
 model {m} {{
@@ -176,7 +186,11 @@ def main() -> int:
     try:
         # warm-up: imports, connections, the server's first requests
         run_muxlang(url, records[:20], n=False, concurrency=concurrency)
+        load_before = os.getloadavg()[0]
+        server_cpu, client_cpu = process_cpu(server.pid), time.process_time()
         a_time, a_requests = run_muxlang(url, records, n=False, concurrency=concurrency)
+        server_cpu = process_cpu(server.pid) - server_cpu
+        client_cpu = time.process_time() - client_cpu
         b_time, b_requests = run_muxlang(url, records, n=True, concurrency=concurrency)
         c_time, c_requests = run_threaded(url, records, args.workers)
     finally:
@@ -196,6 +210,9 @@ def main() -> int:
     print(f"(c) threaded, 10 workers: {c_time:7.3f} s  {c_requests:5d} requests  "
           f"(its floor: {c_requests * args.latency / args.workers:.3f} s)")
     print(f"(a) is {c_time / a_time:.2f}x faster than (c); (b) is {c_time / b_time:.2f}x faster")
+    print(f"during (a): client CPU {client_cpu:.3f} s, server CPU {server_cpu:.3f} s, "
+          f"1-min load average {load_before:.2f} on {os.cpu_count()} CPUs (other processes "
+          f"on the machine slow both sides)")
     result = {
         "questions": args.questions, "models": len(MODELS), "samples": SAMPLES,
         "latency_s": args.latency, "slots": args.slots, "concurrency": concurrency,
@@ -207,6 +224,8 @@ def main() -> int:
         "n3_ratio_to_ideal": round(b_time / b_ideal, 4),
         "speedup_vs_threaded": round(c_time / a_time, 3),
         "n3_speedup_vs_threaded": round(c_time / b_time, 3),
+        "fanout_client_cpu_s": round(client_cpu, 3), "fanout_server_cpu_s": round(server_cpu, 3),
+        "load_average": round(load_before, 2), "cpus": os.cpu_count(),
         "targets_met": a_time / a_ideal <= 1.15 and c_time / a_time >= 6,
     }
     print(json.dumps(result))
