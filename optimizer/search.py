@@ -299,9 +299,11 @@ def _open_study(storage: str | None, name: str | None, directions: list[str], sa
             rdb = None
             if storage is not None:
                 # heartbeats: a worker that dies mid-trial leaves a FAIL, not a RUNNING forever
-                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30,
-                                                 grace_period=120,
-                                                 engine_kwargs={"pool_pre_ping": True})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30,
+                                                     grace_period=120,
+                                                     engine_kwargs={"pool_pre_ping": True})
             study = optuna.create_study(storage=rdb, study_name=name, directions=directions,
                                         sampler=sampler, load_if_exists=storage is not None)
             break

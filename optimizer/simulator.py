@@ -25,6 +25,7 @@ import json
 import math
 import zlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -99,12 +100,25 @@ def _stable_seed(seed: int, name: str) -> list[int]:
     return [int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))]
 
 
+def _std1(counts: np.ndarray) -> float:
+    """Sample standard deviation (ddof 1) of integer counts, exactly 0 when they are all equal."""
+    n = counts.size
+    if n < 2:
+        return 0.0
+    c = counts.astype(np.int64, copy=False)
+    total = int(c.sum())
+    squares = int(np.dot(c, c))
+    numerator = n * squares - total * total  # exact integer arithmetic
+    return math.sqrt(max(numerator, 0) / (n * (n - 1)))
+
+
 def _mean_and_se(correct_per_trial: np.ndarray, n_items: int) -> tuple[float, float]:
+    """Mean accuracy over trials (mean of the per-trial shares) and its standard error."""
     if n_items == 0 or correct_per_trial.size == 0:
         return 0.0, 0.0
-    acc = correct_per_trial.astype(np.float64) / n_items
-    mean = float(acc.mean())
-    se = float(acc.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
+    t = correct_per_trial.size
+    mean = int(correct_per_trial.sum()) / (n_items * t)
+    se = _std1(correct_per_trial) / n_items / math.sqrt(t)
     return mean, se
 
 
@@ -182,6 +196,8 @@ class Simulator:
         self._top: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._counts: dict[tuple[str, int], np.ndarray] = {}
         self._fconf: dict[tuple[str, int], np.ndarray] = {}
+        self._fast: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._wrong: dict[tuple[str, int], np.ndarray] = {}
 
     # --- encoding -------------------------------------------------------------------------------
     def _encode(self) -> None:
@@ -253,13 +269,28 @@ class Simulator:
         """(simulations, items, classes) counts of each class among the drawn samples."""
         key = (model, budget)
         if key not in self._counts:
-            drawn = self.drawn(model, budget)
-            t, n, b = drawn.shape
-            c = self.n_classes
-            slot = np.where(drawn < 0, c, drawn)  # unreadable goes to an extra, dropped column
-            flat = (np.arange(t * n, dtype=np.int64).reshape(t, n, 1) * (c + 1) + slot).ravel()
-            counts = np.bincount(flat, minlength=t * n * (c + 1)).reshape(t, n, c + 1)[..., :c]
-            self._counts[key] = counts.astype(np.uint16)
+            self._check_budget(model, budget)
+            t, n, c = self.simulations, self.n_items, self.n_classes
+            dtype = np.uint8 if budget < 256 else np.uint16
+            prev = self.class_counts(model, budget - 1) if budget > 1 else None
+            if prev is not None:
+                # budgets are nested: the first b-1 drawn slots are those of budget b-1
+                counts = prev.astype(dtype, copy=True)
+                slots = self.draws(model)[..., budget - 1].astype(np.intp)
+                drawn = self.samples[model][np.arange(n)[None, :], slots]
+                cells = np.arange(t * n, dtype=np.int64).reshape(t, n) * c + drawn
+                flat = counts.reshape(-1)
+                flat[cells[drawn >= 0]] += 1
+            else:
+                drawn = self.drawn(model, budget)
+                slot = np.where(drawn < 0, c, drawn)  # unreadable: an extra, dropped column
+                flat = (np.arange(t * n, dtype=np.int64).reshape(t, n, 1) * (c + 1)
+                        + slot).ravel()
+                counts = np.bincount(flat, minlength=t * n * (c + 1)).reshape(t, n, c + 1)
+                counts = np.ascontiguousarray(counts[..., :c]).astype(dtype)
+            self._counts[key] = counts
+            while len(self._counts) > 48:  # only majority needs them again; bound memory
+                self._counts.pop(next(iter(self._counts)))
         return self._counts[key]
 
     def top(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -272,9 +303,52 @@ class Simulator:
             count = counts.max(axis=-1).astype(np.int32)
             top[count == 0] = UNREADABLE
             self._top[key] = (top, count)
-            if len(self._counts) > 64:  # counts are only needed again by majority; keep memory low
-                self._counts.pop(next(iter(self._counts)))
         return self._top[key]
+
+    def _rank_table(self) -> dict[tuple[int, int], int]:
+        """Every fraction count/budget this store can produce → its rank in increasing order."""
+        if not hasattr(self, "_ranks"):
+            k = max(max(self.k_stored.values(), default=1), 1)
+            values = sorted({Fraction(c, b) for b in range(1, k + 1) for c in range(b + 1)})
+            index = {v: r for r, v in enumerate(values)}
+            self._ranks = {(c, b): index[Fraction(c, b)]
+                           for b in range(1, k + 1) for c in range(b + 1)}
+            self._rank_dtype = np.uint8 if len(values) <= 255 else np.uint16
+        return self._ranks
+
+    def fast_tables(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence rank, top answer is gold) per (trial, item), compact dtypes, cached: the
+        only inputs the slm_mux and single rules need for accuracy."""
+        key = (model, budget)
+        if key not in self._fast:
+            top, count = self.top(model, budget)
+            ranks = self._rank_table()
+            lookup = np.array([ranks[(c, budget)] for c in range(budget + 1)],
+                              dtype=self._rank_dtype)
+            self._fast[key] = (lookup[count], top == self.gold[None, :])
+        return self._fast[key]
+
+    def correct(self, config: Config) -> np.ndarray:
+        """(simulations, items) bool: is the selected answer gold?"""
+        if config.rule == "majority" or not config.pool:
+            return self.answers(config) == self.gold[None, :]
+        models = config.models
+        budgets = [b for _, b in config.pool]
+        order = self.priority(models)
+        first = order[0]
+        rank, right = self.fast_tables(models[first], budgets[first])
+        if config.rule == "single" or len(order) == 1:
+            return right
+        best = rank.copy()
+        right = right.copy()
+        for i in order[1:]:
+            r, ok = self.fast_tables(models[i], budgets[i])
+            better = r > best  # strict: on equal confidence the higher priority stays
+            np.maximum(best, r, out=best)
+            flip = np.bitwise_xor(right, ok)  # right = ok where better (bool masked copies
+            flip &= better                    # are slow in NumPy; xor-and-xor is not)
+            right ^= flip
+        return right
 
     def confidence(self, model: str, budget: int) -> np.ndarray:
         """count / budget as float64: equal rationals give equal floats (correct rounding)."""
@@ -344,15 +418,16 @@ class Simulator:
         return answer
 
     def correct_per_trial(self, config: Config) -> np.ndarray:
-        return (self.answers(config) == self.gold[None, :]).sum(axis=1)
+        return np.count_nonzero(self.correct(config), axis=1)
 
     def score(self, config: Config, with_union: bool = True) -> Score:
-        answers = self.answers(config)
-        correct = answers == self.gold[None, :]
-        per_trial = correct.sum(axis=1)
+        correct = self.correct(config)
+        per_trial = np.count_nonzero(correct, axis=1)
         mean, se = _mean_and_se(per_trial, self.n_items)
-        per_item = correct.mean(axis=0)
-        se_items = float(per_item.std(ddof=1) / math.sqrt(self.n_items)) if self.n_items > 1 else 0.0
+        se_items = 0.0
+        if self.n_items > 1:
+            per_item = np.count_nonzero(correct, axis=0)  # right answers per item, of T
+            se_items = _std1(per_item) / self.simulations / math.sqrt(self.n_items)
         union = contradiction = 0.0
         if with_union and config.pool:
             union, contradiction = self.union_contradiction(config)
@@ -369,13 +444,19 @@ class Simulator:
         any_right = None
         any_wrong = None
         for m, b in config.pool:
-            top, count = self.top(m, b)
-            right = top == self.gold[None, :]
-            wrong = (count == b) & (top >= 0) & ~right
-            any_right = right if any_right is None else any_right | right
-            any_wrong = wrong if any_wrong is None else any_wrong | wrong
-        union = float(any_right.mean())
-        contradiction = float((any_right & any_wrong).mean())
+            key = (m, b)
+            if key not in self._wrong:
+                top, count = self.top(m, b)
+                self._wrong[key] = (count == b) & (top >= 0) & (top != self.gold[None, :])
+            right = self.fast_tables(m, b)[1]
+            wrong = self._wrong[key]
+            any_right = right.copy() if any_right is None else np.bitwise_or(any_right, right,
+                                                                             out=any_right)
+            any_wrong = wrong.copy() if any_wrong is None else np.bitwise_or(any_wrong, wrong,
+                                                                             out=any_wrong)
+        size = any_right.size
+        union = np.count_nonzero(any_right) / size
+        contradiction = np.count_nonzero(any_right & any_wrong) / size
         return union, contradiction
 
     def single_model_scores(self, budget: int | None = None) -> dict[str, Score]:
