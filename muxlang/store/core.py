@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from muxlang.store.urls import redact_url, resolve_url
 
 CHUNK = 500  # rows per IN (...) lookup
 BATCH = 2000  # rows per executemany
+COPY_THRESHOLD = 200  # PostgreSQL: from this many rows on, COPY through a temporary table
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class Store:
                    c.finish_reason, c.error]
         with self._connection(conn) as cx:
             for start in range(0, len(hashes), CHUNK):
-                query = select(*columns).where(c.key_hash.in_(hashes[start:start + CHUNK]))
+                query = select(*columns).where(in_values(self.dialect, c.key_hash, hashes[start:start + CHUNK]))
                 if k is not None:
                     query = query.where(c.sample_index < k)
                 for row in cx.execute(query):
@@ -243,22 +245,51 @@ class Store:
             stale: list[int] = []
             for start in range(0, len(hashes), CHUNK):
                 query = select(c.id, c.key_hash, c.sample_index).where(
-                    c.key_hash.in_(hashes[start:start + CHUNK]), c.error.isnot(None))
+                    in_values(self.dialect, c.key_hash, hashes[start:start + CHUNK]), c.error.isnot(None))
                 stale += [r.id for r in cx.execute(query) if (r.key_hash, r.sample_index) in good]
             for start in range(0, len(stale), CHUNK):
                 ids = stale[start:start + CHUNK]
-                cx.execute(s.answers.delete().where(s.answers.c.sample_id.in_(ids)))
-                cx.execute(s.samples.delete().where(c.id.in_(ids)))
-        statement = self.insert(s.samples).on_conflict_do_nothing(
-            index_elements=["key_hash", "sample_index"])
+                cx.execute(s.answers.delete().where(in_values(self.dialect, s.answers.c.sample_id, ids)))
+                cx.execute(s.samples.delete().where(in_values(self.dialect, c.id, ids)))
+        return self.insert_ignore(cx, s.samples, rows, ["key_hash", "sample_index"])
+
+    def insert_ignore(self, cx: Connection, table, rows: list[dict], conflict: list[str]) -> int:
+        """INSERT ... ON CONFLICT DO NOTHING of many rows in ``cx``'s transaction; rows written.
+
+        PostgreSQL, large batches: COPY into a temporary table, then one INSERT ... SELECT (psycopg
+        parses a multi-VALUES statement of thousands of parameters slowly). Otherwise batched
+        executemany.
+        """
+        if not rows:
+            return 0
+        if self.dialect == "postgresql" and len(rows) >= COPY_THRESHOLD:
+            return self._copy_insert_ignore(cx, table, rows, conflict)
+        statement = self.insert(table).on_conflict_do_nothing(index_elements=conflict)
         if self.dialect == "postgresql":
             # psycopg's executemany reports no row count: RETURNING lists what was inserted
-            statement = statement.returning(c.id)
+            statement = statement.returning(*[table.c[name] for name in conflict])
         written = 0
         for start in range(0, len(rows), BATCH):
             result = cx.execute(statement, rows[start:start + BATCH])
             written += len(result.all()) if self.dialect == "postgresql" else max(result.rowcount, 0)
         return written
+
+    def _copy_insert_ignore(self, cx: Connection, table, rows: list[dict], conflict: list[str]) -> int:
+        columns = list(rows[0])
+        temp = f"muxlang_tmp_{uuid.uuid4().hex[:12]}"
+        names = ", ".join(f'"{c}"' for c in columns)
+        raw = cx.connection.driver_connection
+        with raw.cursor() as cursor:
+            cursor.execute(f'CREATE TEMPORARY TABLE "{temp}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
+                           "ON COMMIT DROP")
+            with cursor.copy(f'COPY "{temp}" ({names}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+            cursor.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{temp}" '
+                           f'ON CONFLICT ({", ".join(conflict)}) DO NOTHING')
+            written = cursor.rowcount
+            cursor.execute(f'DROP TABLE "{temp}"')
+        return max(written, 0)
 
     def count_samples(self, model: str | None = None) -> int:
         query = select(func.count()).select_from(s.samples)
@@ -266,6 +297,11 @@ class Store:
             query = query.where(s.samples.c.model == model)
         with self.engine.connect() as cx:
             return int(cx.execute(query).scalar_one())
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics (PostgreSQL; SQLite: ANALYZE too)."""
+        with self.transaction() as cx:
+            cx.execute(text("ANALYZE"))
 
     # -- datasets ------------------------------------------------------------------------------
 
@@ -297,8 +333,7 @@ class Store:
                                                        canonical_json(gold)),
                     "input_hash": record_input_hash(record, gold_field),
                 })
-            for start in range(0, len(rows), BATCH):
-                cx.execute(s.items.insert(), rows[start:start + BATCH])
+            self.insert_ignore(cx, s.items, rows, ["dataset_id", "item_key"])
             return self._dataset_row(cx, name)
 
     def _dataset_row(self, cx: Connection, name: str) -> DatasetInfo | None:
@@ -387,6 +422,17 @@ class Store:
         else:
             with self.transaction() as cx:
                 yield cx
+
+
+def in_values(dialect: str, column, values: Sequence[Any]):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``, one parameter however many
+    values (psycopg converts a statement with thousands of parameters slowly)."""
+    if dialect == "postgresql":
+        from sqlalchemy import any_, bindparam
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(list(values))
 
 
 def _reason(error: DBAPIError) -> str:

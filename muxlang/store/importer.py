@@ -134,6 +134,8 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
     except BaseException as error:
         store.finish_run(run_id, "failed", {"error": str(error)[:500]})
         raise
+    if written and store.dialect == "postgresql":
+        store.analyze()  # fresh planner statistics after a bulk load
     result = ImportResult(dataset=info.name, dataset_hash=info.content_hash, items=len(records),
                           samples_read=len(rows), samples_written=written, models=models,
                           seconds=time.perf_counter() - started, run_id=run_id)

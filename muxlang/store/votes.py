@@ -30,7 +30,7 @@ from sqlalchemy import and_, select
 from muxlang import ir
 from muxlang.errors import MuxError
 from muxlang.store import schema as s
-from muxlang.store.core import CHUNK, DatasetInfo, Item, Store
+from muxlang.store.core import CHUNK, DatasetInfo, Item, Store, in_values
 from muxlang.store.keys import SampleKey, canonical_json, prompt_hash, render_messages
 from muxlang.votes import StoredVotes
 
@@ -148,7 +148,7 @@ def _fetch(store: Store, cx, where_column, values: Sequence[str], model_id: str 
     for chunk in _chunks(sorted(set(values))):
         query = (select(where_column, c.id, c.sample_index, c.backend, c.params, c.error,
                         c.tokens_in, c.tokens_out, a.sample_id, a.key)
-                 .select_from(joined).where(where_column.in_(chunk)))
+                 .select_from(joined).where(in_values(store.dialect, where_column, chunk)))
         if model_id is not None:
             query = query.where(c.model == model_id)
         for r in cx.execute(query):
@@ -167,16 +167,14 @@ def _fill_cache(store: Store, signature: str, reader: Reader, rows: list[_Row]) 
     new = []
     with store.engine.connect() as cx:
         for chunk in _chunks(ids):
-            for r in cx.execute(select(c.id, c.text, c.error).where(c.id.in_(chunk))):
+            for r in cx.execute(select(c.id, c.text, c.error).where(
+                    in_values(store.dialect, c.id, chunk))):
                 answer, key = reader.answer(r.text if r.error is None else None)
                 todo[r.id].key, todo[r.id].cached = key, True
                 new.append({"sample_id": r.id, "signature": signature, "answer": answer,
                             "key": key})
     with store.transaction() as cx:
-        statement = store.insert(s.answers).on_conflict_do_nothing(
-            index_elements=["sample_id", "signature"])
-        for chunk in _chunks(new, 2000):
-            cx.execute(statement, list(chunk))
+        store.insert_ignore(cx, s.answers, new, ["sample_id", "signature"])
 
 
 def gold_keys(store: Store, items: Sequence[Item], task: ir.Task, reader: Reader | None = None,
@@ -187,7 +185,7 @@ def gold_keys(store: Store, items: Sequence[Item], task: ir.Task, reader: Reader
     cached: dict[int, str | None] = {}
     with store.engine.connect() as cx:
         for chunk in _chunks([item.id for item in items]):
-            for r in cx.execute(select(g.item_id, g.key).where(g.item_id.in_(chunk),
+            for r in cx.execute(select(g.item_id, g.key).where(in_values(store.dialect, g.item_id, chunk),
                                                                 g.signature == signature)):
                 cached[r.item_id] = r.key
     missing = [item for item in items if item.id not in cached]
@@ -198,10 +196,7 @@ def gold_keys(store: Store, items: Sequence[Item], task: ir.Task, reader: Reader
             cached[item.id] = reader.gold(item.gold)
             new.append({"item_id": item.id, "signature": signature, "key": cached[item.id]})
         with store.transaction() as cx:
-            statement = store.insert(s.gold_keys).on_conflict_do_nothing(
-                index_elements=["item_id", "signature"])
-            for chunk in _chunks(new, 2000):
-                cx.execute(statement, list(chunk))
+            store.insert_ignore(cx, s.gold_keys, new, ["item_id", "signature"])
     return [cached[item.id] for item in items]
 
 
