@@ -173,12 +173,12 @@ def final_number() -> Extractor:
 _BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{|\\boxed\s+(?=[^\s{])")
 
 
-def _balanced(text: str, start: int) -> str | None:
-    """Content from ``start`` (just after an opening brace) to its matching closing brace."""
+def _balanced(text: str, start: int, stop: int) -> str | None:
+    """Content from ``start`` (just after an opening brace) to its matching closing brace, if
+    that brace comes before ``stop``."""
     depth = 1
     i = start
-    n = len(text)
-    while i < n:
+    while i < stop:
         c = text[i]
         if c == "\\":  # an escaped brace \{ \} does not count
             i += 2
@@ -193,15 +193,22 @@ def _balanced(text: str, start: int) -> str | None:
     return None
 
 
+_MAX_BOXES = 100
+
+
 def _last_boxed(text: str) -> str | None:
-    starts = list(_BOX_START.finditer(text))
+    starts = list(_BOX_START.finditer(text))[-_MAX_BOXES:]
+    # A box that does not close before the end cannot help an earlier box close after it, so
+    # each earlier box is only scanned up to the start of the last unclosed one: linear time.
+    stop = len(text)
     for m in reversed(starts):
         if m.group(0).endswith("{"):
-            content = _balanced(text, m.end())
+            content = _balanced(text, m.end(), stop)
             if content is not None:
                 return content.strip()
+            stop = m.start()
         else:  # "\boxed 5": the next token
-            tok = re.match(r"[^\s$]+", text[m.end():])
+            tok = re.match(r"[^\s$]+", text[m.end():m.end() + 200])
             if tok:
                 return tok.group(0)
     return None
@@ -235,7 +242,9 @@ def choice_letter(letters: str = "ABCD") -> Extractor:
         r"(?:\(\s*(?P<p>" + cls + r")\s*\)|\[\s*(?P<b>" + cls + r")\s*\]"
         r"|(?P<l>" + cls + r")(?:\s*\)|" + after + r"))"
     )
-    markup = r"(?:[\s*_#:]|\$|\\\(|\\\[|\\boxed\{|\\text\{|\\textbf\{|\\mathrm\{|\{)*"
+    # bounded and possessive: no quadratic or exponential scans of "\boxed{\boxed{...", "** ** **"
+    markup = (r"\s*+(?:(?:[*_#:]|\$|\\\(|\\\[|\\boxed\{|\\text\{|\\textbf\{|\\mathrm\{|\{)"
+              r"\s*+){0,8}+")
     marker = (
         r"(?i:\banswer\b\s*(?:\*\*|__)?\s*(?:is|:|=|is\s*:|would\s+be|should\s+be|must\s+be"
         r"|will\s+be|is\s+therefore|therefore\s+is)"
@@ -381,35 +390,37 @@ def json_field(field: str = "answer", then: str | None = None) -> Extractor:
                            f"it cannot be used as 'then'") from exc
 
     key = re.escape(json.dumps(field)[1:-1])
-    name = r'(?:"' + key + r'"|\b' + key + r'")'  # '"answer":', also a lost opening quote
+    # '"answer":', also with a lost opening quote; not the `"answer": "42"` example of an echoed
+    # prompt (inside backticks).
+    name = r'(?:(?<!`)"' + key + r'"|(?<![`"\w])' + key + r'")'
+    name_colon = re.compile(name + r'\s*:')
     quoted = re.compile(name + r'\s*:\s*"(?P<s>(?:[^"\\]|\\.)*)"', re.DOTALL)
     # An unescaped quote inside the value: take everything up to the quote that ends the line or
     # the object.
-    loose = re.compile(name + r'\s*:\s*"(?P<s>.*?)"\s*(?:,\s*"|\}|\n|$)', re.DOTALL)
+    loose = re.compile(name + r'\s*:\s*"(?P<s>.{0,4000}?)"\s*(?:,\s*"|\}|\n|$)', re.DOTALL)
     bare = re.compile(name + r'\s*:\s*(?P<v>[^\s",}\]][^,}\n]*)')
 
     def loose_field(text: str, start: int = 0) -> str | None:
-        """The last '"field": ...' from ``start`` on, for objects no decoder accepts."""
-        best: tuple[int, str] | None = None
-        for pat, grp in ((quoted, "s"), (loose, "s"), (bare, "v")):
-            last = None
-            for last in pat.finditer(text, start):
-                pass
-            if last is not None and _placeholder(last.group(grp)):
-                # a prompt template echoed back ('"answer": "___"'): look before it
-                cut = last.start()
-                last = None
-                for last in pat.finditer(text, start, cut):
-                    pass
-            if last is not None and (best is None or last.start() > best[0]):
-                raw = last.group(grp)
+        """The last '"field": ...' from ``start`` on, for objects no decoder accepts.
+
+        Only the last ``_MAX_CANDIDATES`` occurrences are tried, each anchored, so this stays
+        linear in the text."""
+        spots = [m.start() for m in name_colon.finditer(text, start)][-_MAX_CANDIDATES:]
+        for pos in reversed(spots):
+            for pat, grp in ((quoted, "s"), (loose, "s"), (bare, "v")):
+                m = pat.match(text, pos)
+                if m is None:
+                    continue
+                raw = m.group(grp)
+                if _placeholder(raw):
+                    break  # a prompt template echoed back ('"answer": "___"'): look before it
                 if grp == "s":
                     try:
                         raw = json.loads('"' + _fix_escapes(raw) + '"', strict=False)
                     except ValueError:
                         pass
-                best = (last.start(), raw)
-        return best[1] if best is not None else None
+                return raw
+        return None
 
     def raw_field(text: str) -> str | None:
         fixed = _fix_escapes(text)
