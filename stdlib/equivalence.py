@@ -340,7 +340,8 @@ class _MathKey:
          digits below 1e-3; 15 significant digits from 1e15), so 1/2, \\frac{1}{2}, 0.5 and
          \\dfrac12 share "0.5", and \\frac{\\sqrt3}{2}, \\sqrt{3}/2 share "0.866025";
        - expressions with symbols: ``f[x,y]`` and the values at two fixed generic points, so
-         x^2+7x+10 and (x+2)(x+5) share a key without any pairwise simplification;
+         x^2+7x+10 and (x+2)(x+5) share a key without any pairwise simplification (the same
+         value at both points means a constant: sin^2 x + cos^2 x keys as 1);
        - tuples ``(a,b)``, sets ``{a,b}`` (elements sorted), intervals ``[a,b)``, unions, matrices,
          relations, recursively; ``x = 5`` keys as ``5`` (as math-verify compares them);
     3. Words (``\\text{Evelyn}``, ``east``, a lone letter) key as lower-case text, and anything
@@ -474,6 +475,14 @@ class _MathKey:
             if None in parts:
                 return "e:" + sp.srepr(e)
             values.append(parts[0] if parts[1] == "0" else f"{parts[0]}+{parts[1]}i")
+            if which == 0:
+                first = (re_, im_)
+        if values[0] == values[1]:
+            # the same value at two generic points: a constant in disguise (sin^2 x + cos^2 x)
+            re_s = _round_value(Decimal(str(first[0])))
+            im_s = _round_value(Decimal(str(first[1])))
+            if re_s is not None and im_s == "0":
+                return re_s
         return "f[" + ",".join(s.name for s in syms) + "]" + "|".join(values)
 
 
