@@ -5,9 +5,9 @@ of models in the pool within ``pool_size``; the rule one of ``rules``. Objective
 (maximise), ``union_contradiction`` (UnionAcc − λ·Contradiction, maximise), ``cost`` (minimise).
 
 * Exhaustive when the space is small (``sampler="auto"`` and at most ``trials`` configurations, or
-  ``sampler="grid"``): the feasible configurations are enumerated in a fixed order and Optuna's
-  ``BruteForceSampler`` walks their index, so infeasible pools are never proposed and several workers
-  sharing one study split the grid between them.
+  ``sampler="grid"``): the feasible configurations are enumerated in a fixed order and
+  ``ExhaustiveSampler`` (an Optuna sampler: brute force over their index) walks them, so
+  infeasible pools are never proposed and several workers sharing one study split them.
 * Otherwise TPE (one objective) or NSGA-II (several) over one integer per candidate and a
   categorical rule. A pool outside ``pool_size`` cannot be ruled out by that space, so such trials
   complete with a positive constraint value (``constraints_func``): both samplers rank them below
@@ -170,11 +170,56 @@ class Objective:
         return values[0] if len(values) == 1 else tuple(values)
 
 
+class ExhaustiveSampler(optuna.samplers.BaseSampler):
+    """Brute force over one integer parameter (the index of a feasible configuration).
+
+    Proposes the indices 0..n-1 in a seeded random order, skipping every index some trial of the
+    study already holds (finished or running, in any worker sharing the storage), and stops the
+    study when all are taken. Optuna's ``BruteForceSampler`` does the same for any space but
+    rebuilds a tree of all trials per trial (quadratic: minutes for a few thousand trials); this
+    costs one pass over the trial list.
+    """
+
+    def __init__(self, size: int, seed: int = 0):
+        import numpy as np
+
+        self.size = size
+        self.order = np.random.default_rng(seed).permutation(size).tolist()
+        self.position = 0
+        self.taken: set[int] = set()
+        self.rng = random.Random(seed)
+
+    def infer_relative_search_space(self, study, trial):
+        return {}
+
+    def sample_relative(self, study, trial, search_space):
+        return {}
+
+    def _refresh(self, study, name: str) -> None:
+        for t in study.get_trials(deepcopy=False):
+            value = t.params.get(name)
+            if value is not None:
+                self.taken.add(int(value))
+
+    def sample_independent(self, study, trial, name, distribution):
+        self._refresh(study, name)
+        while self.position < self.size and self.order[self.position] in self.taken:
+            self.position += 1
+        if self.position < self.size:
+            index = self.order[self.position]
+        else:  # everything is taken (a race at the very end): repeat one, the study stops
+            index = self.rng.randrange(self.size)
+        self.taken.add(index)
+        return index
+
+    def after_trial(self, study, trial, state, values):
+        if len(self.taken) >= self.size:
+            study.stop()  # trials still running in other workers finish there
+
+
 def make_sampler(kind: str, n_objectives: int, seed: int, grid_size: int | None):
     if kind == "grid":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=seed)
+        return ExhaustiveSampler(grid_size, seed)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
     if kind == "nsga2":
