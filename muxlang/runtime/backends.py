@@ -187,6 +187,17 @@ def _error_text(raw: bytes) -> str:
     return text or "(empty body)"
 
 
+def _runs(indices: Sequence[int]) -> list[list[int]]:
+    """Runs of consecutive indices, in order: [0, 1, 2, 5, 6, 9] -> [[0, 1, 2], [5, 6], [9]]."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][-1] + 1:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
 def _split(total: int | None, parts: int) -> list[int | None]:
     if total is None or parts <= 0:
         return [None] * max(parts, 0)
@@ -284,40 +295,60 @@ class BackendClient:
     # ---- the public coroutine -----------------------------------------------------------------
     async def generate(self, model: ir.Model, messages: Messages,
                        indices: Sequence[int]) -> list[Sample | SampleFailure]:
-        """Draw the samples ``indices`` of ``model`` for ``messages``; one result per index."""
+        """Draw the samples ``indices`` of ``model`` for ``messages``; one result per index.
+
+        Where the server honours ``n``, each run of consecutive indices is one request (its
+        seed is the run's first sample's, so choice j is sample first + j, as a fan-out with
+        per-sample seeds would draw it); elsewhere one request per sample.
+        """
         if self._session is None:
             await self.start()
         results: dict[int, Sample | SampleFailure] = {}
-        remaining = list(indices)
-        if len(remaining) > 1 and self.can_batch():
+        remaining = list(dict.fromkeys(indices))
+        runs = _runs(remaining)
+        state: bool | None = False
+        if self.can_batch() and any(len(run) > 1 for run in runs):
             state = self.n_support(model)
             if state is None:
                 lock = self._probe_locks.setdefault(model.id, asyncio.Lock())
                 async with lock:
                     state = self.n_support(model)
                     if state is None:
-                        state = await self._probe(model, messages, remaining, results)
-                        remaining = [i for i in remaining if i not in results]
-            while state and len(remaining) > 1:
-                try:
-                    got = await self._request(model, messages, remaining)
-                except RequestFailed as failure:
-                    for i in remaining:
-                        results[i] = SampleFailure(i, failure.message, failure.status,
-                                                   failure.attempts)
-                    remaining = []
-                    break
-                for i, sample in zip(remaining, got):
-                    results[i] = sample
-                remaining = remaining[len(got):]
-                if len(got) < 2:
-                    break  # the server stopped honouring n: fan out the rest
-        if remaining:
+                        probe = next(run for run in runs if len(run) > 1)
+                        state = await self._probe(model, messages, probe, results)
+                remaining = [i for i in remaining if i not in results]
+                runs = _runs(remaining)
+        if state:
+            await asyncio.gather(*(self._draw_run(model, messages, run, results)
+                                   for run in runs))
+        elif remaining:
             outs = await asyncio.gather(*(self._one(model, messages, i) for i in remaining))
             for i, out in zip(remaining, outs):
                 results[i] = out
         self.stats.samples += sum(isinstance(r, Sample) for r in results.values())
         return [results[i] for i in indices]
+
+    async def _draw_run(self, model: ir.Model, messages: Messages, run: list[int],
+                        results: dict[int, Sample | SampleFailure]) -> None:
+        """Consecutive samples with n = len(run) per request; what the server leaves out, one
+        by one."""
+        while len(run) > 1:
+            try:
+                got = await self._request(model, messages, run)
+            except RequestFailed as failure:
+                for i in run:
+                    results[i] = SampleFailure(i, failure.message, failure.status,
+                                               failure.attempts)
+                return
+            for i, sample in zip(run, got):
+                results[i] = sample
+            run = run[len(got):]
+            if len(got) < 2:
+                break  # the server stopped honouring n: fan out the rest
+        if run:
+            outs = await asyncio.gather(*(self._one(model, messages, i) for i in run))
+            for i, out in zip(run, outs):
+                results[i] = out
 
     async def _probe(self, model: ir.Model, messages: Messages, indices: list[int],
                      results: dict[int, Sample | SampleFailure]) -> bool | None:

@@ -344,3 +344,24 @@ def test_one_session_per_backend_reuses_connections(server):
     asyncio.run(go())
     peers = {tuple(r["peer"]) for r in server.requests}
     assert len(server.requests) == 10 and len(peers) == 1  # one kept-alive connection
+
+
+def test_n_batches_keep_sample_seeds_when_some_indices_are_cached(server):
+    b = backend(server.openai_url, supports_n=True)
+    m = model(b)
+    cache = MemoryCache()
+
+    async def go():
+        async with Runtime([b], policy=FAST, cache=cache) as rt:
+            first = await rt.sample(m, MESSAGES, [1, 3])  # not consecutive: two requests
+            full = await rt.sample(m, MESSAGES, range(6))  # 0, 2, 4-5 drawn; 1, 3 cached
+            return first, full
+
+    first, full = asyncio.run(go())
+    assert [s.seed for s in full if not s.cached] == [10, 12, 14, 15]
+    assert sorted((r["n"] or 1, r["seed"]) for r in server.requests) == [
+        (1, 10), (1, 11), (1, 12), (1, 13), (2, 14)]
+    # the same texts as drawing all six at once, in one request
+    server.clear_log()
+    again, _ = draw(b, m, range(6))
+    assert [s.text for s in again] == [s.text for s in full]
