@@ -55,10 +55,11 @@ def _safe(fn: Callable[[str], "str | None"]) -> Extractor:
 
 # A number as models write it: optional sign, optional (escaped) dollar sign, thousands commas,
 # decimals. The sign may come before or after the dollar sign ("-$10,000", "$-5"). A minus that
-# directly follows a letter, digit or closing bracket is a binary minus ("10-5"), not a sign.
+# directly follows a letter, digit or closing bracket is a binary minus ("10-5"), and so is one
+# followed by a space ("12 - 4"): neither is a sign.
 _NUM_CORE = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
 _NUMBER = re.compile(
-    r"(?<![\w.)\]}])(?P<sign1>[-−–])?\s?(?:\\?\$\s?)?(?P<sign2>[-−])?"
+    r"(?<![\w.)\]}])(?P<sign1>[-−–])?(?:\\?\$\s?)?(?P<sign2>[-−])?"
     r"(?<![\d.,])(?P<num>" + _NUM_CORE + r")(?![\d])"
 )
 
@@ -73,11 +74,6 @@ def _last_number(text: str) -> str | None:
     for last in _NUMBER.finditer(text):
         pass
     return _number_text(last) if last is not None else None
-
-
-def _first_number(text: str) -> str | None:
-    m = _NUMBER.search(text)
-    return _number_text(m) if m is not None else None
 
 
 # "#### 18", "####  $1,234.00", "#### -5"
