@@ -293,7 +293,7 @@ _TEX_THIN = re.compile(r"(?<!\\)\\[,;:!]")  # "10,\!080", "x\,dx": no space
 _TEX_SPACES = re.compile(r"(?<!\\)\\ |\\left\b|\\right\b|\\displaystyle|\\qquad|\\quad|~")
 _TEXT_CMD = re.compile(r"\\(?:text|textbf|mathrm|mbox|textnormal)\s*\{([^{}]*)\}")
 _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°")
-_WORDS = re.compile(r"^[A-Za-z][A-Za-z .'’-]*$")
+_WORDS = re.compile(r"^[A-Za-z]+(?: [A-Za-z]+)*$")  # "Evelyn", "east", "(C)"; not "p - q"
 _OUTER = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 
 
