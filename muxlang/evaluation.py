@@ -9,18 +9,23 @@ Definitions (``/work/shared/docs/slm-mux.md``; "right" = equivalence key equal t
 - ``agent_forest``: majority over all drawn samples of all pool models (stdlib ``majority``);
 - ``slm_mux``: the paper's rule over the pool (stdlib ``slm_mux``); the spec's own rule is
   reported as ``mux`` (the same number when the spec says ``rule = slm_mux``);
-- ``union`` (oracle): some pool model is right, a model being right when the gold answer is among
-  its most frequent drawn answers;
+- ``union`` (oracle): some pool model is right, a model being right when its most frequent drawn
+  answer is gold (ties between answers: the smallest key, as the selection rules break them);
 - ``oracle_any_sample``: some drawn sample of some pool model is right;
 - ``contradiction``: some pool model is consistently wrong (all its k drawn samples give the same
   readable wrong answer) while another pool model is right.
 
-A *trial* draws, for every pool model and item, k distinct sample indices out of the stored ones
-(k = the model's count in the pool; all of them, in index order, when exactly k are stored). With
-more samples stored than drawn, trials are seeded resamplings (``numpy.random.default_rng([seed,
-t])``) and figures are mean ± standard error over trials; every baseline of a trial sees the same
-draws. ``item_se`` is the binomial standard error over items, sqrt(p(1-p)/N): the uncertainty that
-comes from the size of the dataset, which resampling does not reduce.
+A *trial* draws, for every pool model and item, k distinct samples out of the stored ones (k = the
+model's count in the pool). With more samples stored than drawn, trials are seeded resamplings and
+figures are mean ± standard error over trials; every baseline of a trial sees the same draws.
+``item_se`` is the standard error over items (std over items of the per-item share right, / sqrt
+N): the uncertainty from the size of the dataset, which resampling does not reduce. Items whose
+gold answer cannot be read are left out (and the report says how many).
+
+The trials run on the optimizer's vectorised simulator (``muxlang.optimizer.simulator``), so
+``eval`` and ``tune`` give the same numbers for the same pool, seed and trials; a plain per-item
+loop through the stdlib rules (``simulate_trial``) is used when the simulator cannot express the
+case (a custom rule, or a model with different numbers of stored samples across items).
 
 Validation accuracies (tie-breaks, and which model is "Single-Best"): measured in the store on the
 dataset named by ``validation`` (the command's ``--validation`` or the mux's ``validation``), else
@@ -66,82 +71,111 @@ def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Opti
     return (total / count if count else None), count
 
 
-def _top_answers(keys: Sequence[Optional[str]]) -> tuple[set[str], int]:
+def _top_answer(keys: Sequence[Optional[str]]) -> Optional[str]:
+    """The most frequent readable key (ties: the smallest), as the selection rules read it."""
     counts: dict[str, int] = {}
     for key in keys:
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     if not counts:
-        return set(), 0
+        return None
     top = max(counts.values())
-    return {key for key, n in counts.items() if n == top}, top
+    return min(key for key, n in counts.items() if n == top)
 
 
 def _draw_indices(stored: list[list[Optional[str]]], k: int, rng: np.random.Generator | None
                   ) -> list[list[int]]:
-    """Per item, k distinct positions into the stored samples (all of them when exactly k)."""
+    """Per item, k distinct positions into the stored samples, in random order (the first is a
+    uniformly drawn single sample); all of them, in index order, without an rng."""
     out: list[list[int]] = [[] for _ in stored]
     by_n: dict[int, list[int]] = {}
     for i, keys in enumerate(stored):
         by_n.setdefault(len(keys), []).append(i)
     for n, rows in sorted(by_n.items()):
-        if n <= k or rng is None:
+        if rng is None or n == 0:
             for i in rows:
                 out[i] = list(range(min(n, k)))
         else:
-            picks = np.argsort(rng.random((len(rows), n)), axis=1)[:, :k]
-            picks.sort(axis=1)  # keep index order inside a draw
+            picks = np.argsort(rng.random((len(rows), n)), axis=1)[:, :min(n, k)]
             for row, i in enumerate(rows):
                 out[i] = picks[row].tolist()
     return out
 
 
-@dataclass
-class TrialFigures:
-    correct: dict[str, int] = field(default_factory=dict)
-    contradiction: int = 0
-    mux_no_answer: int = 0
+NAMES = (*BASELINES, "mux", "contradiction", "no_answer")
 
 
 def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
-                   rng: np.random.Generator | None, best: int) -> TrialFigures:
-    """One trial: draw k samples per member and item, score every baseline on those draws."""
+                   rng: np.random.Generator | None, best: int, scored: Sequence[int]
+                   ) -> dict[str, np.ndarray]:
+    """One trial, item by item through the stdlib rules: per figure, a bool per scored item."""
     from muxlang.stdlib.selection import majority, single, slm_mux
 
     accuracies = [m.accuracy for m in members]
     draws = [_draw_indices(votes.votes[m.name], m.k, rng) for m in members]
-    gold = votes.gold
-    figures = TrialFigures(correct={name: 0 for name in (*BASELINES, "mux")})
-    c = figures.correct
-    for i, g in enumerate(gold):
+    out = {name: np.zeros(len(scored), dtype=bool) for name in NAMES}
+    for row, i in enumerate(scored):
+        g = votes.gold[i]
         pool = [[votes.votes[m.name][i][j] for j in draws[p][i]] for p, m in enumerate(members)]
         sel = slm_mux(pool, accuracies)
-        c["slm_mux"] += sel.answer is not None and sel.answer == g
+        out["slm_mux"][row] = sel.answer == g
         own = sel if rule is slm_mux else rule(pool, accuracies)
-        c["mux"] += own.answer is not None and own.answer == g
-        figures.mux_no_answer += own.answer is None
-        c["agent_forest"] += (majority(pool, accuracies).answer == g) if g is not None else 0
-        sc = single(pool, accuracies).answer
-        c["single_best_sc"] += sc is not None and sc == g
-        first = pool[best][0] if pool[best] else None
-        c["single_best"] += first is not None and first == g
-        if g is None:
-            continue
-        right = []
-        wrong_consistently = []
-        any_sample = False
-        for keys in pool:
-            tops, _ = _top_answers(keys)
-            right.append(g in tops)
-            any_sample = any_sample or g in keys
-            wrong_consistently.append(bool(keys) and keys[0] is not None and keys[0] != g
-                                      and all(key == keys[0] for key in keys))
-        c["union"] += any(right)
-        c["oracle_any_sample"] += any_sample
-        figures.contradiction += any(
-            wrong_consistently[p] and any(right[q] for q in range(len(pool)) if q != p)
-            for p in range(len(pool)))
-    return figures
+        out["mux"][row] = own.answer == g
+        out["no_answer"][row] = own.answer is None
+        out["agent_forest"][row] = majority(pool, accuracies).answer == g
+        out["single_best_sc"][row] = single(pool, accuracies).answer == g
+        out["single_best"][row] = bool(pool[best]) and pool[best][0] == g
+        right = [_top_answer(keys) == g for keys in pool]
+        wrong = [bool(keys) and keys[0] is not None and keys[0] != g
+                 and all(key == keys[0] for key in keys) for keys in pool]
+        out["union"][row] = any(right)
+        out["oracle_any_sample"][row] = any(g in keys for keys in pool)
+        out["contradiction"][row] = any(right) and any(wrong)
+    return out
+
+
+def simulate_plain(members: Sequence[Member], votes: StoredVotes, rule: Any, trials: int,
+                   seed: int, best: int, scored: Sequence[int], resampled: bool
+                   ) -> dict[str, np.ndarray]:
+    """(trials, scored items) bool per figure, from ``simulate_trial``."""
+    runs = [simulate_trial(members, votes, rule,
+                           np.random.default_rng([seed, t]) if resampled else None, best, scored)
+            for t in range(trials)]
+    return {name: np.stack([r[name] for r in runs]) for name in NAMES}
+
+
+def simulate_fast(members: Sequence[Member], votes: StoredVotes, rule_name: str, trials: int,
+                  seed: int, best: int) -> dict[str, np.ndarray]:
+    """The same figures on the optimizer's vectorised simulator (same draws for every figure)."""
+    from muxlang.optimizer.simulator import UNREADABLE, Config, Simulator
+
+    sim = Simulator(votes, simulations=trials, seed=seed,
+                    accuracies={m.name: m.accuracy for m in members},
+                    models=[m.name for m in members])
+    pool = tuple((m.name, m.k) for m in members)
+    out: dict[str, np.ndarray] = {
+        "slm_mux": sim.correct(Config(pool, "slm_mux")),
+        "agent_forest": sim.correct(Config(pool, "majority")),
+        "single_best_sc": sim.correct(Config(pool, "single")),
+        "single_best": sim.correct(Config(((members[best].name, 1),), "single")),
+    }
+    out["mux"] = out[{"slm_mux": "slm_mux", "majority": "agent_forest",
+                      "single": "single_best_sc"}[rule_name]]
+    out["no_answer"] = sim.answers(Config(pool, rule_name)) == UNREADABLE
+    gold = sim.gold[None, :]
+    any_right = any_wrong = any_sample = None
+    for m in members:
+        top, count = sim.top(m.name, m.k)
+        right = top == gold
+        wrong = (count == m.k) & (top >= 0) & (top != gold)
+        sample = (sim.drawn(m.name, m.k) == gold[..., None]).any(axis=-1)
+        any_right = right if any_right is None else any_right | right
+        any_wrong = wrong if any_wrong is None else any_wrong | wrong
+        any_sample = sample if any_sample is None else any_sample | sample
+    out["union"] = any_right
+    out["contradiction"] = any_right & any_wrong
+    out["oracle_any_sample"] = any_sample
+    return out
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -279,28 +313,43 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
             best = p
 
     # trials
-    resampled = any(len(keys) > member.k for member in members
-                    for keys in votes.votes[member.name])
+    # resampling matters when a model has more samples stored than drawn, Single-Best included
+    # (it draws one sample of its model)
+    resampled = any(len(keys) > (1 if p == best else member.k)
+                    for p, member in enumerate(members) for keys in votes.votes[member.name])
     if trials is None:
         trials = DEFAULT_RESAMPLING_TRIALS if resampled else 1
     if trials < 1:
         raise MuxError("--trials must be >= 1")
     if not resampled and trials > 1:
-        notes.append(f"exactly k samples are stored for every pool model: the {trials} trials are "
-                     "identical (standard error 0)")
+        notes.append(f"exactly the drawn samples are stored for every pool model: the {trials} "
+                     "trials would be identical (standard error 0); one is run")
         trials = 1
-    rule = get_rule(mux.rule)
-    results: list[TrialFigures] = []
-    for t in range(trials):
-        rng = np.random.default_rng([seed, t]) if resampled else None
-        results.append(simulate_trial(members, votes, rule, rng, best))
-    scored = [sum(1 for g in votes.gold if g is not None)]
-    if scored[0] < n_items:
-        notes.append(f"{n_items - scored[0]} items have no readable gold answer: counted wrong")
+    scored = [i for i, g in enumerate(votes.gold) if g is not None]
+    if len(scored) < n_items:
+        notes.append(f"{n_items - len(scored)} items have no readable gold answer: left out")
+    if not scored:
+        raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
+    ragged = any(len({len(votes.votes[m.name][i]) for i in scored}) > 1 for m in members)
+    rule_name = mux.rule.name if not mux.rule.args else ""
+    engine = "vectorised"
+    try:
+        if ragged or rule_name not in ("slm_mux", "majority", "single"):
+            raise ImportError
+        figures = simulate_fast(members, votes, rule_name, trials, seed, best)
+    except ImportError:
+        engine = "plain"
+        figures = simulate_plain(members, votes, get_rule(mux.rule), trials, seed, best, scored,
+                                 resampled)
+    n_scored = len(scored)
 
     def figure(name: str) -> dict[str, Any]:
-        mean, se = _mean_se([r.correct[name] / n_items for r in results])
-        return {"accuracy": mean, "se": se, "item_se": _item_se(mean, n_items)}
+        table = figures[name]
+        mean, se = _mean_se(table.mean(axis=1))
+        per_item = table.mean(axis=0)
+        item_se = (float(np.std(per_item, ddof=1) / math.sqrt(n_scored)) if n_scored > 1
+                   else 0.0)
+        return {"accuracy": mean, "se": se, "item_se": item_se}
 
     def cost(pairs: Sequence[tuple[str, int]]) -> tuple[Optional[float], Optional[float]]:
         tokens, money = 0.0, 0.0
@@ -326,8 +375,8 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
     details["single_best"]["model"] = best_member.name
     details["single_best_sc"]["model"] = best_member.name
     details["single_best_sc"]["samples"] = best_member.k
-    contradiction = _mean_se([r.contradiction / n_items for r in results])
-    mux_no_answer = float(np.mean([r.mux_no_answer / n_items for r in results]))
+    contradiction = _mean_se(figures["contradiction"].mean(axis=1))
+    mux_no_answer = float(figures["no_answer"].mean())
 
     if all(m.k == 1 for m in members):
         notes.append("the mux draws one sample per model: SLM-MUX's self-consistency is not "
@@ -344,7 +393,9 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
                 "item_se": details["mux"]["item_se"], "no_answer": mux_no_answer,
                 "tokens_per_question": details["mux"]["tokens_per_question"],
                 "cost_per_question": details["mux"]["cost_per_question"]},
-        "dataset": {"name": info.name, "content_hash": info.content_hash, "items": n_items},
+        "dataset": {"name": info.name, "content_hash": info.content_hash, "items": n_items,
+                    "scored_items": n_scored},
+        "engine": engine,
         "store": store.display_url,
         "trials": trials, "seed": seed, "resampled": resampled,
         "pool": [{"model": m.name, "samples": m.k,

@@ -64,17 +64,24 @@ def test_hand_worked_three_models(tmp_path):
     # q2: C consistent (1.0) -> 2 right; AF 2 (6 votes) right; A's majority 5 wrong.
     # q3: A consistent 9 -> wrong; AF: 9 and 3 three votes each, 9's voter A (.9) beats
     #     3's best voter B (.8) -> wrong; union: C's top is 3; contradiction (A wrong, C right).
-    # q4: A unreadable; B consistent 6 -> wrong; AF 6 wrong; union: C ties 4/6 -> 4 among its
-    #     top answers -> right; contradiction (B consistently wrong, C right).
+    # q4: A unreadable; B consistent 6 -> wrong; AF 6 wrong; union: C ties 4/6 -> its top answer
+    #     is the smallest key, "4" -> right; contradiction (B consistently wrong, C right).
     st = store_with(tmp_path, GOLD, HAND)
     spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)})
     report = evaluate(st, spec, spec.muxes["m"], "tiny")
-    assert report["trials"] == 1 and not report["resampled"]
+    # Single-Best draws 1 of A's 3 samples: that is resampled (100 trials by default); every
+    # other figure uses all 3 samples of every model and is the same in every trial
+    assert report["trials"] == 100 and report["resampled"]
+    sb = report["details"]["single_best"]
+    assert abs(sb["accuracy"] - (1 + 1 / 3) / 4) < 4 * sb["se"] and sb["se"] > 0
     # one-sample accuracy: a = (3/3 + 1/3) / 4, b = (2/3 + 1/3) / 4, c = (1/3 + 1 + 2/3 + 1/3) / 4
     assert report["per_model"] == pytest.approx({"a": 4 / 12, "b": 3 / 12, "c": 7 / 12})
-    assert report["baselines"] == pytest.approx({
-        "single_best": 0.25, "single_best_sc": 0.25, "agent_forest": 0.5, "slm_mux": 0.5,
-        "union": 1.0, "oracle_any_sample": 1.0})
+    baselines = dict(report["baselines"])
+    del baselines["single_best"]
+    assert baselines == pytest.approx({
+        "single_best_sc": 0.25, "agent_forest": 0.5, "slm_mux": 0.5, "union": 1.0,
+        "oracle_any_sample": 1.0})
+    assert report["details"]["slm_mux"]["se"] == 0.0
     assert report["contradiction"] == pytest.approx(0.75)
     assert report["mux"]["accuracy"] == pytest.approx(0.5)
     assert report["details"]["single_best"]["model"] == "a"
@@ -104,12 +111,12 @@ def test_single_best_follows_validation_from_the_store(tmp_path):
     st = store_with(tmp_path, val_gold, val, name="val")
     spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)},
                     validation="val")
-    report = evaluate(st, spec, spec.muxes["m"], "tiny")
+    report = evaluate(st, spec, spec.muxes["m"], "tiny", trials=1)
     assert report["validation"]["source"] == "store: dataset val"
     assert report["validation"]["accuracies"] == pytest.approx({"a": 0.0, "b": 1 / 6, "c": 1.0})
     assert report["details"]["single_best"]["model"] == "c"
-    # C's first samples: q1 1 (right), q2 2 (right), q3 3 (right), q4 4 (right)
-    assert report["baselines"]["single_best"] == pytest.approx(1.0)
+    # C draws one sample: q1 1/3 right, q2 always, q3 2/3, q4 1/3 -> 7/12 expected; one trial
+    assert report["trials"] == 1 and report["resampled"]
     # C's majorities: q1 tie 1/2/3 -> smallest "1" right, q2 right, q3 right, q4 tie 4/6 -> "4"
     assert report["baselines"]["single_best_sc"] == pytest.approx(1.0)
     with pytest.raises(MuxError, match="no dataset 'nope'"):
@@ -127,10 +134,9 @@ def test_resampling_matches_the_exact_expectation(tmp_path):
     assert report["resampled"] and report["trials"] == 2000
     d = report["details"]["single_best_sc"]
     assert abs(d["accuracy"] - exact) < 4 * d["se"] and d["se"] > 0
-    # Single-Best takes the first sample of the drawn pair (the lower index): it is a 2 only
-    # for the pair of indices (2, 3): 5/6 again. The per-model figure is exact: 2 of 4 right.
+    # Single-Best draws one sample uniformly: 1/2, the exact per-model figure (2 of 4 right)
     sb = report["details"]["single_best"]
-    assert abs(sb["accuracy"] - 5 / 6) < 4 * sb["se"]
+    assert abs(sb["accuracy"] - 0.5) < 4 * sb["se"]
     assert report["per_model"]["a"] == pytest.approx(0.5)
     again = evaluate(st, spec, spec.muxes["m"], "tiny", trials=2000, seed=7)
     assert again["baselines"] == report["baselines"]  # seeded: reproducible

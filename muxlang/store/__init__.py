@@ -24,6 +24,11 @@ Cache API (for the runtime: ``run`` and ``collect``)
     and a stored sample is never requested again. Use ``render_messages(task, record)`` and
     ``prompt_hash`` from ``muxlang.store.keys`` so every command hashes prompts the same way.
 
+    The runtime plugs the store in as its sample cache with
+    ``Runtime(..., cache=muxlang.store.cache.StoreCache(store, run_id))`` (used by ``collect`` and
+    ``run --store``): ``get`` serves stored successful samples, ``put`` stores each request's
+    samples as they arrive.
+
 Runs
     run_id = store.start_run("collect", params, spec_path=..., spec_text=...)
     store.finish_run(run_id, "ok" | "failed" | "interrupted", summary)

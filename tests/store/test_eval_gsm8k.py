@@ -115,3 +115,21 @@ def test_load_votes_shape_and_cache(gsm8k_store, spec):
     assert votes.input_tokens == {}  # not recorded in the imports
     again = load_votes(gsm8k_store, spec, mux, "zeroeval-gsm8k")  # served from the cache
     assert again.votes == votes.votes and again.gold == votes.gold
+
+
+def test_vectorised_and_plain_engines_agree(gsm8k_store, spec, monkeypatch):
+    import muxlang.evaluation as evaluation
+
+    mux = spec.muxes["small_ten"]
+    fast = evaluate(gsm8k_store, spec, mux, "zeroeval-gsm8k", validation="zeroeval-gsm8k")
+    assert fast["engine"] == "vectorised"
+
+    def unavailable(*args, **kwargs):
+        raise ImportError
+
+    monkeypatch.setattr(evaluation, "simulate_fast", unavailable)
+    plain = evaluate(gsm8k_store, spec, mux, "zeroeval-gsm8k", validation="zeroeval-gsm8k")
+    assert plain["engine"] == "plain"
+    assert plain["baselines"] == fast["baselines"]
+    assert plain["contradiction"] == fast["contradiction"]
+    assert plain["mux"]["no_answer"] == fast["mux"]["no_answer"]
