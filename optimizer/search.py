@@ -196,10 +196,19 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
         return {}
 
     def _refresh(self, study, name: str) -> None:
-        for t in study.get_trials(deepcopy=False):
+        trials = study.get_trials(deepcopy=False)
+        # trials before ``scan_from`` hold their index or are finished: no need to look again
+        start = getattr(self, "scan_from", 0)
+        settled = True
+        for position in range(start, len(trials)):
+            t = trials[position]
             value = t.params.get(name)
             if value is not None:
                 self.taken.add(int(value))
+            if settled and (value is not None or t.state.is_finished()):
+                self.scan_from = position + 1
+            else:
+                settled = False
 
     def sample_independent(self, study, trial, name, distribution):
         self._refresh(study, name)
@@ -256,8 +265,23 @@ def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> l
     for r in records:
         unique.setdefault(r.config, r)
     rs = list(unique.values())
-    front = [r for r in rs if not any(dominates(o.values, r.values, directions) for o in rs)]
     sign = -1 if directions[0] == "maximize" else 1
+    if len(directions) == 1:
+        best = min((sign * r.values[0] for r in rs), default=None)
+        front = [r for r in rs if sign * r.values[0] == best]
+    elif len(directions) == 2:
+        # sweep: by the first objective (best first, ties by the second), keep strict improvers
+        sign2 = -1 if directions[1] == "maximize" else 1
+        ordered = sorted(rs, key=lambda r: (sign * r.values[0], sign2 * r.values[1]))
+        front, best2, best1 = [], None, None
+        for r in ordered:
+            v1, v2 = sign * r.values[0], sign2 * r.values[1]
+            if best2 is None or v2 < best2 or (v2 == best2 and v1 == best1):
+                front.append(r)
+                if best2 is None or v2 < best2:
+                    best2, best1 = v2, v1
+    else:
+        front = [r for r in rs if not any(dominates(o.values, r.values, directions) for o in rs)]
     front.sort(key=lambda r: (sign * r.values[0], r.number))
     # equal objective vectors: keep the cheapest/first one only
     seen, out = set(), []
