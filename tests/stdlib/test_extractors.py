@@ -407,3 +407,20 @@ def test_registry_builds_every_extractor():
         ex = registry.make_extractor(call)
         assert callable(ex)
         ex("The answer is 5")
+
+
+def test_std_module_tasks_build_and_read(tmp_path):
+    """The ready tasks of std.gsm8k / std.math / std.mcq build their extractor and equivalence."""
+    from muxlang.lang import load_spec
+
+    spec_file = tmp_path / "t.mux"
+    spec_file.write_text("import std.gsm8k\nimport std.math\nimport std.mcq\n")
+    spec = load_spec(spec_file)
+    assert spec.tasks
+    text = '{"reasoning": "so", "answer": "\\\\boxed{18}"}\n#### 18\n##Answer: C##'
+    for name, task in spec.tasks.items():
+        extract = registry.make_extractor(task.extract)
+        key = registry.make_equivalence(task.equivalence).key
+        answer = extract(text)
+        assert answer is not None, name
+        assert key(answer) in ("18", "C"), (name, answer, key(answer))
