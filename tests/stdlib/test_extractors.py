@@ -424,3 +424,18 @@ def test_std_module_tasks_build_and_read(tmp_path):
         answer = extract(text)
         assert answer is not None, name
         assert key(answer) in ("18", "C"), (name, answer, key(answer))
+
+
+def test_gold_rationales_and_solutions_read_back_to_their_answers():
+    """final_number on every GSM8K rationale and boxed on every MATH-500 solution give the gold."""
+    from muxlang.stdlib.equivalence import math, numeric
+
+    gsm, mth = DATA / "slm-mux-gsm8k-500.json", DATA / "slm-mux-math-500.json"
+    if not gsm.exists() or not mth.exists():
+        pytest.skip("SLM-MUX data not available")
+    num, ex = numeric().key, final_number()
+    for rec in json.loads(gsm.read_text()):
+        assert num(ex(rec["answer"])) == num(rec["answer"].split("####")[-1]), rec["answer"][-80:]
+    key, box = math().key, boxed()
+    for rec in json.loads(mth.read_text()):
+        assert key(box(rec["solution"])) == key(rec["answer"]), rec["answer"]
