@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     mux = pick_mux(spec, args.mux, args.spec)
-    store = Store(args.store)
+    store = Store(args.store, must_exist=True)
     try:
         dataset = resolve_dataset(store, args.dataset, mux.task.gold)
         validation = None

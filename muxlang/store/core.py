@@ -102,9 +102,18 @@ def _sqlite_setup(engine: Engine) -> None:
 class Store:
     """A sample store at a SQLAlchemy URL (see the package docstring for the API)."""
 
-    def __init__(self, url: str | None = None, *, upgrade: bool = True, echo: bool = False):
+    def __init__(self, url: str | None = None, *, upgrade: bool = True, echo: bool = False,
+                 must_exist: bool = False):
+        """``must_exist``: a SQLite file that does not exist is an error (readers such as eval
+        should not create an empty store on a mistyped path)."""
         self.url = resolve_url(url)
         self.display_url = redact_url(self.url)
+        if must_exist and self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            path = Path(self.url.split(":///", 1)[1])
+            if not path.exists():
+                raise MuxError(f"store {self.display_url} does not exist: `muxlang import` or "
+                               "`muxlang collect` first, or point --store / $MUXLANG_STORE at "
+                               "your store")
         try:
             if self.url.startswith("sqlite"):
                 memory = self.url in ("sqlite://", "sqlite:///:memory:")

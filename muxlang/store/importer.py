@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from muxlang.errors import DataError, MuxError
 from muxlang.store.core import (Store, dataset_hash, default_dataset_name, item_key_of,
                                 read_records)
-from muxlang.store.keys import SampleKey, record_input_hash
+from muxlang.store.keys import SampleKey, canonical_json, record_input_hash
 
 IMPORT_BACKEND = "import"
 GOLD_FIELD = "answer"
@@ -71,6 +72,7 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
     rows: list[dict] = []
     models: dict[str, int] = {}
     seen: dict[tuple[str, str, int], tuple[int, str, float]] = {}
+    params_of: dict[Any, str] = {}
     now = time.time()
     for line, record in read_records(samples_path):
         def bad(field_name: str, message: str):
@@ -107,9 +109,11 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
             if first_temp == temperature:
                 continue  # an exact repeat: harmless
         seen[marker] = (line, text, temperature)
-        key = SampleKey.make(IMPORT_BACKEND, model,
-                             {"temperature": temperature, "top_p": None, "max_tokens": None,
-                              "seed": None}, by_key[item_id])
+        params = params_of.get(temperature)
+        if params is None:
+            params = params_of[temperature] = canonical_json(
+                {"temperature": temperature, "top_p": None, "max_tokens": None, "seed": None})
+        key = SampleKey(IMPORT_BACKEND, model, params, by_key[item_id])
         models[model] = models.get(model, 0) + 1
         rows.append({
             "key_hash": key.hash, "sample_index": index, "backend": key.backend, "model": model,

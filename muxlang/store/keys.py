@@ -43,6 +43,8 @@ def _normalise(value: Any) -> Any:
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON: sorted keys, compact, numbers normalised (1.0 -> 1), UTF-8 kept."""
+    if isinstance(value, (list, tuple)) and all(type(v) is str for v in value):
+        return json.dumps(list(value), separators=(",", ":"), ensure_ascii=False)  # fast path
     return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -122,6 +122,12 @@ def test_user_errors_are_one_line_without_traceback(files, capsys, argv, message
     assert message in err and "Traceback" not in err and "pw@" not in err
 
 
+def test_eval_does_not_create_a_store(files, capsys):
+    assert main(["eval", "duo.mux", "--dataset", "tiny", "--store", "typo.sqlite"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (files / "typo.sqlite").exists()
+
+
 def test_bad_line_from_the_cli(files, capsys):
     lines = (files / "tiny-samples.jsonl").read_text().splitlines()
     lines.insert(3, '{"id": "q1", "model": "M3", "sample": "zero", "temperature": 0, "text": ""}')
