@@ -80,31 +80,58 @@ def plot_pareto(result: dict, path: Path) -> Path:
 
 
 def plot_samples(result: dict, path: Path) -> Path:
+    """Left: accuracy vs samples per model for the chosen pool. Right: the best pool of each
+    size (the paper's other scaling dimension), validation and test."""
     plt = _pyplot()
     curves = result.get("curves", {})
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    sizes = result.get("pool_sizes", [])
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 5.2), dpi=110)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    budgets = set()
     for i, (model, pts) in enumerate(sorted(curves.items())):
         c = colors[i % len(colors)]
         xs = [p["budget"] for p in pts]
+        budgets.update(xs)
         ax.plot(xs, [100 * p["val_accuracy"] for p in pts], marker="o", color=c,
                 label=f"pool, varying {model}")
         ax.plot(xs, [100 * p["alone_val_accuracy"] for p in pts], ls=":", marker=".", color=c,
                 label=f"{model} alone")
         chosen = result["best"]["pool"].get(model)
-        if chosen is not None:
-            hit = [p for p in pts if p["budget"] == chosen]
-            if hit:
-                ax.scatter([chosen], [100 * hit[0]["val_accuracy"]], marker="*", s=160,
-                           color=c, zorder=4)
-    ax.set_xlabel("samples drawn per item (one model's budget; the others as chosen)")
+        hit = [p for p in pts if p["budget"] == chosen]
+        if hit:
+            ax.scatter([chosen], [100 * hit[0]["val_accuracy"]], marker="*", s=160, color=c,
+                       zorder=4)
+    if budgets:
+        ax.set_xticks(sorted(budgets))
+    if len(budgets) <= 1:
+        ax.text(0.5, 0.5, "one sample stored per model:\nbudgets cannot vary on this data",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#555555")
+    ax.set_xlabel("samples per item of one model (the others as chosen)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"tune {result['tune']}: accuracy vs samples per model (chosen pool "
-                 f"starred)", fontsize=10)
+    ax.set_title("accuracy vs samples per model (chosen pool starred)", fontsize=10)
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7, loc="lower right")
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    for j, rule in enumerate(sorted({e["rule"] for e in sizes})):
+        rows = [e for e in sizes if e["rule"] == rule]
+        c = colors[j % len(colors)]
+        ax2.plot([e["size"] for e in rows], [100 * e["val_accuracy"] for e in rows], marker="o",
+                 color=c, label=f"{rule}, best pool of each size (validation)")
+        tested = [e for e in rows if e.get("test_accuracy") is not None]
+        if tested:
+            ax2.plot([e["size"] for e in tested], [100 * e["test_accuracy"] for e in tested],
+                     marker="o", ls="--", mfc="none", color=c, label=f"{rule}, same pools on test")
+    for name, ref in result["baselines"].get("references", {}).items():
+        acc = ref["test_accuracy"] if ref.get("test_accuracy") is not None else ref["val_accuracy"]
+        ax2.axhline(100 * acc, color="#9467bd", ls=":", lw=1.2, label=f"{name} (reference)")
+    ax2.set_xlabel("models in the pool")
+    ax2.set_ylabel("accuracy (%)")
+    ax2.set_title("accuracy vs pool size", fontsize=10)
+    ax2.grid(alpha=0.3)
+    if sizes:
+        ax2.set_xticks(sorted({e["size"] for e in sizes}))
+        ax2.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"tune {result['tune']} on {result['dataset']['name']}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -211,6 +211,20 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
                 points_m.append(entry)
             curves[m] = points_m
 
+    # the other scaling dimension: the best pool of each size (per rule), on validation and test
+    by_size: dict[tuple[str, int], TrialRecord] = {}
+    for r in feasible:
+        key = (r.config.rule, len(r.config.pool))
+        if key not in by_size or r.score.get("accuracy", 0.0) > by_size[key].score["accuracy"]:
+            by_size[key] = r
+    pool_sizes = []
+    for (rule, size), r in sorted(by_size.items()):
+        entry = {"rule": rule, "size": size, "pool": r.config.as_dict(),
+                 "val_accuracy": r.score.get("accuracy", 0.0), "test_accuracy": None}
+        if test_sim is not None:
+            entry["test_accuracy"] = test_sim.score(r.config, False).accuracy
+        pool_sizes.append(entry)
+
     return {
         "tune": tune.name, "mux": tune.mux.name, "objectives": objectives,
         "directions": [OBJECTIVES[o] for o in objectives],
@@ -226,7 +240,7 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         "baselines": {"best_single": {"model": best_single, **cand_singles[best_single]},
                       "singles": singles,
                       "references": {m: singles[m] for m in references if m in singles}},
-        "curves": curves, "points": points, "warnings": warnings,
+        "curves": curves, "pool_sizes": pool_sizes, "points": points, "warnings": warnings,
     }
 
 
