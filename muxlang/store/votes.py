@@ -142,18 +142,29 @@ class _Row:
 
 def _fetch(store: Store, cx, where_column, values: Sequence[str], model_id: str | None,
            signature: str) -> list[tuple[str, _Row]]:
+    """Samples whose ``where_column`` is in ``values`` (of ``model_id``), with cached keys.
+
+    Two queries rather than an outer join: the cache lookup then goes by primary key, whatever
+    the planner thinks of a freshly filled ``answers`` table."""
     c, a = s.samples.c, s.answers.c
-    joined = s.samples.outerjoin(s.answers, and_(a.sample_id == c.id, a.signature == signature))
     out = []
-    for chunk in _chunks(sorted(set(values))):
+    for chunk in _chunks(sorted(set(values)), CHUNK if store.dialect == "sqlite" else 20000):
         query = (select(where_column, c.id, c.sample_index, c.backend, c.params, c.error,
-                        c.tokens_in, c.tokens_out, a.sample_id, a.key)
-                 .select_from(joined).where(in_values(store.dialect, where_column, chunk)))
+                        c.tokens_in, c.tokens_out)
+                 .where(in_values(store.dialect, where_column, chunk)))
         if model_id is not None:
             query = query.where(c.model == model_id)
         for r in cx.execute(query):
             out.append((r[0], _Row(r.id, r.sample_index, r.backend, r.params, r.error, r.tokens_in,
-                                   r.tokens_out, r.sample_id is not None, r.key)))
+                                   r.tokens_out, False, None)))
+    by_id = {row.id: row for _, row in out}
+    ids = sorted(by_id)
+    for chunk in _chunks(ids, CHUNK if store.dialect == "sqlite" else 20000):
+        query = select(a.sample_id, a.key).where(in_values(store.dialect, a.sample_id, chunk),
+                                                 a.signature == signature)
+        for r in cx.execute(query):
+            row = by_id[r.sample_id]
+            row.cached, row.key = True, r.key
     return out
 
 
