@@ -466,44 +466,51 @@ def open_text(path: str | Path):
     return open(path, "r", encoding="utf-8")
 
 
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """Records of a JSONL (optionally .gz) file, or a JSON list, as (line number, record).
-
-    Blank lines are skipped. A line that is not a JSON object raises DataError at its line.
-    """
+def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Records of a JSONL (optionally .gz) file as (line number, record), read as a stream; a
+    JSON list (``[...]``) is read whole. Blank lines are skipped. A line that is not a JSON
+    object, or a file that cannot be read to its end, raises DataError at its line."""
     name = str(path)
     p = Path(path)
     if not p.is_file():
         raise MuxError(f"{name}: no such file" if not p.exists() else f"{name}: not a file")
+    number = 0
     try:
         with open_text(p) as handle:
-            content = handle.read()
+            first = ""
+            while True:
+                char = handle.read(1)
+                if not char or not char.isspace():
+                    first = char
+                    break
+            if first == "[":
+                data = json.loads(first + handle.read())
+                for index, record in enumerate(data):
+                    if not isinstance(record, dict):
+                        raise DataError(name, 1, f"element {index} is not a JSON object")
+                    yield index + 1, record
+                return
+            handle.seek(0)
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(name, number, f"invalid JSON at column {error.colno}: "
+                                                  f"{error.msg}") from None
+                if not isinstance(record, dict):
+                    raise DataError(name, number, "not a JSON object")
+                yield number, record
+    except json.JSONDecodeError as error:  # the JSON-list form
+        raise DataError(name, error.lineno, f"invalid JSON: {error.msg}") from None
     except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DataError(name, 0, f"cannot read: {error}") from None
-    stripped = content.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(content)
-        except json.JSONDecodeError as error:
-            raise DataError(name, error.lineno, f"invalid JSON: {error.msg}") from None
-        out = []
-        for index, record in enumerate(data):
-            if not isinstance(record, dict):
-                raise DataError(name, 1, f"element {index} is not a JSON object")
-            out.append((index + 1, record))
-        return out
-    out = []
-    for number, line in enumerate(content.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(name, number, f"invalid JSON at column {error.colno}: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise DataError(name, number, "not a JSON object")
-        out.append((number, record))
-    return out
+        raise DataError(name, number + 1, f"cannot read: {error}") from None
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """All of :func:`iter_records` as a list."""
+    return list(iter_records(path))
 
 
 def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None,

@@ -15,15 +15,16 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 from pathlib import Path
 
 from muxlang.errors import DataError, MuxError
 from muxlang.store.core import (Store, dataset_hash, default_dataset_name, item_key_of,
-                                read_records)
+                                iter_records, read_records)
 from muxlang.store.keys import SampleKey, canonical_json, record_input_hash
 
 IMPORT_BACKEND = "import"
+IMPORT_BATCH = 10_000  # rows per insert batch inside the one import transaction
 GOLD_FIELD = "answer"
 
 
@@ -61,20 +62,13 @@ def _check_questions(path: str) -> list[dict]:
     return [record for _, record in lines]
 
 
-def import_samples(store: Store, samples_path: str | Path, questions_path: str | Path,
-                   dataset: str | None = None) -> ImportResult:
-    started = time.perf_counter()
-    samples_path, questions_path = str(samples_path), str(questions_path)
-    records = _check_questions(questions_path)
-    by_key = {item_key_of(r, i): record_input_hash(r, GOLD_FIELD) for i, r in enumerate(records)}
-    name = dataset or default_dataset_name(questions_path)
-
-    rows: list[dict] = []
-    models: dict[str, int] = {}
-    seen: dict[tuple[str, str, int], tuple[int, str, float]] = {}
+def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
+                 models: dict[str, int], run_id: int | None) -> Iterator[dict]:
+    """Checked ``samples`` rows of a samples file, streamed; DataError at the first bad line."""
+    seen: dict[tuple[str, str, int], tuple[int, str | None, Any]] = {}
     params_of: dict[Any, str] = {}
     now = time.time()
-    for line, record in read_records(samples_path):
+    for line, record in iter_records(samples_path):
         def bad(field_name: str, message: str):
             raise DataError(samples_path, line, f"field '{field_name}': {message}")
 
@@ -115,34 +109,58 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
                 {"temperature": temperature, "top_p": None, "max_tokens": None, "seed": None})
         key = SampleKey(IMPORT_BACKEND, model, params, by_key[item_id])
         models[model] = models.get(model, 0) + 1
-        rows.append({
+        finish = record.get("finish_reason")
+        yield {
             "key_hash": key.hash, "sample_index": index, "backend": key.backend, "model": model,
             "params": key.params, "prompt_hash": key.prompt_hash, "text": text,
             "tokens_in": None, "tokens_out": None, "latency": None,
-            "finish_reason": record.get("finish_reason") if isinstance(record.get("finish_reason"), str) else None,
+            "finish_reason": finish if isinstance(finish, str) else None,
             "error": None if text is not None else "no output recorded",
-            "created_at": now, "run_id": None,
-        })
-    if not rows:
-        raise DataError(samples_path, 1, "no samples in the file")
+            "created_at": now, "run_id": run_id,
+        }
 
+
+def import_samples(store: Store, samples_path: str | Path, questions_path: str | Path,
+                   dataset: str | None = None) -> ImportResult:
+    started = time.perf_counter()
+    samples_path, questions_path = str(samples_path), str(questions_path)
+    records = _check_questions(questions_path)
+    by_key = {item_key_of(r, i): record_input_hash(r, GOLD_FIELD) for i, r in enumerate(records)}
+    name = dataset or default_dataset_name(questions_path)
+
+    if not Path(samples_path).is_file():
+        raise MuxError(f"{samples_path}: no such file" if not Path(samples_path).exists()
+                       else f"{samples_path}: not a file")
+    models: dict[str, int] = {}
+    counts = {"read": 0, "written": 0}
     run_id = store.start_run("import", {"samples": samples_path, "questions": questions_path,
                                         "dataset": name})
     try:
+        # one transaction: the samples are checked and written in batches as the file streams
+        # by; a bad line (or anything else) rolls all of it back, the dataset included
         with store.transaction() as conn:
             info = store.put_dataset(name, records, gold_field=GOLD_FIELD, source=questions_path,
                                      conn=conn)
-            for row in rows:
-                row["run_id"] = run_id
-            written = store._put_rows(conn, rows, replace_errors=True)
+            batch: list[dict] = []
+            for row in _sample_rows(samples_path, questions_path, by_key, models, run_id):
+                batch.append(row)
+                if len(batch) >= IMPORT_BATCH:
+                    counts["written"] += store._put_rows(conn, batch, replace_errors=True)
+                    counts["read"] += len(batch)
+                    batch = []
+            counts["written"] += store._put_rows(conn, batch, replace_errors=True)
+            counts["read"] += len(batch)
+            if counts["read"] == 0:
+                raise DataError(samples_path, 1, "no samples in the file")
     except BaseException as error:
         store.finish_run(run_id, "failed", {"error": str(error)[:500]})
         raise
+    written = counts["written"]
     if written and store.dialect == "postgresql":
         store.analyze()  # fresh planner statistics after a bulk load
     result = ImportResult(dataset=info.name, dataset_hash=info.content_hash, items=len(records),
-                          samples_read=len(rows), samples_written=written, models=models,
+                          samples_read=counts["read"], samples_written=written, models=models,
                           seconds=time.perf_counter() - started, run_id=run_id)
     store.finish_run(run_id, "ok", {"dataset": info.name, "items": len(records),
-                                    "samples_read": len(rows), "samples_written": written})
+                                    "samples_read": counts["read"], "samples_written": written})
     return result

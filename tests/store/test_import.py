@@ -121,3 +121,17 @@ def test_truncated_gzip_is_a_data_error(store, tmp_path):
     with pytest.raises(DataError, match="cannot read"):
         import_samples(store, smp, q)
     assert store.count_samples() == 0
+
+
+def test_a_bad_line_after_written_batches_keeps_nothing(store, tmp_path, monkeypatch):
+    import muxlang.store.importer as importer
+
+    monkeypatch.setattr(importer, "IMPORT_BATCH", 2)  # batches are written before the bad line
+    q = write_jsonl(tmp_path / "tiny-questions.jsonl", QUESTIONS)
+    lines = [dict(GOOD[0], sample=i) for i in range(7)] + ['{"id": "q1", "model": "m"}']
+    smp = write_jsonl(tmp_path / "s.jsonl.gz", lines)
+    with pytest.raises(DataError, match=r"s.jsonl.gz:8: field 'sample': missing"):
+        import_samples(store, smp, q)
+    assert store.count_samples() == 0 and store.list_datasets() == []
+    ok = write_jsonl(tmp_path / "ok.jsonl", lines[:7])
+    assert import_samples(store, ok, q).samples_written == 7
