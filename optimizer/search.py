@@ -180,11 +180,13 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
     costs one pass over the trial list.
     """
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int, seed: int = 0, shared: bool = False):
         import numpy as np
 
         self.size = size
-        self.order = np.random.default_rng(seed).permutation(size).tolist()
+        # workers sharing a study walk different orders, so they rarely race for one index
+        key = [seed, os.getpid()] if shared else [seed]
+        self.order = np.random.default_rng(key).permutation(size).tolist()
         self.position = 0
         self.taken: set[int] = set()
         self.rng = random.Random(seed)
@@ -226,9 +228,10 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
             study.stop()  # trials still running in other workers finish there
 
 
-def make_sampler(kind: str, n_objectives: int, seed: int, grid_size: int | None):
+def make_sampler(kind: str, n_objectives: int, seed: int, grid_size: int | None,
+                 shared: bool = False):
     if kind == "grid":
-        return ExhaustiveSampler(grid_size, seed)
+        return ExhaustiveSampler(grid_size, seed, shared)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
     if kind == "nsga2":
@@ -347,17 +350,37 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = [OBJECTIVES[o] for o in objectives]
     study = _open_study(storage, study_name, directions,
-                        make_sampler(kind, len(objectives), seed, len(grid) if grid else None),
+                        make_sampler(kind, len(objectives), seed, len(grid) if grid else None,
+                                     shared=storage is not None),
                         fingerprint, kind)
     total = trials if grid is None else min(trials, len(grid))
     done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     already = len(study.get_trials(deepcopy=False, states=done_states))
-    if already < total:
+    objective = Objective(sim, space, objectives, penalty, grid)
+    if grid is not None and trials >= len(grid):
+        # the whole grid: the sampler stops the study once every configuration is taken (a
+        # count of trials could stop early: two workers may race for the same configuration)
+        taken = {t.params.get("config") for t in study.get_trials(deepcopy=False)}
+        if len(taken - {None}) < len(grid):
+            study.optimize(objective, callbacks=list(callbacks), catch=(), n_jobs=n_jobs)
+    elif already < total:
         stop = optuna.study.MaxTrialsCallback(total, states=done_states)
-        study.optimize(Objective(sim, space, objectives, penalty, grid),
-                       n_trials=total - already, callbacks=[stop, *callbacks],
+        study.optimize(objective, n_trials=total - already, callbacks=[stop, *callbacks],
                        catch=(), n_jobs=n_jobs)
+    if storage is not None:
+        _wait_for_running(study)
     return summarise(study, objectives, kind, size)
+
+
+def _wait_for_running(study: optuna.Study, timeout: float = 60.0) -> None:
+    """Let trials other workers are still running finish, so every worker reports the same
+    winner (a worker that died leaves a RUNNING trial: give up after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not running:
+            return
+        time.sleep(0.2)
 
 
 def _open_study(storage: str | None, name: str | None, directions: list[str], sampler,

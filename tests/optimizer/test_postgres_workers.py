@@ -119,6 +119,6 @@ def test_exhaustive_split_between_workers_and_resume(pg, workspace):
         trials = [t for t in _study(study).trials if t.state.name == "COMPLETE"]
         configs = {t.params["config"] for t in trials}
         assert len(configs) == size
-        assert len(trials) <= size + 2  # at most a race per worker at the very end
+        assert len(trials) <= size + 4  # workers may race for the last few configurations
     finally:
         _cleanup(study)
