@@ -106,9 +106,11 @@ NAMES = (*BASELINES, "mux", "contradiction", "no_answer")
 
 
 def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
-                   rng: np.random.Generator | None, best: int, scored: Sequence[int]
-                   ) -> dict[str, np.ndarray]:
-    """One trial, item by item through the stdlib rules: per figure, a bool per scored item."""
+                   rng: np.random.Generator | None, best: int, scored: Sequence[int],
+                   runner: Any = None) -> dict[str, np.ndarray]:
+    """One trial, item by item through the stdlib rules: per figure, a bool per scored item.
+    With a ``runner`` (see ``make_runner``) the "mux" figure is the runnable's tree; its
+    per-item tokens/cost inputs ("used": samples per model) and cascade step are recorded."""
     from muxlang.stdlib.selection import majority, single, slm_mux
 
     accuracies = [m.accuracy for m in members]
@@ -119,9 +121,14 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
         pool = [[votes.votes[m.name][i][j] for j in draws[p][i]] for p, m in enumerate(members)]
         sel = slm_mux(pool, accuracies)
         out["slm_mux"][row] = sel.answer == g
-        own = sel if rule is slm_mux else rule(pool, accuracies)
-        out["mux"][row] = own.answer == g
-        out["no_answer"][row] = own.answer is None
+        if runner is not None:
+            answer, used, step = runner({m.name: pool[p] for p, m in enumerate(members)})
+            out.setdefault("used", [None] * len(scored))[row] = used
+            out.setdefault("step", np.zeros(len(scored), dtype=np.int16))[row] = step
+        else:
+            answer = (sel if rule is slm_mux else rule(pool, accuracies)).answer
+        out["mux"][row] = answer == g
+        out["no_answer"][row] = answer is None
         out["agent_forest"][row] = majority(pool, accuracies).answer == g
         out["single_best_sc"][row] = single(pool, accuracies).answer == g
         out["single_best"][row] = bool(pool[best]) and pool[best][0] == g
@@ -135,13 +142,18 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
 
 
 def simulate_plain(members: Sequence[Member], votes: StoredVotes, rule: Any, trials: int,
-                   seed: int, best: int, scored: Sequence[int], resampled: bool
-                   ) -> dict[str, np.ndarray]:
+                   seed: int, best: int, scored: Sequence[int], resampled: bool,
+                   runner: Any = None) -> dict[str, Any]:
     """(trials, scored items) bool per figure, from ``simulate_trial``."""
     runs = [simulate_trial(members, votes, rule,
-                           np.random.default_rng([seed, t]) if resampled else None, best, scored)
+                           np.random.default_rng([seed, t]) if resampled else None, best, scored,
+                           runner)
             for t in range(trials)]
-    return {name: np.stack([r[name] for r in runs]) for name in NAMES}
+    out: dict[str, Any] = {name: np.stack([r[name] for r in runs]) for name in NAMES}
+    if runner is not None:
+        out["used"] = [r["used"] for r in runs]
+        out["step"] = np.stack([r["step"] for r in runs])
+    return out
 
 
 def simulate_fast(members: Sequence[Member], votes: StoredVotes, rule_name: str, trials: int,
@@ -188,12 +200,72 @@ def _item_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
 
 
-def flat_members(mux: ir.Mux) -> list[ir.PoolMember]:
-    for member in mux.pool:
-        if not member.is_model:
-            raise MuxError(f"mux {mux.name}: member {member.name} is itself a mux; eval "
-                           "simulates pools of models only (evaluate the inner mux on its own)")
-    return list(mux.pool)
+def flat_members(runnable: ir.Runnable) -> list[ir.PoolMember]:
+    """Every model reachable from a mux or cascade (nested muxes and cascade steps flattened),
+    once each, in first-use order, with the largest sample count it is drawn with."""
+    found: dict[str, ir.PoolMember] = {}
+
+    def visit(mux: ir.Mux) -> None:
+        for member in mux.pool:
+            if member.is_model:
+                seen = found.get(member.name)
+                if seen is None:
+                    found[member.name] = ir.PoolMember(member.member, member.samples, member.pos)
+                elif seen.member is not member.member:
+                    raise MuxError(f"two different models are named {member.name}")
+                else:
+                    seen.samples = max(seen.samples, member.samples)
+            else:
+                visit(member.member)
+
+    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
+        visit(mux)
+    return list(found.values())
+
+
+def is_structured(runnable: ir.Runnable) -> bool:
+    """A cascade, or a mux with a mux in its pool: simulated by running the tree per item."""
+    return isinstance(runnable, ir.Cascade) or any(not m.is_model for m in runnable.pool)
+
+
+def make_runner(runnable: ir.Runnable, accuracies: dict[str, Optional[float]]):
+    """``run(drawn) -> (answer, samples used per model, step)`` for one item, where ``drawn``
+    maps each model to its drawn keys (a member drawn k times uses the first k). A nested mux
+    is one vote (its answer) in its parent's pool, with the nested mux's typed accuracy; a
+    cascade stops at the first step whose confidence reaches its threshold."""
+    from muxlang.stdlib.registry import get_rule
+
+    rules: dict[str, Any] = {}
+
+    def run_mux(mux: ir.Mux, drawn: dict[str, list], used: dict[str, int]):
+        votes: list[list[Optional[str]]] = []
+        accs: list[Optional[float]] = []
+        by_order = mux.tie_break == "order"
+        for member in mux.pool:
+            if member.is_model:
+                votes.append(drawn[member.name][:member.samples])
+                used[member.name] = max(used.get(member.name, 0), member.samples)
+                accs.append(None if by_order else accuracies.get(member.name))
+            else:
+                inner = run_mux(member.member, drawn, used)
+                votes.append([inner.answer])
+                accs.append(None if by_order else member.member.accuracy)
+        if mux.name not in rules:
+            rules[mux.name] = get_rule(mux.rule)
+        return rules[mux.name](votes, accs)
+
+    def run(drawn: dict[str, list]) -> tuple[Optional[str], dict[str, int], int]:
+        used: dict[str, int] = {}
+        if isinstance(runnable, ir.Cascade):
+            step = 0
+            for step, mux in enumerate(runnable.steps):
+                selection = run_mux(mux, drawn, used)
+                if selection.confidence >= runnable.threshold:
+                    break
+            return selection.answer, used, step
+        return run_mux(runnable, drawn, used).answer, used, 0
+
+    return run
 
 
 def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models: Sequence[ir.Model],
@@ -241,15 +313,20 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
 
     started = time.perf_counter()
     info = store.require_dataset(dataset)
-    pool = flat_members(mux)
+    runnable = mux
+    root = runnable.steps[0] if isinstance(runnable, ir.Cascade) else runnable
+    task = runnable.task
+    for step in (runnable.steps if isinstance(runnable, ir.Cascade) else []):
+        if step.task is not task and step.task.name != task.name:
+            raise MuxError(f"cascade {runnable.name}: its steps use different tasks "
+                           f"({task.name}, {step.task.name}); eval reads one task's answers")
+    pool = flat_members(runnable)
     pool_models = [member.member for member in pool]
-    if len({m.name for m in pool_models}) != len(pool_models):
-        raise MuxError(f"mux {mux.name}: a model appears twice in the pool; write it once as "
-                       "'model * k'")
+    structured = is_structured(runnable) or len(pool) != len(root.pool)
     others = [m for m in (extra_models if extra_models is not None else
                           (spec.models.values() if spec else []))
               if m.name not in {p.name for p in pool_models}]
-    votes = load_votes(store, spec, mux, info, models=[*pool_models, *others])
+    votes = load_votes(store, spec, root, info, models=[*pool_models, *others], task=task)
     n_items = len(votes.items)
     if n_items == 0:
         raise MuxError(f"dataset {info.name} has no items")
@@ -298,8 +375,8 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
 
     # validation accuracies → tie-breaks and Single-Best
     accuracies, sources, source_summary = validation_accuracies(
-        store, spec, mux, pool_models, validation)
-    val_name = validation or mux.validation
+        store, spec, root, pool_models, validation)
+    val_name = validation or root.validation
     if val_name:
         val_info = store.get_dataset(val_name)
         if val_info is not None and val_info.content_hash == info.content_hash:
@@ -331,7 +408,7 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
     if not scored:
         raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
     ragged = any(len({len(votes.votes[m.name][i]) for i in scored}) > 1 for m in members)
-    rule_name = mux.rule.name if not mux.rule.args else ""
+    rule_name = "" if structured or root.rule.args else root.rule.name
     engine = "vectorised"
     try:
         if ragged or rule_name not in ("slm_mux", "majority", "single"):
@@ -339,8 +416,9 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
         figures = simulate_fast(members, votes, rule_name, trials, seed, best)
     except ImportError:
         engine = "plain"
-        figures = simulate_plain(members, votes, get_rule(mux.rule), trials, seed, best, scored,
-                                 resampled)
+        runner = make_runner(runnable, accuracies) if structured else None
+        figures = simulate_plain(members, votes, get_rule(root.rule), trials, seed, best, scored,
+                                 resampled, runner)
     n_scored = len(scored)
 
     def figure(name: str) -> dict[str, Any]:
@@ -368,6 +446,16 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
         "agent_forest": cost(all_pairs), "slm_mux": cost(all_pairs), "mux": cost(all_pairs),
         "union": cost(all_pairs), "oracle_any_sample": cost(all_pairs),
     }
+    steps: list[float] | None = None
+    if structured:
+        # the tree's spend: the samples each item actually used (a cascade stops early)
+        spent = [cost(list(used.items())) for trial in figures["used"] for used in trial]
+        spend["mux"] = ((None, None) if any(s[0] is None for s in spent) else
+                        (float(np.mean([s[0] for s in spent])),
+                         float(np.mean([s[1] for s in spent]))))
+        if isinstance(runnable, ir.Cascade):
+            counts = np.bincount(figures["step"].ravel(), minlength=len(runnable.steps))
+            steps = (counts / counts.sum()).tolist()
     details: dict[str, dict[str, Any]] = {}
     for name in (*BASELINES, "mux"):
         details[name] = figure(name)
@@ -388,7 +476,12 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
 
     report = {
         "spec": spec.path if spec else None,
-        "mux": {"name": mux.name, "rule": str(mux.rule), "tie_break": mux.tie_break,
+        "mux": {"name": runnable.name,
+                "rule": (f"cascade [{', '.join(s.name for s in runnable.steps)}] threshold "
+                         f"{runnable.threshold:g}" if isinstance(runnable, ir.Cascade)
+                         else str(runnable.rule)),
+                "tie_break": root.tie_break, "structured": structured,
+                "answered_at_step": steps,
                 "accuracy": details["mux"]["accuracy"], "se": details["mux"]["se"],
                 "item_se": details["mux"]["item_se"], "no_answer": mux_no_answer,
                 "tokens_per_question": details["mux"]["tokens_per_question"],

@@ -202,3 +202,46 @@ mux m {
     assert report["mux"]["cost_per_question"] == pytest.approx(2 * 140 / 1e6)
     # slm_mux: a splits 2/3 (s = .5), b is consistent (s = 1) -> b's "2": right
     assert report["baselines"]["slm_mux"] == 1.0
+
+
+def test_cascade_and_nested_mux_hand_worked(tmp_path):
+    st = store_with(tmp_path, GOLD, HAND)
+    extra = '''
+mux first {
+  task = t
+  pool = [a * 3]
+}
+mux second {
+  task = t
+  pool = [c * 3]
+}
+cascade escalate {
+  steps = [first, second]
+  threshold = 0.9
+}
+mux inner {
+  task = t
+  pool = [a * 3, c * 3]
+  accuracy = 0.95
+}
+mux outer {
+  task = t
+  pool = [inner, b * 3]
+}
+'''
+    spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)}, extra=extra)
+    # cascade: q1 A consistent (1, right); q2 A 2/3 < .9 -> C: 2 right; q3 A consistent 9 wrong;
+    # q4 A unreadable -> C: 4/6 tie -> "4", the last step answers: right. 3/4, half at each step.
+    report = evaluate(st, spec, spec.cascades["escalate"], "tiny", trials=5)
+    assert report["engine"] == "plain" and report["mux"]["structured"]
+    assert report["mux"]["accuracy"] == pytest.approx(0.75) and report["mux"]["se"] == 0
+    assert report["mux"]["answered_at_step"] == pytest.approx([0.5, 0.5])
+    assert [p["model"] for p in report["pool"]] == ["a", "c"]
+    # nested: inner answers 1, 2, 9, 4 (each one vote, s = 1, accuracy .95); B is fully
+    # consistent on q1 (2) and q4 (6) but loses the tie to inner's accuracy: 3/4 right
+    report = evaluate(st, spec, spec.muxes["outer"], "tiny", trials=5)
+    assert report["mux"]["accuracy"] == pytest.approx(0.75)
+    assert report["mux"]["answered_at_step"] is None
+    # the flat baselines run over every model the tree uses, here a, c and b
+    assert sorted(p["model"] for p in report["pool"]) == ["a", "b", "c"]
+    assert report["baselines"]["slm_mux"] == pytest.approx(0.5)

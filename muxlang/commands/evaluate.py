@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="the .mux spec file")
     parser.add_argument("--dataset", required=True, metavar="NAME_OR_FILE",
                         help="a dataset in the store, or a questions file (JSONL) to evaluate on")
-    parser.add_argument("--mux", metavar="NAME", help="the mux to evaluate (default: the last one)")
+    parser.add_argument("--mux", metavar="NAME",
+                        help="the mux or cascade to evaluate (default: the last one declared)")
     parser.add_argument("--validation", metavar="NAME_OR_FILE",
                         help="dataset whose stored samples give the validation accuracies used "
                              "for tie-breaks and Single-Best (default: the mux's 'validation', "
@@ -85,10 +86,6 @@ def pick_mux(spec: Any, name: str | None, path: str) -> Any:
         hint = did_you_mean(name, names)
         raise MuxError(f"{path}: no mux named '{name}'" + (
             f"; {hint}" if hint else f" (there are: {', '.join(names)})" if names else "")) from None
-    if isinstance(runnable, ir.Cascade):
-        steps = ", ".join(step.name for step in runnable.steps)
-        raise MuxError(f"{path}: '{runnable.name}' is a cascade; eval scores one mux at a time: "
-                       f"pass --mux with one of its steps ({steps})")
     return runnable
 
 
@@ -146,6 +143,7 @@ def _money(value: float | None) -> str:
 
 def render(report: dict, file: Any = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     stream = file or sys.stdout
@@ -154,13 +152,16 @@ def render(report: dict, file: Any = None) -> None:
     mux = report["mux"]
     data = report["dataset"]
     trials = report["trials"]
-    console.print(f"[bold]mux {mux['name']}[/] (rule {mux['rule']}, tie-break {mux['tie_break']}) "
-                  f"on dataset [bold]{data['name']}[/] ({data['items']} items, "
-                  f"{data['content_hash'][:12]}) from {report['store']}")
+    kind = "cascade" if mux.get("answered_at_step") else "mux"
+    what = mux["rule"] if kind == "cascade" else f"rule {mux['rule']}"
+    console.print(f"[bold]{kind} {escape(mux['name'])}[/] ({escape(what)}, tie-break "
+                  f"{mux['tie_break']}) on dataset [bold]{escape(data['name'])}[/] "
+                  f"({data['items']} items, {data['content_hash'][:12]}) from "
+                  f"{escape(report['store'])}")
     console.print(f"{trials} trial{'s' if trials != 1 else ''}"
                   + (f" of seeded resampling (seed {report['seed']})" if report["resampled"]
                      else " (exactly k samples stored per model: no resampling)")
-                  + f"; validation accuracies: {report['validation']['source']}")
+                  + f"; validation accuracies: {escape(report['validation']['source'])}")
 
     costs = any(row["tokens_in"] is not None or row["tokens_out"] is not None
                 for row in report["models"].values())
@@ -174,7 +175,7 @@ def render(report: dict, file: Any = None) -> None:
     for name, row in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
         tokens = (None if row["tokens_in"] is None and row["tokens_out"] is None
                   else (row["tokens_in"] or 0) + (row["tokens_out"] or 0))
-        models.add_row(name, str(k_of.get(name, "—")), _pct(row["accuracy"]),
+        models.add_row(escape(name), str(k_of.get(name, "—")), _pct(row["accuracy"]),
                        _se(row["item_se"]), _pct(val.get(name)) if name in val else "—",
                        _pct(row["unreadable"]),
                        *((_num(tokens), _money(row["cost_per_sample"])) if costs else ()))
@@ -190,18 +191,19 @@ def render(report: dict, file: Any = None) -> None:
 
     def row(label: str, key: str, note: str = "") -> None:
         x = d[key]
-        table.add_row(label, _pct(x["accuracy"]), _se(x["se"]) if trials > 1 else "—",
+        table.add_row(escape(label), _pct(x["accuracy"]), _se(x["se"]) if trials > 1 else "—",
                       _se(x["item_se"]),
                       *((_num(x["tokens_per_question"]), _money(x["cost_per_question"]))
-                        if costs else ()), note)
+                        if costs else ()), escape(note))
 
     row("Single-Best", "single_best", f"{d['single_best']['model']}, 1 sample")
     row("Single-Best-SC", "single_best_sc",
         f"{d['single_best_sc']['model']}, majority of {d['single_best_sc']['samples']}")
     row("Agent Forest", "agent_forest", "majority over all samples")
     row("SLM-MUX", "slm_mux", "most self-consistent model")
-    if mux["rule"] != "slm_mux":
-        row(f"mux {mux['name']}", "mux", f"rule {mux['rule']}")
+    if mux["rule"] != "slm_mux" or mux.get("structured"):
+        row(f"{'cascade' if mux.get('answered_at_step') else 'mux'} {mux['name']}", "mux",
+            mux["rule"] if mux.get("answered_at_step") else f"rule {mux['rule']}")
     row("Union (oracle)", "union", "some model right")
     row("Oracle (any sample)", "oracle_any_sample", "some sample right")
     table.add_row("Contradiction", _pct(report["contradiction"]),
@@ -211,8 +213,11 @@ def render(report: dict, file: Any = None) -> None:
     console.print(table)
     if not costs:
         console.print("tokens and cost: not recorded for these samples (imported recordings)")
+    if mux.get("answered_at_step"):
+        shares = ", ".join(f"step {i + 1}: {_pct(s)}%" for i, s in enumerate(mux["answered_at_step"]))
+        console.print(f"cascade answered at {shares}")
     if mux["no_answer"]:
         console.print(f"mux gave no answer on {_pct(mux['no_answer'])}% of items (counted wrong)")
     for note in report["notes"]:
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}")
     console.print(f"({report['seconds']:.2f}s)")
