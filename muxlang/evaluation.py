@@ -27,6 +27,12 @@ The trials run on the optimizer's vectorised simulator (``muxlang.optimizer.simu
 loop through the stdlib rules (``simulate_trial``) is used when the simulator cannot express the
 case (a custom rule, or a model with different numbers of stored samples across items).
 
+Cascades and muxes with muxes in their pool are simulated per item as a tree (``make_runner``): a
+nested mux is one vote in its parent's pool, a cascade stops at the first step whose confidence
+reaches its threshold; its accuracy, per-question spend (only the steps it reached) and the share
+of items answered at each step are reported as ``mux``, while the flat baselines run over every
+model the tree uses (each with the largest count it is drawn with).
+
 Validation accuracies (tie-breaks, and which model is "Single-Best"): measured in the store on the
 dataset named by ``validation`` (the command's ``--validation`` or the mux's ``validation``), else
 typed in the spec (``accuracy``), else none (pool order); the report says which, per model.

@@ -196,3 +196,28 @@ def test_collect_errors_are_plain(tmp_path):
     done = collect(tmp_path, tmp_path / "s.sqlite", spec)
     assert done.returncode == 1 and "replay backend: nothing to collect" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_arrived(tmp_path, server):
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"id": i, "question": f"{i} + 1?", "answer": str(i + 1)}) + "\n"
+                for i in range(ITEMS)))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server, "false"))
+    store = tmp_path / "s.sqlite"
+    proc = collect(tmp_path, store, spec, wait=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(rows(store)) < 30:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "run the same command again" in err and "Traceback" not in err
+    kept = len(rows(store))
+    assert 30 <= kept < ITEMS * len(MODELS) * K
+    con = sqlite3.connect(store)
+    assert [s for (s,) in con.execute("SELECT status FROM runs")] == ["interrupted"]
+    con.close()
+    again = collect(tmp_path, store, spec, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["stored_before"] == kept
+    assert len(rows(store)) == ITEMS * len(MODELS) * K
