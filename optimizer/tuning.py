@@ -137,6 +137,8 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     wanted = candidates + references
     val_sim = Simulator(val, simulations, seed, models=[m for m in wanted if m in val.votes])
     accuracies = accuracies_for(spec.models, val_sim)
+    if tune.mux.tie_break == "order":  # the mux breaks ties by pool order only
+        accuracies = {m: None for m in accuracies}
     val_sim.accuracies.update(accuracies)
     test_sim = None
     if test is not None:
