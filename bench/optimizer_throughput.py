@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 import numpy as np
@@ -94,14 +93,13 @@ def main() -> None:
     loop_rate = len(loop_configs) / loop_s
 
     print(f"store: {len(votes.items)} items x {len(votes.models)} models x 9 samples; "
-          f"{args.simulations} simulations per configuration; setup {setup:.3f}s",
-          file=sys.stderr)
+          f"{args.simulations} simulations per configuration; setup {setup:.3f}s")
     print(f"vectorised: {len(configs)} configurations in {fast_s:.2f}s = {fast_rate:,.0f}/s "
           f"(cold caches included); warm {warm_rate:,.0f}/s; with union/contradiction "
-          f"{full_rate:,.0f}/s", file=sys.stderr)
+          f"{full_rate:,.0f}/s")
     print(f"plain per-item loop (stdlib slm_mux): {len(loop_configs)} configurations in "
-          f"{loop_s:.2f}s = {loop_rate:.2f}/s; results identical: {agree}", file=sys.stderr)
-    print(f"speedup {fast_rate / loop_rate:,.0f}x", file=sys.stderr)
+          f"{loop_s:.2f}s = {loop_rate:.2f}/s; results identical: {agree}")
+    print(f"speedup {fast_rate / loop_rate:,.0f}x")
     print(json.dumps({
         "benchmark": "optimizer_throughput", "items": len(votes.items),
         "models": len(votes.models), "samples": 9, "simulations": args.simulations,

@@ -24,7 +24,7 @@ import random
 import time
 import socket
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import optuna

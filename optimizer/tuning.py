@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable
 
 from muxlang import ir
 from muxlang.errors import MuxError

@@ -145,6 +145,15 @@ def run(args) -> int:
         raise MuxError("--simulations must be at least 1")
     spec = load_spec(args.spec)
     tune = pick_tune(spec, args.tune)
+    if args.out:  # fail before the search, not after it
+        from muxlang.lang.parser import parse
+        from muxlang.optimizer.tuned_spec import find_mux
+
+        if Path(args.out).is_dir():
+            raise MuxError(f"--out {args.out} is a directory; give a file name like tuned.mux")
+        find_mux(parse(read_source(args.spec), args.spec), tune.mux.name)
+    if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
+        raise MuxError(f"--plot {args.plot} exists and is not a directory")
     storage = storage_url(args.storage)
     study = args.study
     if storage and not study:
