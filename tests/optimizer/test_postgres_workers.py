@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-PG = os.environ.get("MUXLANG_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG = os.environ.get("MUXLANG_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture(scope="module")
