@@ -245,3 +245,39 @@ mux outer {
     # the flat baselines run over every model the tree uses, here a, c and b
     assert sorted(p["model"] for p in report["pool"]) == ["a", "b", "c"]
     assert report["baselines"]["slm_mux"] == pytest.approx(0.5)
+
+
+def test_replay_backend_finds_collected_samples(tmp_path):
+    """A replay backend replays samples a live backend collected (same task prompt, same id)."""
+    from muxlang.store import NewSample, SampleKey, load_dataset_file, render_messages
+
+    task = '''
+task t {
+  user = "Q: {question}"
+  extract = final_number
+  equivalence = numeric
+  gold = "answer"
+}
+mux m {
+  task = t
+  pool = [a * 2]
+}
+'''
+    live = check_text('backend live {\n  kind = openai\n  url = "http://127.0.0.1:9/v1"\n}\n'
+                      'model a {\n  backend = live\n  id = "a-1b"\n  temperature = 0.7\n}\n'
+                      + task, "live.mux")
+    replay = check_text('backend rec {\n  kind = replay\n}\n'
+                        'model a {\n  backend = rec\n  id = "a-1b"\n}\n' + task, "replay.mux")
+    q = tmp_path / "r-questions.jsonl"
+    q.write_text("".join(json.dumps({"id": i, "question": f"{i}+{i}?", "answer": str(2 * i)}) + "\n"
+                         for i in range(3)))
+    st = Store(str(tmp_path / "r.sqlite"))
+    info = load_dataset_file(st, q)
+    for item in st.items(info):
+        key = SampleKey.for_model(live.models["a"], render_messages(live.tasks["t"], item.record))
+        st.put_samples([NewSample(key, 0, f"#### {2 * int(item.key)}"),
+                        NewSample(key, 1, "#### 99")])
+    a = evaluate(st, live, live.muxes["m"], info)
+    b = evaluate(st, replay, replay.muxes["m"], info)
+    assert a["per_model"] == b["per_model"] == {"a": 0.5}
+    assert a["baselines"] == b["baselines"]

@@ -79,17 +79,70 @@ def collect(tmp_path: Path, store: Path, spec: Path, *extra: str, wait: bool = T
                             stderr=subprocess.PIPE, text=True)
 
 
-def rows(store: Path) -> list[tuple]:
+def rows(store) -> list[tuple]:
+    query = "SELECT key_hash, sample_index, model, prompt_hash, text, error FROM samples"
+    if isinstance(store, str):  # a PostgreSQL URL
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(store)
+        try:
+            with engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(sqlalchemy.text(query))]
+        except sqlalchemy.exc.ProgrammingError:  # tables not created yet
+            return []
+        finally:
+            engine.dispose()
     if not store.exists():
         return []
     con = sqlite3.connect(store, timeout=30)
     try:
-        return con.execute("SELECT key_hash, sample_index, model, prompt_hash, text, error "
-                           "FROM samples").fetchall()
+        return con.execute(query).fetchall()
     except sqlite3.OperationalError:  # tables not created yet
         return []
     finally:
         con.close()
+
+
+def run_statuses(store) -> list[str]:
+    query = "SELECT status FROM runs ORDER BY id"
+    if isinstance(store, str):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(store)
+        with engine.connect() as conn:
+            out = [r[0] for r in conn.execute(sqlalchemy.text(query))]
+        engine.dispose()
+        return out
+    con = sqlite3.connect(store)
+    out = [s for (s,) in con.execute(query)]
+    con.close()
+    return out
+
+
+PG_URL = os.environ.get("MUXLANG_TEST_POSTGRES",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_store():
+    """A PostgreSQL URL on a fresh schema (skipped only when the server cannot be reached)."""
+    import uuid
+
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.begin() as conn:
+            schema = "c_" + uuid.uuid4().hex[:12]
+            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as error:  # noqa: BLE001
+        reason = f"PostgreSQL not reachable at {PG_URL}: {str(error).splitlines()[0]}"
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
 
 
 def server_log(url: str) -> list[dict]:
@@ -112,8 +165,9 @@ def requested_samples(entries: list[dict]) -> list[tuple[str, str, int]]:
     return out
 
 
-@pytest.mark.parametrize("n", ["auto", "false"])
-def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n):
+@pytest.mark.parametrize("n,database", [("auto", "sqlite"), ("false", "sqlite"),
+                                        ("auto", "postgresql")])
+def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n, database, request):
     questions = [{"id": f"q{i}", "question": f"What is {i} + {i}?", "answer": str(2 * i)}
                  for i in range(ITEMS)]
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
@@ -129,7 +183,8 @@ def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n):
     assert len(clean) == total
 
     # the same, killed with SIGKILL in the middle
-    store = tmp_path / "killed.sqlite"
+    store = (request.getfixturevalue("pg_store") if database == "postgresql"
+             else tmp_path / "killed.sqlite")
     proc = collect(tmp_path, store, spec, wait=False)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(rows(store)) < total // 4:
@@ -162,10 +217,7 @@ def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n):
     third = collect(tmp_path, store, spec, "--json")
     summary = json.loads(third.stdout)
     assert summary["drawn"] == 0 and summary["stored_before"] == total
-    con = sqlite3.connect(store)
-    statuses = [s for (s,) in con.execute("SELECT status FROM runs ORDER BY id")]
-    con.close()
-    assert statuses == ["running", "ok", "ok"]  # the killed run never got to finish
+    assert run_statuses(store) == ["running", "ok", "ok"]  # the killed run never got to finish
 
 
 def test_more_samples_later_extends_without_redrawing(tmp_path, server):
