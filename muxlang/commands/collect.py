@@ -35,9 +35,29 @@ def _positive(text: str) -> int:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from muxlang.commands.run import _rate
+def _rate(text: str) -> float:
+    import re
 
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([smh]))?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a rate (e.g. 20, 20/s, 600/m)")
+    value = float(match.group(1))
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a rate must be > 0")
+    return value / {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
+
+
+def _backend_urls(items: list[str]) -> dict[str, str]:
+    urls = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise MuxError(f"--backend expects NAME=URL, got '{item}'")
+        urls[name.strip()] = url.strip()
+    return urls
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="the .mux spec file")
     parser.add_argument("--dataset", required=True, metavar="FILE",
                         help="JSON lines of records (the dataset; registered in the store by "
@@ -153,7 +173,6 @@ class CollectProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from muxlang.commands.run import _backend_urls
     from muxlang.errors import did_you_mean
     from muxlang.lang import load_spec
     from muxlang.store import Store, load_dataset_file
