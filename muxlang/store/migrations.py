@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import (Column, Float, Integer, MetaData, String, Table, Text, inspect, text)
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, text
 from sqlalchemy.engine import Connection
 
 from muxlang.store import schema as s

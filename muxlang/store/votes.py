@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
-from sqlalchemy import and_, select
+from sqlalchemy import select
 
 from muxlang import ir
 from muxlang.errors import MuxError
