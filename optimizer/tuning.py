@@ -145,6 +145,11 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         test_sim = Simulator(test, simulations, seed, accuracies=accuracies,
                              models=[m for m in wanted if m in test.votes])
     space = build_space(tune, val_sim, note)
+    if "cost" in (options.objectives or list(tune.objectives)):
+        unpriced = [m for m in space.candidates if val.cost_per_sample(m) <= 0]
+        if unpriced:
+            note(f"cost objective: no price or no stored token counts for "
+                 f"{', '.join(unpriced)}; their samples count as free")
     if not space.candidates:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in '{val.dataset}'")
     fp = dict(fingerprint or {})
