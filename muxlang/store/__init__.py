@@ -32,6 +32,8 @@ Cache API (for the runtime: ``run`` and ``collect``)
 Runs
     run_id = store.start_run("collect", params, spec_path=..., spec_text=...)
     store.finish_run(run_id, "ok" | "failed" | "interrupted", summary)
+    A run keeps its host and pid (schema v3); ``start_run`` marks "killed" the runs of this host
+    left "running" by processes that no longer exist (e.g. after ``kill -9``).
 
 Datasets
     load_dataset_file(store, path) -> DatasetInfo   # JSONL / JSONL.gz / JSON list, content-hashed

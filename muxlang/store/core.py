@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -396,12 +398,30 @@ class Store:
 
     def start_run(self, command: str, parameters: Mapping[str, Any], *, spec_path: str | None = None,
                   spec_text: str | None = None) -> int:
+        """Record a run as "running" (this process's host and pid kept); runs of this host left
+        "running" by processes that no longer exist are marked "killed" first."""
+        self.reap_runs()
         with self.transaction() as cx:
             return int(cx.execute(s.runs.insert().values(
                 command=command, spec_path=spec_path, spec_text=spec_text,
                 spec_hash=sha256(spec_text) if spec_text is not None else None,
                 parameters=canonical_json(dict(parameters)), started_at=time.time(),
-                status="running")).inserted_primary_key[0])
+                status="running", host=socket.gethostname(), pid=os.getpid()
+            )).inserted_primary_key[0])
+
+    def reap_runs(self) -> int:
+        """Mark "killed" the runs of this host still "running" whose process is gone."""
+        r = s.runs.c
+        host = socket.gethostname()
+        with self.engine.connect() as cx:
+            rows = cx.execute(select(r.id, r.pid).where(r.status == "running", r.host == host,
+                                                        r.pid.isnot(None))).all()
+        dead = [row.id for row in rows if row.pid != os.getpid() and not _alive(row.pid)]
+        if dead:
+            with self.transaction() as cx:
+                cx.execute(s.runs.update().where(r.id.in_(dead), r.status == "running")
+                           .values(status="killed"))
+        return len(dead)
 
     def finish_run(self, run_id: int, status: str, summary: Mapping[str, Any] | None = None) -> None:
         with self.transaction() as cx:
@@ -442,6 +462,18 @@ def in_values(dialect: str, column, values: Sequence[Any]):
 
         return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
     return column.in_(list(values))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    except OSError:
+        return True
+    return True
 
 
 def _reason(error: DBAPIError) -> str:

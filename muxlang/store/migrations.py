@@ -59,9 +59,20 @@ def _v2_answer_cache(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE runs ADD COLUMN summary TEXT"))
 
 
+def _v3_run_owner(conn: Connection) -> None:
+    """``runs.host`` and ``runs.pid``: which process a run belongs to, so a run left "running"
+    by a killed process can be told from one still going."""
+    columns = {c["name"] for c in inspect(conn).get_columns("runs")}
+    if "host" not in columns:
+        conn.execute(text("ALTER TABLE runs ADD COLUMN host VARCHAR(255)"))
+    if "pid" not in columns:
+        conn.execute(text("ALTER TABLE runs ADD COLUMN pid INTEGER"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "answer cache, gold keys, run summaries", _v2_answer_cache),
+    Migration(3, "run owner (host, pid)", _v3_run_owner),
 ]
 
 LATEST = MIGRATIONS[-1].version

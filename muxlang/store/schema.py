@@ -55,6 +55,8 @@ runs = Table(
     Column("ended_at", Float),
     Column("status", String(16), nullable=False),  # running | ok | failed | interrupted
     Column("summary", Text),  # canonical JSON (schema v2)
+    Column("host", String(255)),  # the process that runs it (schema v3)
+    Column("pid", Integer),
 )
 
 samples = Table(

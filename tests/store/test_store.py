@@ -174,13 +174,30 @@ def test_schema_version_and_upgrade_from_v1(store_url):
     first.close()
     # opening it upgrades to the latest version, keeping the data
     second = Store(store_url)
-    assert second.version == migrations.LATEST == 2
+    assert second.version == migrations.LATEST == 3
     assert second.get_samples(k)[0].text == "kept across the upgrade"
-    assert second.runs()[0]["summary"] is None
+    old_run = second.runs()[0]
+    assert old_run["summary"] is None and old_run["host"] is None and old_run["pid"] is None
     with second.transaction() as conn:
         assert "answers" in set(inspect(conn).get_table_names())
-    assert second.upgrade() == (2, 2)  # idempotent
+    assert second.upgrade() == (3, 3)  # idempotent
     second.close()
+
+
+def test_runs_of_dead_processes_are_marked_killed(store):
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True)
+    dead_pid = int(child.stdout)
+    first = store.start_run("collect", {})
+    with store.transaction() as conn:
+        conn.execute(s.runs.update().where(s.runs.c.id == first).values(pid=dead_pid))
+    mine = store.start_run("collect", {})  # reaps the dead one, not itself
+    statuses = {r["id"]: r["status"] for r in store.runs()}
+    assert statuses == {first: "killed", mine: "running"}
+    assert store.runs()[0]["pid"] == os.getpid()
 
 
 def test_newer_schema_is_refused(store_url):
