@@ -452,7 +452,12 @@ def main(argv: list[str] | None = None) -> int:
             await server.stop_async()
 
     try:
-        asyncio.run(serve())
+        try:
+            import uvloop  # a faster loop when installed: the server should not be the bottleneck
+        except ImportError:
+            asyncio.run(serve())
+        else:
+            uvloop.run(serve())
     except KeyboardInterrupt:
         pass
     return 0
