@@ -10,6 +10,8 @@ share the client's event loop) with a fixed 20 ms latency and 64 server slots. M
 
 The ideal of a configuration is requests x 20 ms / 64 (the server's capacity). Targets: (a) within
 1.15x of its ideal and at least 6x faster than (c). The last line printed is one JSON object.
+The client CPU time and load average are printed too: on a 2-core machine the client and server
+each need most of a core, so anything else running slows (a) and (b) far more than (c).
 
     .venv/bin/python bench/run_throughput.py [--questions 500] [--latency 0.02] [--slots 64]
 """
@@ -176,12 +178,14 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=64)
     parser.add_argument("--workers", type=int, default=10)
     parser.add_argument("--concurrency", type=int, default=None,
-                        help="muxlang's per-backend cap (default: the server's slots)")
+                        help="muxlang's per-backend cap on requests in flight (default: 1.5x "
+                             "the server's slots, so a queue at the server keeps every slot busy "
+                             "while the client handles answers)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
 
     records = questions(args.questions)
-    concurrency = args.concurrency or args.slots
+    concurrency = args.concurrency or (3 * args.slots + 1) // 2
     server, url = start_server(args.latency, args.slots)
     try:
         # warm-up: imports, connections, the server's first requests
