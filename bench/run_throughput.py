@@ -50,6 +50,11 @@ def start_server(latency: float, slots: int) -> tuple[subprocess.Popen, str]:
     return proc, line.split(" ", 1)[1]
 
 
+def server_stats(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far (Linux /proc)."""
     try:
@@ -192,9 +197,12 @@ def main() -> int:
         run_muxlang(url, records[:20], n=False, concurrency=concurrency)
         load_before = os.getloadavg()[0]
         server_cpu, client_cpu = process_cpu(server.pid), time.process_time()
+        held_before = server_stats(url)
         a_time, a_requests = run_muxlang(url, records, n=False, concurrency=concurrency)
         server_cpu = process_cpu(server.pid) - server_cpu
         client_cpu = time.process_time() - client_cpu
+        held = server_stats(url)
+        held_s = held["held_seconds"] - held_before["held_seconds"]
         b_time, b_requests = run_muxlang(url, records, n=True, concurrency=concurrency)
         c_time, c_requests = run_threaded(url, records, args.workers)
     finally:
@@ -214,6 +222,11 @@ def main() -> int:
     print(f"(c) threaded, 10 workers: {c_time:7.3f} s  {c_requests:5d} requests  "
           f"(its floor: {c_requests * args.latency / args.workers:.3f} s)")
     print(f"(a) is {c_time / a_time:.2f}x faster than (c); (b) is {c_time / b_time:.2f}x faster")
+    print(f"during (a): the server's slots were busy {held_s / (args.slots * a_time):.0%} of the "
+          f"time; a {args.latency * 1000:.0f} ms sleep really took "
+          f"{held_s / max(a_requests, 1) * 1000:.2f} ms on average (timer overshoot), so the "
+          f"server alone cannot go faster than {held_s / args.slots:.3f} s = "
+          f"{held_s / args.slots / a_ideal:.3f}x ideal")
     print(f"during (a): client CPU {client_cpu:.3f} s, server CPU {server_cpu:.3f} s, "
           f"1-min load average {load_before:.2f} on {os.cpu_count()} CPUs (other processes "
           f"on the machine slow both sides)")
@@ -230,6 +243,8 @@ def main() -> int:
         "n3_speedup_vs_threaded": round(c_time / b_time, 3),
         "fanout_client_cpu_s": round(client_cpu, 3), "fanout_server_cpu_s": round(server_cpu, 3),
         "load_average": round(load_before, 2), "cpus": os.cpu_count(),
+        "server_slot_busy": round(held_s / (args.slots * a_time), 4),
+        "server_floor_s": round(held_s / args.slots, 4),
         "targets_met": a_time / a_ideal <= 1.15 and c_time / a_time >= 6,
     }
     print(json.dumps(result))

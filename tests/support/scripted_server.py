@@ -19,7 +19,7 @@ As a subprocess (for kill -9 tests and benchmarks)::
 prints ``URL http://127.0.0.1:PORT`` on its first stdout line, then serves until killed.
 
 Endpoints: ``POST /v1/chat/completions`` (also ``/chat/completions``), ``POST /api/chat`` (Ollama
-native), ``GET /health``, ``GET /log`` (the request log as JSON), ``POST /config`` (set faults, n
+native), ``GET /health``, ``GET /log`` (the request log as JSON), ``GET /stats`` (slot time used), ``POST /config`` (set faults, n
 mode, latency from another process).
 
 Faults (``add_fault(kind, count=1, model=None, duration=None, **options)``), consumed in the order
@@ -127,6 +127,9 @@ class ScriptedServer:
         self._semaphore: asyncio.Semaphore | None = None
         self._active = 0
         self.max_active = 0  # most requests the server held at once
+        self.held = 0  # requests that took a slot
+        self.held_seconds = 0.0  # slot time they really took (timer overshoot included)
+        self.asked_seconds = 0.0  # slot time they asked for (the scripted latency)
 
     # ---- configuration (thread-safe) -------------------------------------------------------
     def add_fault(self, kind: str, count: int | None = 1, model: str | None = None,
@@ -168,11 +171,17 @@ class ScriptedServer:
         app.router.add_post("/api/chat", self._ollama)
         app.router.add_get("/health", self._health)
         app.router.add_get("/log", self._log)
+        app.router.add_get("/stats", self._stats)
         app.router.add_post("/config", self._config)
         return app
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response({"held": self.held, "held_seconds": self.held_seconds,
+                                  "asked_seconds": self.asked_seconds,
+                                  "max_active": self.max_active})
 
     async def _log(self, request: web.Request) -> web.Response:
         with self._lock:
@@ -217,11 +226,15 @@ class ScriptedServer:
     async def _hold(self, delay: float) -> None:
         self._active += 1
         self.max_active = max(self.max_active, self._active)
+        start = time.perf_counter()
         try:
             if delay > 0:
                 await asyncio.sleep(delay)
         finally:
             self._active -= 1
+            self.held += 1
+            self.held_seconds += time.perf_counter() - start
+            self.asked_seconds += delay
 
     async def _fault_response(self, request: web.Request, fault: Fault, api: str):
         kind, opt = fault.kind, fault.options
