@@ -13,7 +13,7 @@ from typing import Any
 from muxlang import ir
 from muxlang.errors import Diagnostic, SpecError, did_you_mean
 from muxlang.lang import ast
-from muxlang.lang.schema import BAD, KINDS, SCHEMAS
+from muxlang.lang.schema import BAD, KINDS, SCHEMAS, valid_count
 
 _ARTICLE = {"backend": "a backend", "model": "a model", "task": "a task", "mux": "a mux",
             "cascade": "a cascade", "tune": "a tune block"}
@@ -326,6 +326,8 @@ class Checker:
             target = self._resolve(ref, ("model", "mux"))
             if target is None:
                 continue
+            if isinstance(item, ast.Member) and not valid_count(item):
+                continue  # reported by the schema; the name is still checked above
             if target.kind == "model":
                 model = self.spec.models.get(target.name)
                 if model is not None:

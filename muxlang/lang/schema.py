@@ -243,7 +243,11 @@ class IntRange(Field):
 
 @dataclass
 class Pool(Field):
-    """``[model * 3, other_mux]``: returns the AST items; the checker resolves them."""
+    """``[model * 3, other_mux]``: returns the AST items; the checker resolves them.
+
+    A bad sample count is reported here but the items are still returned, so that the checker
+    goes on to resolve every member's name and reports all of a pool's mistakes in one run.
+    """
 
     expects = "a pool [model * samples, ...]"
 
@@ -259,11 +263,14 @@ class Pool(Field):
                 report(item, f"expected a pool member such as llama8b * 3, found "
                        f"{ast.describe(item)}", None)
                 ok = False
-            elif isinstance(item, ast.Member) and (not item.count.is_int or item.count.value < 1):
+            elif isinstance(item, ast.Member) and not valid_count(item):
                 report(item.count, f"samples must be a whole number of at least 1, found "
                        f"{item.count.text}", None)
-                ok = False
         return value.items if ok else BAD
+
+
+def valid_count(member: ast.Member) -> bool:
+    return member.count.is_int and member.count.value >= 1
 
 
 @dataclass

@@ -96,3 +96,15 @@ def test_mux_members_must_share_the_task():
     with pytest.raises(SpecError) as caught:
         check_text(text, "x.mux")
     assert "answers task 't'" in caught.value.diagnostics[0].message
+
+
+def test_a_bad_sample_count_does_not_hide_the_pool_members_names():
+    text = BASE + 'mux bad { task = t  pool = [m1 * 0, nope * 2] }\n'
+    with pytest.raises(SpecError) as caught:
+        check_text(text, "x.mux")
+    found = [(d.line, d.column, d.message) for d in caught.value.diagnostics]
+    line = BASE.count("\n") + 1
+    assert found == [
+        (line, 34, "samples must be a whole number of at least 1, found 0"),
+        (line, 37, "'nope' is not defined (expected a model or a mux)"),
+    ]
