@@ -28,7 +28,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Callable
 
-from muxlang.errors import MuxError
+from muxlang.stdlib import arguments
 
 _CACHE = 1 << 16
 _MAX_ANSWER = 1000  # longer "answers" are not answers: key None (numeric/letter) or text (math)
@@ -199,10 +199,7 @@ def _snap(value: Fraction, step: Fraction | None) -> str:
 
 def numeric(tolerance: float = 1e-6) -> Equivalence:
     """Numbers equal within ``tolerance`` (on a grid of that step); non-numbers are None."""
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
-        raise MuxError(f"numeric: 'tolerance' must be a number, got {tolerance!r}")
-    if not tolerance >= 0 or tolerance == float("inf"):
-        raise MuxError(f"numeric: 'tolerance' must be a finite number >= 0, got {tolerance!r}")
+    arguments.numeric(tolerance)
     # The grid step as the decimal the user wrote (1e-6 → exactly 1/10**6, not the binary float).
     step = Fraction(Decimal(repr(float(tolerance)))) if tolerance > 0 else None
 

@@ -17,7 +17,7 @@ import json
 import re
 from typing import Callable
 
-from muxlang.errors import MuxError
+from muxlang.stdlib import arguments
 
 Extractor = Callable[[str], "str | None"]
 
@@ -221,11 +221,7 @@ def boxed() -> Extractor:
 
 def choice_letter(letters: str = "ABCD") -> Extractor:
     """A choice letter: explicit answer markers first (last one wins), else a letter at the end."""
-    if not isinstance(letters, str) or not letters:
-        raise MuxError("choice_letter: 'letters' must be a non-empty string such as \"ABCD\"")
-    uniq = "".join(dict.fromkeys(letters))
-    if not all(c.isalpha() for c in uniq):
-        raise MuxError(f"choice_letter: 'letters' must be letters only, got {letters!r}")
+    uniq = arguments.choice_letter(letters)
     cls = "[" + re.escape(uniq) + "]"
     # After a bare letter: end, punctuation, markup or a line break. A bare letter followed by a
     # word ("A train leaves", "I think") is an article/pronoun, unless the word is a verb or
@@ -364,26 +360,12 @@ def json_field(field: str = "answer", then: str | None = None) -> Extractor:
     ``then`` names another extractor applied to the field's text ("final_number", "boxed", ...);
     when it reads nothing, the field's text itself is returned.
     """
-    if not isinstance(field, str) or not field:
-        raise MuxError("json_field: 'field' must be a non-empty string")
+    arguments.json_field(field, then)
     post: Extractor | None = None
     if then is not None:
-        if then == "json_field":
-            raise MuxError("json_field: 'then' cannot be json_field itself")
         from muxlang.stdlib.registry import EXTRACTORS
 
-        entry = EXTRACTORS.get(then)
-        if entry is None:
-            from muxlang.errors import did_you_mean
-
-            hint = did_you_mean(then, EXTRACTORS)
-            raise MuxError(f"json_field: unknown extractor {then!r} for 'then'"
-                           + (f" ({hint})" if hint else ""))
-        try:
-            post = entry.load()()
-        except TypeError as exc:
-            raise MuxError(f"json_field: extractor {then!r} needs arguments; "
-                           f"it cannot be used as 'then'") from exc
+        post = EXTRACTORS[then].load()()
 
     key = re.escape(json.dumps(field)[1:-1])
     # '"answer":', also with a lost opening quote; not the `"answer": "42"` example of an echoed
@@ -450,21 +432,7 @@ def json_field(field: str = "answer", then: str | None = None) -> Extractor:
 
 def regex(pattern: str, group: int = 1) -> Extractor:
     """The given group of the last match of ``pattern`` (Python ``re`` syntax)."""
-    if not isinstance(pattern, str):
-        raise MuxError("regex: 'pattern' must be a string")
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise MuxError(f"regex: bad pattern {pattern!r}: {exc}") from exc
-    if isinstance(group, bool) or not isinstance(group, int) or group < 0:
-        raise MuxError(f"regex: 'group' must be a non-negative integer, got {group!r}")
-    if group > compiled.groups:
-        have = compiled.groups
-        raise MuxError(
-            f"regex: pattern {pattern!r} has {have} group{'s' if have != 1 else ''}, "
-            f"so group {group} does not exist"
-            + (" (write the answer part in parentheses)" if have == 0 else "")
-        )
+    compiled = arguments.regex(pattern, group)
 
     def extract(text: str) -> str | None:
         last = None

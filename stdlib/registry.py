@@ -35,16 +35,26 @@ class Entry:
     target: str  # "module:attr"
     doc: str
     params: tuple[Param, ...] = field(default_factory=tuple)
+    # "module:attr" of a cheap function that raises MuxError for arguments the factory would
+    # refuse, so that ``muxlang check`` reports them without importing the implementation.
+    check: str | None = None
 
     def load(self) -> Callable[..., Any]:
         module_name, attr = self.target.split(":")
         return getattr(importlib.import_module(module_name), attr)
+
+    def check_arguments(self, kwargs: dict[str, Any]) -> None:
+        """Raise MuxError when the factory would refuse these arguments."""
+        if self.check is not None:
+            module_name, attr = self.check.split(":")
+            getattr(importlib.import_module(module_name), attr)(**kwargs)
 
 
 _NUM = (int, float)
 _EX = "muxlang.stdlib.extractors"
 _EQ = "muxlang.stdlib.equivalence"
 _SEL = "muxlang.stdlib.selection"
+_ARGS = "muxlang.stdlib.arguments"
 
 EXTRACTORS: dict[str, Entry] = {
     e.name: e
@@ -54,12 +64,14 @@ EXTRACTORS: dict[str, Entry] = {
         Entry("boxed", f"{_EX}:boxed", "the content of the last \\boxed{} (nested braces kept)"),
         Entry("choice_letter", f"{_EX}:choice_letter",
               "a multiple-choice letter: '##Answer: C##', 'Answer: (C)', 'The answer is C'",
-              (Param("letters", (str,), "ABCD"),)),
+              (Param("letters", (str,), "ABCD"),), check=f"{_ARGS}:choice_letter"),
         Entry("json_field", f"{_EX}:json_field",
               "a field of the JSON object in the text, e.g. {\"answer\": ...}",
-              (Param("field", (str,), "answer"), Param("then", (str,), None))),
+              (Param("field", (str,), "answer"), Param("then", (str,), None)),
+              check=f"{_ARGS}:json_field"),
         Entry("regex", f"{_EX}:regex", "the given group of the last match of a regular expression",
-              (Param("pattern", (str,), required=True), Param("group", (int,), 1))),
+              (Param("pattern", (str,), required=True), Param("group", (int,), 1)),
+              check=f"{_ARGS}:regex"),
     ]
 }
 
@@ -68,7 +80,7 @@ EQUIVALENCES: dict[str, Entry] = {
     for e in [
         Entry("exact", f"{_EQ}:exact", "equal strings after trimming whitespace"),
         Entry("numeric", f"{_EQ}:numeric", "equal numbers within a tolerance (18 = 18.00 = $18)",
-              (Param("tolerance", _NUM, 1e-6),)),
+              (Param("tolerance", _NUM, 1e-6),), check=f"{_ARGS}:numeric"),
         Entry("math", f"{_EQ}:math", "symbolic equality of MATH answers (math-verify)"),
         Entry("letter", f"{_EQ}:letter", "equal letters, case-insensitive"),
     ]

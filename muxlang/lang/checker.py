@@ -253,7 +253,29 @@ class Checker:
             if param.required and param.name not in given:
                 self.report(node, f"{node.name} needs the argument '{param.name}'", None)
                 ok = False
+        if ok:
+            ok = self._factory_accepts(node, entry, given)
         return ir.Call(node.name, tuple(given.items())) if ok else None
+
+    def _factory_accepts(self, node: ast.Ref | ast.Call, entry: Any, given: dict[str, Any]) -> bool:
+        """Well-typed arguments can still be refused by the factory (a regex group the pattern
+        lacks, digits as choice letters, a negative tolerance): ask the stdlib's own argument
+        check, so ``check`` catches what ``run`` would, with the caret on the argument at fault."""
+        from muxlang.errors import MuxError
+
+        try:
+            entry.check_arguments(given)
+        except MuxError as error:
+            message = str(error)
+            at: ast.Node = node
+            for arg in node.args if isinstance(node, ast.Call) else []:
+                name = arg.name or entry.params[node.args.index(arg)].name
+                if f"'{name}'" in message:
+                    at = arg
+                    break
+            self.report(at, message, None)
+            return False
+        return True
 
     def _argument(self, function: str, param: Any, value: ast.Value) -> Any:
         from muxlang.stdlib.registry import EXTRACTORS

@@ -6,9 +6,10 @@ from __future__ import annotations
 import ast as pyast
 import functools
 import textwrap
+import warnings
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from muxlang.errors import Diagnostic, SpecError
@@ -39,13 +40,41 @@ def _lark() -> Lark:
     )
 
 
+# Lists and calls nested deeper than this are refused. No spec needs more than two or three
+# levels, and the tree → AST transformer recurses once per level: without a limit a few hundred
+# '[' would end in a RecursionError instead of a message.
+MAX_NESTING = 32
+
+
 def parse(text: str, path: str = "<string>") -> ast.Module:
     """Parse one file's text. Raises SpecError with one diagnostic for a syntax error."""
     try:
         tree = _lark().parse(text)
     except UnexpectedInput as error:
         raise SpecError([_diagnostic(error, text, path)]) from None
+    too_deep = _first_too_deep(tree)
+    if too_deep is not None:
+        raise SpecError([Diagnostic(
+            path, too_deep.line, too_deep.column,
+            f"lists and calls are nested more than {MAX_NESTING} deep",
+            "a value needs at most a list of calls or names", _line(text, too_deep.line))])
     return _ToAst(path, text).transform(tree)
+
+
+def _first_too_deep(tree: Tree):
+    """The position (lark ``Meta``) of the first list or call nested over ``MAX_NESTING`` deep.
+
+    Iterative on purpose: this runs before the recursive transformer, on any input."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if node.data in ("list", "call"):
+            depth += 1
+            if depth > MAX_NESTING:
+                return node.meta
+        stack.extend((child, depth) for child in reversed(node.children)
+                     if isinstance(child, Tree))
+    return None
 
 
 def _token_name(name: str) -> str:
@@ -147,15 +176,21 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def _unescape(raw: str) -> str:
-    """A double-quoted literal's value; backslash escapes as in Python, unknown ones kept."""
-    try:
-        return pyast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw[1:-1]
+    """A double-quoted literal's value; backslash escapes as in Python, unknown ones kept.
+
+    Unknown escapes ("\\d" in a regex) make Python warn (a SyntaxWarning printed on stderr from
+    3.12 on, an error under -W error): silenced, so the value never depends on warning filters."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pyast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            return raw[1:-1]
 
 
 def _long_string(raw: str) -> str:
-    body = raw[3:-3]
+    # A file saved with CRLF (or old-Mac CR) line ends must give the same prompt as one with LF.
+    body = raw[3:-3].replace("\r\n", "\n").replace("\r", "\n")
     lines = body.split("\n")
     if lines and not lines[0].strip():
         lines = lines[1:]

@@ -56,6 +56,13 @@ EXPECTED = {
     '40_cascade_of_model.mux': (12, 12, "'m' is a model, but a mux is expected here"),
     '41_not_utf8.mux': (2, 6, 'not valid UTF-8 (byte 0xe9)'),
     '42_binary.mux': (1, 6, 'binary file: a spec is text'),
+    '43_nested_too_deep.mux': (3, 44, 'lists and calls are nested more than 32 deep'),
+    '44_regex_group_missing.mux': (3, 34, "regex: 'group' 1 does not exist: the pattern has 0 "
+                                          "groups (write the answer part in parentheses)"),
+    '45_choice_letters_not_letters.mux': (3, 27, "choice_letter: 'letters' must be letters "
+                                                 "only, got '1234'"),
+    '46_negative_tolerance.mux': (3, 25, "numeric: 'tolerance' must be a finite number >= 0, "
+                                         "got -0.5"),
 }
 
 
@@ -120,3 +127,12 @@ def test_random_bytes_never_traceback(tmp_path):
         except SystemExit as exit_:  # pragma: no cover - argparse never sees these
             code = exit_.code
         assert code in (0, 2)
+
+
+def test_very_deep_nesting_is_an_error_not_a_recursion_crash(tmp_path, capsys):
+    spec = tmp_path / "deep.mux"
+    spec.write_text('task t { user = "x" extract = ' + "f(" * 5000 + ")" * 5000 + " }\n")
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        f"{spec}:1:95: error: lists and calls are nested more than 32 deep")

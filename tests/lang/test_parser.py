@@ -60,3 +60,19 @@ def test_keywords_do_not_swallow_longer_names():
     module = parse("model important { truely = 1 }", "k.mux")
     assert module.decls[0].name == "important"
     assert module.decls[0].attrs[0].key == "truely"
+
+
+def test_crlf_files_give_the_same_long_strings_as_lf():
+    lf = 'task t {\n  user = """\n    Q: {question}\n    A:\n  """\n}\n'
+    crlf = lf.replace("\n", "\r\n")
+    values = [parse(text, "t.mux").decls[0].get("user").value.value for text in (lf, crlf)]
+    assert values == ["Q: {question}\nA:"] * 2
+
+
+def test_unknown_escapes_do_not_depend_on_warning_filters():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # as python -W error, or the SyntaxWarning of 3.12+
+        module = parse('task t { extract = regex("a\\tb(\\d+)") }', "w.mux")
+    assert module.decls[0].get("extract").value.args[0].value.value == "a\tb(\\d+)"
