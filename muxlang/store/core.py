@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from muxlang.errors import DataError, MuxError
@@ -169,14 +169,24 @@ class Store:
         return f"Store({self.display_url!r})"
 
     def upgrade(self, target: int = migrations.LATEST) -> tuple[int, int]:
-        with self.transaction() as conn:
-            if self.dialect == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(7215033)"))
-            version = migrations.current_version(conn)
-            if version > migrations.LATEST:
-                raise MuxError(f"store {self.display_url} has schema version {version}, newer than "
-                               f"this muxlang understands ({migrations.LATEST}): upgrade muxlang")
-            result = migrations.upgrade(conn, target)
+        """Bring the schema to ``target``. This is the first statement a command runs against a
+        store, so a path that is not a database (``--store samples.jsonl``: "file is not a
+        database"), or a PostgreSQL database the user may not write to, surfaces here: it is a
+        user error with the store's (redacted) URL, not an internal error."""
+        try:
+            with self.transaction() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(7215033)"))
+                version = migrations.current_version(conn)
+                if version > migrations.LATEST:
+                    raise MuxError(f"store {self.display_url} has schema version {version}, newer "
+                                   f"than this muxlang understands ({migrations.LATEST}): "
+                                   "upgrade muxlang")
+                result = migrations.upgrade(conn, target)
+        except DatabaseError as error:
+            raise MuxError(f"cannot open store {self.display_url}: {_reason(error)}"
+                           + (" (is it a muxlang store? a SQLite store is a database file, "
+                              "not a data file)" if self.dialect == "sqlite" else "")) from None
         self._version = result[1]
         return result
 

@@ -113,6 +113,11 @@ def test_store_from_the_environment_and_flag(files, capsys, monkeypatch):
     (["import", "missing.jsonl", "--questions", "tiny-questions.jsonl"], "missing.jsonl: no such file"),
     (["eval", "duo.mux", "--dataset", "tiny", "--store", "postgresql://u:pw@127.0.0.1:1/x"],
      "u:***@127.0.0.1:1"),
+    # --store pointing at a data file instead of the store (was "internal error: DatabaseError")
+    (["eval", "duo.mux", "--dataset", "tiny", "--store", "tiny-samples.jsonl"],
+     "file is not a database"),
+    (["import", "tiny-samples.jsonl", "--questions", "tiny-questions.jsonl",
+      "--store", "tiny-questions.jsonl"], "file is not a database"),
 ])
 def test_user_errors_are_one_line_without_traceback(files, capsys, argv, message):
     main(["import", "tiny-samples.jsonl", "--questions", "tiny-questions.jsonl"])
