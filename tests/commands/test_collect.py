@@ -274,3 +274,63 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_arrived(tmp_path, server):
     again = collect(tmp_path, store, spec, "--json")
     assert again.returncode == 0 and json.loads(again.stdout)["stored_before"] == kept
     assert len(rows(store)) == ITEMS * len(MODELS) * K
+
+
+def asked_per_model(entries: list[dict]) -> dict[str, int]:
+    """Samples the server was asked for (choices of successful requests), per model id."""
+    out: dict[str, int] = {}
+    for entry in entries:
+        body = entry["body"]
+        if isinstance(body, dict) and entry["status"] == 200:
+            out[body["model"]] = out.get(body["model"], 0) + int(body.get("n") or 1)
+    return out
+
+
+@pytest.mark.parametrize("change,models", [
+    (("  temperature = 0.7\n", "  temperature = 0.9\n"), ["id-a"]),
+    (("  seed = 100\n", "  seed = 101\n"), ["id-a"]),
+    (("  temperature = 0.7\n", "  temperature = 0.7\n  top_p = 0.9\n"), ["id-a"]),
+    (("  temperature = 0.7\n", "  temperature = 0.7\n  max_tokens = 64\n"), ["id-a"]),
+    (('user = "Question: {question}"', 'user = "Q: {question}"'), ["id-a", "id-b", "id-c"]),
+])
+def test_cache_key_end_to_end_through_the_server(tmp_path, server, change, models):
+    """The same request never reaches the server twice; changing a sampling parameter of one
+    model (or the prompt of all) draws new samples for exactly those, k distinct indices each,
+    and leaves the old ones stored."""
+    items = 4
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"id": i, "question": f"{i} * 3?", "answer": str(3 * i)}) + "\n"
+                for i in range(items)))
+    spec = tmp_path / "c.mux"
+    text = spec_text(server)
+    spec.write_text(text)
+    store = tmp_path / "s.sqlite"
+    assert collect(tmp_path, store, spec).returncode == 0
+    start = len(server_log(server))
+    assert collect(tmp_path, store, spec).returncode == 0
+    assert asked_per_model(server_log(server)[start:]) == {}  # the same requests: none sent
+
+    old, new = change
+    if old.startswith("  "):  # a parameter of model a only: its block is the first model block
+        head, sep, rest = text.partition("model a {")
+        block, close, tail = rest.partition("}")
+        assert old in block
+        changed = head + sep + block.replace(old, new) + close + tail
+    else:
+        assert old in text
+        changed = text.replace(old, new)
+    spec.write_text(changed)
+    before = len(rows(store))
+    start = len(server_log(server))
+    done = collect(tmp_path, store, spec, "--json")
+    assert done.returncode == 0, done.stderr
+    assert asked_per_model(server_log(server)[start:]) == {m: items * K for m in models}
+    after = rows(store)
+    assert len(after) == before + items * K * len(models)  # the old samples are kept
+    per_key: dict[str, list[int]] = {}
+    for r in after:
+        per_key.setdefault(r[0], []).append(r[1])
+    assert all(sorted(indices) == list(range(K)) for indices in per_key.values())
+    start = len(server_log(server))
+    assert collect(tmp_path, store, spec).returncode == 0
+    assert asked_per_model(server_log(server)[start:]) == {}
