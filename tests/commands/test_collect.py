@@ -334,3 +334,42 @@ def test_cache_key_end_to_end_through_the_server(tmp_path, server, change, model
     start = len(server_log(server))
     assert collect(tmp_path, store, spec).returncode == 0
     assert asked_per_model(server_log(server)[start:]) == {}
+
+
+def test_repeated_kill_9_at_many_moments_still_gives_a_clean_run(tmp_path, server):
+    """kill -9 at several moments of the same collect (before the store exists, early, middle,
+    late), each time rerunning the command: every intermediate store is a subset of the clean
+    run's samples, and the last run completes it exactly."""
+    questions = [{"id": f"q{i}", "question": f"What is {i} - 1?", "answer": str(i - 1)}
+                 for i in range(ITEMS)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server, "false"))  # one request per sample: the most commits
+    total = ITEMS * len(MODELS) * K
+    clean_store = tmp_path / "clean.sqlite"
+    assert collect(tmp_path, clean_store, spec).returncode == 0
+    clean = {(r[0], r[1], r[4]) for r in rows(clean_store)}
+    assert len(clean) == total
+
+    store = tmp_path / "killed.sqlite"
+    kills = 0
+    for target in (0, total // 10, total // 2, 9 * total // 10):
+        proc = collect(tmp_path, store, spec, wait=False)
+        deadline = time.monotonic() + 60
+        while (proc.poll() is None and time.monotonic() < deadline
+               and len(rows(store)) < target):
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        now = rows(store)
+        assert {(r[0], r[1], r[4]) for r in now} <= clean  # nothing foreign, nothing conflated
+        assert len(now) == len({(r[0], r[1]) for r in now})  # no (key, index) twice
+    assert kills >= 1
+    done = collect(tmp_path, store, spec, "--json")
+    assert done.returncode == 0, done.stderr
+    final = rows(store)
+    assert len(final) == total and {(r[0], r[1], r[4]) for r in final} == clean
+    statuses = run_statuses(store)
+    assert statuses[-1] == "ok" and "running" not in statuses
