@@ -66,14 +66,15 @@ class Member:
 
 def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Optional[str]]
                    ) -> tuple[Optional[float], int]:
-    """Expected one-sample accuracy over the items that have samples; (accuracy, items)."""
+    """Expected one-sample accuracy over the items that have samples and a readable gold answer;
+    (accuracy, those items). Items whose gold cannot be read are left out here exactly as the
+    baselines leave them out, so a model's accuracy and Single-Best on that model agree."""
     total, count = 0.0, 0
     for keys, g in zip(votes, gold):
-        if not keys:
+        if not keys or g is None:
             continue
         count += 1
-        if g is not None:
-            total += sum(1 for key in keys if key == g) / len(keys)
+        total += sum(1 for key in keys if key == g) / len(keys)
     return (total / count if count else None), count
 
 
@@ -354,20 +355,29 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
                 + (" (a replay backend replays the store: check the model id)"
                    if member.member.backend.kind == "replay" and have == 0 else ""))
 
-    # per-model figures (all spec models with samples)
+    scored = [i for i, g in enumerate(votes.gold) if g is not None]
+    if not scored:
+        raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
+
+    # per-model figures (all spec models with samples), on the scored items like the baselines
     models_report: dict[str, dict[str, Any]] = {}
     per_model: dict[str, float] = {}
     for model in [*pool_models, *others]:
         stored = votes.votes[model.name]
-        acc, covered = model_accuracy(stored, votes.gold)
+        covered = sum(1 for keys in stored if keys)
         if covered == 0:
             notes.append(f"model {model.name}: no stored samples on {info.name}; left out")
+            continue
+        acc, n_scored_model = model_accuracy(stored, votes.gold)
+        if acc is None:
+            notes.append(f"model {model.name}: samples only on items without a readable gold "
+                         "answer; left out")
             continue
         per_model[model.name] = acc
         counts = [len(keys) for keys in stored if keys]
         unreadable = sum(1 for keys in stored for key in keys if key is None)
         models_report[model.name] = {
-            "accuracy": acc, "item_se": _item_se(acc, covered), "items": covered,
+            "accuracy": acc, "item_se": _item_se(acc, n_scored_model), "items": n_scored_model,
             "samples_per_item": [min(counts), max(counts)],
             "unreadable": unreadable / sum(counts),
             "in_pool": model in pool_models,
@@ -408,11 +418,8 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
         notes.append(f"exactly the drawn samples are stored for every pool model: the {trials} "
                      "trials would be identical (standard error 0); one is run")
         trials = 1
-    scored = [i for i, g in enumerate(votes.gold) if g is not None]
     if len(scored) < n_items:
         notes.append(f"{n_items - len(scored)} items have no readable gold answer: left out")
-    if not scored:
-        raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
     ragged = any(len({len(votes.votes[m.name][i]) for i in scored}) > 1 for m in members)
     rule_name = "" if structured or root.rule.args else root.rule.name
     engine = "vectorised"

@@ -281,3 +281,21 @@ mux m {
     b = evaluate(st, replay, replay.muxes["m"], info)
     assert a["per_model"] == b["per_model"] == {"a": 0.5}
     assert a["baselines"] == b["baselines"]
+
+
+def test_items_without_a_readable_gold_are_left_out_of_per_model_accuracy_too(tmp_path):
+    # q3's gold "unknown" has no number: the baselines leave q3 out, and so must the per-model
+    # accuracy, or a model's own accuracy disagrees with Single-Best on that very model
+    # (it was 2/3 here against Single-Best's 1.0).
+    gold = {"q1": "2", "q2": "4", "q3": "unknown"}
+    answers = {"M1": {"q1": [2], "q2": [4], "q3": [7]},
+               "M2": {"q1": [3], "q2": [4], "q3": [7]}}
+    st = store_with(tmp_path, gold, answers)
+    spec = spec_for({"one": ("M1", 0.9, 1), "two": ("M2", 0.5, 1)})
+    report = evaluate(st, spec, spec.muxes["m"], "tiny")
+    assert report["dataset"]["scored_items"] == 2
+    assert report["per_model"] == pytest.approx({"one": 1.0, "two": 0.5})
+    assert report["details"]["single_best"]["model"] == "one"
+    assert report["baselines"]["single_best"] == pytest.approx(report["per_model"]["one"])
+    assert report["models"]["one"]["items"] == 2
+    assert any("no readable gold answer" in note for note in report["notes"])
