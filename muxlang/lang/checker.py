@@ -30,6 +30,8 @@ class Checker:
         self.spec = ir.Spec(path=self.root.path, text=self.root.text,
                             imports=[m.path for m in modules[:-1]])
         self._building: list[str] = []
+        # names declared with a misspelt kind: reported once there, not again at every use
+        self._unknown_kind: set[str] = set()
         self._cycles: set[frozenset[str]] = set()
 
     # -- reporting -------------------------------------------------------------------------
@@ -66,6 +68,7 @@ class Checker:
                     self.report(decl.kind_pos, f"unknown declaration kind '{decl.kind}'",
                                 did_you_mean(decl.kind, KINDS)
                                 or f"declarations are {', '.join(KINDS)}")
+                    self._unknown_kind.add(decl.name)
                     continue
                 first = self.decls.get(decl.name)
                 if first is not None:
@@ -103,6 +106,8 @@ class Checker:
     def _resolve(self, ref: ast.Ref, kinds: tuple[str, ...]) -> ast.Decl | None:
         decl = self.decls.get(ref.name)
         wanted = " or ".join(_ARTICLE[k] for k in kinds)
+        if decl is None and ref.name in self._unknown_kind:
+            return None
         if decl is None:
             candidates = [d.name for d in self.decls.values() if d.kind in kinds]
             hint = did_you_mean(ref.name, candidates) or (

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast as pyast
+import bisect
 import functools
+import re
 import textwrap
 import warnings
 from pathlib import Path
@@ -46,12 +48,32 @@ def _lark() -> Lark:
 MAX_NESTING = 32
 
 
+# After this many syntax errors in one file, stop looking for more.
+MAX_SYNTAX_ERRORS = 20
+
+
 def parse(text: str, path: str = "<string>") -> ast.Module:
-    """Parse one file's text. Raises SpecError with one diagnostic for a syntax error."""
-    try:
-        tree = _lark().parse(text)
-    except UnexpectedInput as error:
-        raise SpecError([_diagnostic(error, text, path)]) from None
+    """Parse one file's text. Raises SpecError listing its syntax errors, one per declaration.
+
+    After a syntax error the declaration holding it is blanked out (newlines kept, so every
+    position stays right) and the file is parsed again, so one run reports the mistakes of every
+    declaration, as the checker does for meaning, instead of only the first."""
+    diagnostics: list[Diagnostic] = []
+    current = text
+    while True:
+        try:
+            tree = _lark().parse(current)
+            break
+        except UnexpectedInput as error:
+            found = _diagnostic(error, current, path)
+            found.source_line = _line(text, found.line)
+            diagnostics.append(found)
+            current = (_without_failed_declaration(current, error)
+                       if len(diagnostics) < MAX_SYNTAX_ERRORS else None)
+            if current is None:
+                break
+    if diagnostics:
+        raise SpecError(diagnostics)
     too_deep = _first_too_deep(tree)
     if too_deep is not None:
         raise SpecError([Diagnostic(
@@ -59,6 +81,107 @@ def parse(text: str, path: str = "<string>") -> ast.Module:
             f"lists and calls are nested more than {MAX_NESTING} deep",
             "a value needs at most a list of calls or names", _line(text, too_deep.line))])
     return _ToAst(path, text).transform(tree)
+
+
+# A line that starts a declaration ("model m {") or an import; groups: the kind, the name.
+_DECL_START = re.compile(r"[ \t]*(?:import\b|([A-Za-z_][\w-]*)[ \t]+([A-Za-z_][\w-]*)[ \t]*\{)")
+
+
+def _in_long_string_after(line: str, inside: bool) -> bool:
+    """Whether a triple-quoted string is still open at the end of ``line``, given whether one
+    was open at its start. Follows the lexer: '#' starts a comment and '"' a short string only
+    outside strings."""
+    i = 0
+    while i < len(line):
+        if inside:
+            close = line.find('"""', i)
+            if close < 0:
+                return True
+            inside, i = False, close + 3
+        elif line.startswith('"""', i):
+            inside, i = True, i + 3
+        elif line[i] == "#":
+            return False
+        elif line[i] == '"':
+            short = _SHORT_STRING.match(line, i)
+            i = short.end() if short else len(line)
+        else:
+            i += 1
+    return inside
+
+
+_SHORT_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+
+
+def _declaration_lines(text: str) -> tuple[list[int], list[int]]:
+    """Offsets of every line start, and the indexes of the lines that start a declaration.
+
+    Lines inside a triple-quoted string are skipped: a prompt line such as "Reply with {x}"
+    is not a declaration."""
+    starts = [0] + [m.end() for m in re.finditer(r"\n", text)]
+    declarations = []
+    inside = False
+    for index, start in enumerate(starts):
+        end = starts[index + 1] if index + 1 < len(starts) else len(text)
+        line = text[start:end]
+        if not inside and _DECL_START.match(line):
+            declarations.append(index)
+        inside = _in_long_string_after(line, inside)
+    return starts, declarations
+
+
+_TOP_LEVEL = {"decl", "import_stmt", "__start_star_0"}  # completed items on the parser stack
+
+
+def _failed_item_start(error: UnexpectedInput, offset: int) -> int | None:
+    """Offset where the top-level item that failed began: the first thing on the LALR value stack
+    that is not a completed declaration or import; ``offset`` (the error's) when nothing is
+    pending. None when lark does not say."""
+    parser = getattr(error, "interactive_parser", None)
+    stack = getattr(getattr(parser, "parser_state", None), "value_stack", None)
+    if stack is None:
+        return None
+    for value in stack:
+        if isinstance(value, Tree) and value.data in _TOP_LEVEL:
+            continue
+        if isinstance(value, Token):
+            return value.start_pos
+        if isinstance(value, Tree) and not value.meta.empty:
+            return value.meta.start_pos
+        return None
+    return offset  # nothing pending: the failing item starts at the error itself
+
+
+def _without_failed_declaration(text: str, error: UnexpectedInput) -> str | None:
+    """``text`` with the declaration that holds ``error`` replaced by blanks, or None when
+    parsing cannot usefully go on (the error is at the end of the file, or nothing is left to
+    skip).
+
+    The blanked part runs from where the failing item began (from the parser's own stack, so a
+    stray word before a declaration goes too) to the next line that starts a declaration. When
+    the error is the NAME of a "KIND NAME {" line, the block above was never closed: the part
+    ends just before that line, so the declaration is parsed afresh."""
+    if isinstance(error, UnexpectedEOF) or (
+            isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        return None
+    offset = getattr(error, "pos_in_stream", None)
+    if offset is None or offset < 0:
+        return None
+    starts, declarations = _declaration_lines(text)
+    line = bisect.bisect_right(starts, offset) - 1
+    before = [d for d in declarations if d <= line]
+    after = [d for d in declarations if d > line]
+    begin = _failed_item_start(error, offset)
+    if begin is None or begin > offset:
+        begin = starts[before[-1]] if before else 0
+    end = starts[after[0]] if after else len(text)
+    if (isinstance(error, UnexpectedToken) and _opens_declaration(text, error.token)
+            and begin < starts[line]):
+        end = starts[line]
+    if not text[begin:end].strip():
+        return None
+    blank = re.sub(r"[^\r\n]", " ", text[begin:end])
+    return text[:begin] + blank + text[end:]
 
 
 def _first_too_deep(tree: Tree):
@@ -148,9 +271,21 @@ def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
             message = f"unexpected {kind.removeprefix('a ')} '{shown}'"
         expected = set(error.accepts or error.expected or ())
         hint = _hint_for(token, expected)
+        if _opens_declaration(text, token):
+            hint = "the block above is not closed: add '}' before this declaration"
     if line < 1:
         line, column = _end_position(text)
     return Diagnostic(path, line, column, message, hint, _line(text, line))
+
+
+def _opens_declaration(text: str, token: Token) -> bool:
+    """Whether ``token`` is the NAME of a "KIND NAME {" line: met where a key was expected, it
+    means the previous block is missing its closing brace."""
+    if token.type != "NAME" or token.start_pos is None:
+        return False
+    line_start = text.rfind("\n", 0, token.start_pos) + 1
+    header = _DECL_START.match(text, line_start)
+    return bool(header and header.group(2) and header.start(2) == token.start_pos)
 
 
 def _hint_for(token: Token, expected: set[str]) -> str:

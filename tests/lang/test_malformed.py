@@ -136,3 +136,43 @@ def test_very_deep_nesting_is_an_error_not_a_recursion_crash(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.splitlines()[0] == (
         f"{spec}:1:95: error: lists and calls are nested more than 32 deep")
+
+
+def _error_heads(err: str) -> list[str]:
+    return [line.split(": error: ", 1)[0].split(":", 1)[1] + " " + line.split(": error: ", 1)[1]
+            for line in err.splitlines() if ": error: " in line]
+
+
+def test_every_declaration_with_a_syntax_error_is_reported(tmp_path, capsys):
+    spec = tmp_path / "syntax.mux"
+    spec.write_text(
+        "backend b {\n  kind = replay;\n}\n"              # 2:16 a ';'
+        "model m {\n  backend = b\n  temperature 0.3\n}\n"  # 6:15 no '='
+        'model m2 {\n  backend = b\n  id = "x\n}\n'         # 10:8 unterminated string
+        'task t {\n  user = """\n    Reply with {question}\n  """\n}\n'  # fine, and not a decl
+        "mux x { task = t pool = [m * 3 m2 * 2] }\n")       # 17:32 no ','
+    assert main(["check", str(spec)]) == 2
+    assert _error_heads(capsys.readouterr().err) == [
+        "2:16 unexpected ';'", "6:15 unexpected number '0.3'", "10:8 unterminated string",
+        "17:32 unexpected name 'm2'"]
+
+
+def test_unclosed_block_is_named_and_the_next_declaration_still_checked(tmp_path, capsys):
+    spec = tmp_path / "unclosed.mux"
+    spec.write_text("oops\nimport std.mcq\nbackend b {\n  kind = replay\n"
+                    "model m { backend = b }\nmodel m2 { backend = b top_p = }\n")
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    # the stray word and the import it swallowed are one mistake, not one per declaration
+    assert _error_heads(err) == ["2:8 unexpected name 'std'", "5:7 unexpected name 'm'",
+                                 "6:32 unexpected '}'"]
+    assert "hint: the block above is not closed: add '}' before this declaration" in err
+
+
+def test_a_misspelt_kind_is_reported_once_not_at_every_use(tmp_path, capsys):
+    spec = tmp_path / "kind.mux"
+    spec.write_text("backed local { kind = replay }\nmodel m { backend = local }\n"
+                    "model m2 { backend = lcal }\n")
+    assert main(["check", str(spec)]) == 2
+    assert _error_heads(capsys.readouterr().err) == [
+        "1:1 unknown declaration kind 'backed'", "3:22 'lcal' is not defined (expected a backend)"]
