@@ -66,3 +66,10 @@ def test_graph_command_formats(tmp_path, capsys):
     assert "-->" in capsys.readouterr().out
     assert main(["graph", str(path), "--mux", "nope"]) == 1
     assert "no mux or cascade named 'nope'" in capsys.readouterr().err
+
+
+def test_graph_command_suggests_a_close_mux_name(tmp_path, capsys):
+    path = tmp_path / "g.mux"
+    path.write_text(SPEC)
+    assert main(["graph", str(path), "--mux", "dou"]) == 1
+    assert capsys.readouterr().err.rstrip().endswith("did you mean 'duo'?")

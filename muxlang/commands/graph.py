@@ -28,9 +28,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             runnable = spec.runnable(args.mux)
         except KeyError:
-            known = ", ".join([*spec.muxes, *spec.cascades]) or "none"
+            from muxlang.errors import did_you_mean
+
+            names = [*spec.muxes, *spec.cascades]
+            known = ", ".join(names) or "none"
             what = f"no mux or cascade named '{args.mux}'" if args.mux else "no mux or cascade"
-            raise MuxError(f"{args.spec}: {what} (declared: {known})") from None
+            hint = did_you_mean(args.mux, names) if args.mux else None
+            raise MuxError(f"{args.spec}: {what} (declared: {known})"
+                           + (f"; {hint}" if hint else "")) from None
         graph = compiler.build_plan(spec, runnable)
     sys.stdout.write(compiler.FORMATS[args.format](graph))
     return 0

@@ -88,9 +88,14 @@ def Int(low: float | None = None, high: float | None = None) -> Number:
 @dataclass
 class Seconds(Field):
     expects = "a duration such as 30s, 500ms or 2m"
+    # A request timeout of 0s is a mistake, not "no timeout" (which aiohttp would make of it).
+    positive: bool = False
 
     def convert(self, value, report):
         if isinstance(value, ast.Duration):
+            if self.positive and value.seconds <= 0:
+                report(value, f"{value.text} is out of range: must be above 0s", None)
+                return BAD
             return value.seconds
         hint = f"add a unit: {value.text}s" if isinstance(value, ast.Num) else None
         return self.wrong(value, report, hint)
@@ -286,7 +291,7 @@ SCHEMAS: dict[str, Schema] = {
         "api_key": EnvVar(),
         "concurrency": Int(1),
         "rate": PerSecond(),
-        "timeout": Seconds(),
+        "timeout": Seconds(positive=True),
         "retries": Int(0, 100),
         "retry_time": Seconds(),
         "n": Flag(allow_auto=True),

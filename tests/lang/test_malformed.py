@@ -63,6 +63,7 @@ EXPECTED = {
                                                  "only, got '1234'"),
     '46_negative_tolerance.mux': (3, 25, "numeric: 'tolerance' must be a finite number >= 0, "
                                          "got -0.5"),
+    '47_zero_timeout.mux': (4, 13, '0s is out of range: must be above 0s'),
 }
 
 
