@@ -8,9 +8,10 @@ returns, per index, a ``Sample`` or a ``SampleFailure``; it never raises for a s
 Retries: timeouts, connection errors, 408, 409, 429, 5xx and malformed bodies are retried with
 exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date) and
 ``retry-after-ms``, bounded by ``backend.retries`` extra attempts and ``backend.retry_time``
-seconds in total. A 429 makes the whole backend wait (cool-down) before its next request. Other
-4xx fail at once with the server's error text. Keys are read from the environment at request time
-and scrubbed from every message.
+seconds in total. A 429 makes the whole backend wait (cool-down) before its next request, but no
+request waits past its own retry deadline. Other 4xx fail at once with the server's error text.
+A response without text (``content: null``) is an error, never an empty vote. Keys are read from
+the environment at request time and scrubbed from every message.
 """
 from __future__ import annotations
 
@@ -205,6 +206,21 @@ def _split(total: int | None, parts: int) -> list[int | None]:
     return [base + (1 if j < extra else 0) for j in range(parts)]
 
 
+def _no_content(finish_reason: Any, message: Any) -> str:
+    """Why a response without text is an error, not an empty (unreadable) vote.
+
+    ``content: null`` is what servers send when the model produced no answer at all (a refusal,
+    a tool call, every token spent on hidden reasoning); counting it as a vote would dilute the
+    member's agreement score with an answer that was never given. ``""`` stays a real (empty)
+    answer.
+    """
+    detail = f"no message content (finish_reason {finish_reason!r})"
+    refusal = message.get("refusal") if isinstance(message, dict) else None
+    if isinstance(refusal, str) and refusal:
+        detail += f"; refusal: {' '.join(refusal.split())[:200]}"
+    return detail
+
+
 @dataclass
 class BackendStats:
     requests: int = 0  # HTTP attempts sent
@@ -231,7 +247,7 @@ class BackendClient:
         self._throttler: Throttler | None = None
         self._cooldown_until = 0.0
         self._n_support: dict[str, bool] = {}
-        self._probe_locks: dict[str, asyncio.Lock] = {}
+        self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
@@ -310,12 +326,8 @@ class BackendClient:
         if self.can_batch() and any(len(run) > 1 for run in runs):
             state = self.n_support(model)
             if state is None:
-                lock = self._probe_locks.setdefault(model.id, asyncio.Lock())
-                async with lock:
-                    state = self.n_support(model)
-                    if state is None:
-                        probe = next(run for run in runs if len(run) > 1)
-                        state = await self._probe(model, messages, probe, results)
+                probe = next(run for run in runs if len(run) > 1)
+                state = await self._settle_n(model, messages, probe, results)
                 remaining = [i for i in remaining if i not in results]
                 runs = _runs(remaining)
         if state:
@@ -349,6 +361,33 @@ class BackendClient:
             outs = await asyncio.gather(*(self._one(model, messages, i) for i in run))
             for i, out in zip(run, outs):
                 results[i] = out
+
+    async def _settle_n(self, model: ir.Model, messages: Messages, probe: list[int],
+                        results: dict[int, Sample | SampleFailure]) -> bool | None:
+        """Whether ``model`` honours n, probing with samples ``probe`` when nobody knows yet.
+
+        One probe at a time per model: tasks that arrive while it is in flight wait for its
+        verdict. A probe that the server fails for another reason (5xx, timeout, 401, ...)
+        settles nothing, and the tasks that waited for it then probe on their own, at once and
+        concurrently. Queueing them behind one another instead would make a failing model cost
+        every record a full retry cycle, one record after the other (a hanging model stalled
+        the whole run that way).
+        """
+        pending = self._probing.get(model.id)
+        if pending is not None:
+            state = await asyncio.shield(pending)
+            if state is not None:
+                return state
+            return await self._probe(model, messages, probe, results)
+        verdict: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._probing[model.id] = verdict
+        state = None
+        try:
+            state = await self._probe(model, messages, probe, results)
+        finally:
+            del self._probing[model.id]
+            verdict.set_result(state)
+        return state
 
     async def _probe(self, model: ir.Model, messages: Messages, indices: list[int],
                      results: dict[int, Sample | SampleFailure]) -> bool | None:
@@ -391,10 +430,11 @@ class BackendClient:
         started = time.monotonic()
         attempts = 0
         retries, retry_time = self.settings.retries, self.settings.retry_time
+        deadline = started + retry_time
         while True:
             attempts += 1
             try:
-                got = await self._attempt(payload, n, seed)
+                got = await self._attempt(payload, n, seed, deadline)
                 break
             except RequestError as error:
                 message = scrub(f"{self._prefix(model)}: {error.message}")
@@ -429,11 +469,22 @@ class BackendClient:
     def _cool_down(self, delay: float) -> None:
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + delay)
 
-    async def _wait_cool_down(self) -> None:
+    async def _wait_cool_down(self, deadline: float) -> None:
+        """Wait out the backend's 429 cool-down, but never past this request's retry deadline.
+
+        A server may ask for a long pause (``Retry-After: 86400``). The request that got it gives
+        up at once (the pause passes its retry time); every other request must not then wait the
+        whole pause either, which would stall the run with no bound: one whose deadline comes
+        before the cool-down ends fails now, without being sent.
+        """
         while True:
             wait = self._cooldown_until - time.monotonic()
             if wait <= 0:
                 return
+            if self._cooldown_until > deadline:
+                raise RequestError(
+                    f"rate-limited: the server asked the backend to pause {wait:.1f}s more, "
+                    f"past the retry time of {self.settings.retry_time:g}s", status=429)
             await asyncio.sleep(wait)
 
     def _headers(self) -> dict[str, str]:
@@ -447,10 +498,12 @@ class BackendClient:
             self._headers_cache = (key, headers)
         return self._headers_cache[1]
 
-    async def _attempt(self, payload: bytes, n: int, seed: int) -> list[Sample]:
+    async def _attempt(self, payload: bytes, n: int, seed: int,
+                       deadline: float) -> list[Sample]:
+        """One HTTP attempt; ``deadline`` (monotonic) bounds the wait for a 429 cool-down."""
         assert self._session is not None and self._semaphore is not None
         async with self._semaphore:
-            await self._wait_cool_down()
+            await self._wait_cool_down(deadline)
             if self._throttler is not None:
                 await self._throttler.acquire()
             self.stats.requests += 1
@@ -532,7 +585,7 @@ class OpenAIBackend(BackendClient):
             else:
                 raise ValueError("a choice has no 'message'")
             if content is None:
-                content = ""
+                raise ValueError(_no_content(choice.get("finish_reason"), message))
             if not isinstance(content, str):
                 raise ValueError("message content is not text")
             samples.append(Sample(index=j, text=content,
@@ -566,9 +619,10 @@ class OllamaBackend(BackendClient):
             raise ValueError("no 'message' object")
         content = message.get("content")
         if content is None:
-            content = ""
+            raise ValueError(_no_content(body.get("done_reason"), message))
         if not isinstance(content, str):
             raise ValueError("message content is not text")
+
         def count(name: str) -> int | None:
             value = body.get(name)
             return int(value) if isinstance(value, (int, float)) else None

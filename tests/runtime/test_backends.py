@@ -365,3 +365,71 @@ def test_n_batches_keep_sample_seeds_when_some_indices_are_cached(server):
     server.clear_log()
     again, _ = draw(b, m, range(6))
     assert [s.text for s in again] == [s.text for s in full]
+
+
+# ---- failures that must not stall the run ----------------------------------------------------
+@pytest.mark.timeout(60)
+def test_a_retry_after_past_the_retry_time_does_not_stall_the_other_requests(server):
+    # one 429 asking for a day's pause: the request that got it gives up (the pause passes its
+    # retry time), and so do the requests queued behind it, instead of waiting out the day
+    server.add_fault("429", count=1, retry_after=86400)
+    b = backend(server.openai_url, concurrency=1, retries=3, retry_time=5.0, supports_n=False)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            return await asyncio.gather(*(rt.sample(m, [{"role": "user", "content": f"q{i}"}],
+                                                    [0]) for i in range(3)))
+
+    results = [pair[0] for pair in asyncio.run(go())]
+    assert all(isinstance(r, SampleFailure) for r in results)
+    assert len(server.requests) == 1  # the others were never sent into the pause
+    waited = [r for r in results if "HTTP 429" not in r.error]
+    assert len(waited) == 2
+    assert all("rate-limited" in r.error and "retry time of 5s" in r.error for r in waited)
+
+
+@pytest.mark.timeout(60)
+def test_a_failing_n_probe_does_not_queue_the_other_records_behind_it(server):
+    # the model hangs; with n support unknown every record wants to probe. One probe at a time
+    # would cost each record a full timeout, one after the other; after the first probe fails
+    # the waiting records must try on their own, side by side
+    server.add_fault("hang", count=None, seconds=5)
+    b = backend(server.openai_url, timeout=0.3, retries=0)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            return await asyncio.gather(*(rt.sample(m, [{"role": "user", "content": f"q{i}"}],
+                                                    [0, 1, 2]) for i in range(6)))
+
+    results = asyncio.run(go())
+    assert all(isinstance(s, SampleFailure) and "timeout" in s.error
+               for triple in results for s in triple)
+    assert all(r["n"] == 3 for r in server.requests)
+    assert len(server.requests) == 6
+    assert server.peak_in_flight["id-m"] >= 2
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama"])
+def test_null_content_is_an_error_and_empty_content_a_vote(server, kind):
+    if kind == "openai":
+        null = ('{"choices": [{"index": 0, "finish_reason": "stop", "message": '
+                '{"role": "assistant", "content": null, "refusal": "I cannot help."}}]}')
+        empty = ('{"choices": [{"index": 0, "finish_reason": "stop", "message": '
+                 '{"role": "assistant", "content": ""}}]}')
+    else:
+        null = ('{"message": {"role": "assistant", "content": null}, "done": true, '
+                '"done_reason": "length"}')
+        empty = '{"message": {"role": "assistant", "content": ""}, "done": true}'
+    server.add_fault("malformed", count=2, body=null)
+    server.add_fault("malformed", count=1, body=empty)
+    b = backend(server.url if kind == "ollama" else server.openai_url, kind=kind, retries=1,
+                supports_n=False)
+    (failure,), _ = draw(b, model(b), [0])
+    assert isinstance(failure, SampleFailure)
+    assert "no message content" in failure.error and len(server.requests) == 2
+    if kind == "openai":
+        assert "I cannot help." in failure.error
+    (sample,), _ = draw(b, model(b), [0])
+    assert isinstance(sample, Sample) and sample.text == ""

@@ -10,6 +10,7 @@ In-process (a background thread running its own event loop)::
     server.add_fault("429", count=3, retry_after=1)
     ...
     server.requests     # the request log, for assertions
+    server.peak_in_flight["id-a"]  # most requests for a model handled at once (hangs included)
     server.stop()
 
 As a subprocess (for kill -9 tests and benchmarks)::
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -53,7 +55,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
@@ -127,6 +129,9 @@ class ScriptedServer:
         self._semaphore: asyncio.Semaphore | None = None
         self._active = 0
         self.max_active = 0  # most requests the server held at once
+        # per model id: most requests being handled at once, faults (hangs) included
+        self.peak_in_flight: dict[str, int] = {}
+        self._in_flight_now: dict[str, int] = {}
         self.held = 0  # requests that took a slot
         self.held_seconds = 0.0  # slot time they really took (timer overshoot included)
         self.asked_seconds = 0.0  # slot time they asked for (the scripted latency)
@@ -292,8 +297,24 @@ class ScriptedServer:
         except Exception:
             return None
 
+    @contextlib.contextmanager
+    def _in_flight(self, body: Any) -> Iterator[None]:
+        """Count a request as in flight for its model (faults and hangs included) while it runs."""
+        model = str(body.get("model")) if isinstance(body, dict) else ""
+        self._in_flight_now[model] = self._in_flight_now.get(model, 0) + 1
+        self.peak_in_flight[model] = max(self.peak_in_flight.get(model, 0),
+                                         self._in_flight_now[model])
+        try:
+            yield
+        finally:
+            self._in_flight_now[model] -= 1
+
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
+        with self._in_flight(body):
+            return await self._openai_reply(request, body)
+
+    async def _openai_reply(self, request: web.Request, body: Any) -> web.StreamResponse:
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             self._record("openai", request, body, 400)
             return web.json_response({"error": {"message": "bad request body"}}, status=400)
@@ -336,6 +357,10 @@ class ScriptedServer:
 
     async def _ollama(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
+        with self._in_flight(body):
+            return await self._ollama_reply(request, body)
+
+    async def _ollama_reply(self, request: web.Request, body: Any) -> web.StreamResponse:
         if not isinstance(body, dict) or "model" not in body or "messages" not in body:
             self._record("ollama", request, body, 400)
             return web.json_response({"error": "bad request body"}, status=400)
