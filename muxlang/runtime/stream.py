@@ -8,10 +8,11 @@ gets an error line of its own and a message with ``file:line``; the rest of the 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, AsyncIterator, Callable
+from typing import IO, Any, AsyncIterator, Callable, Iterator
 
 from muxlang.errors import MuxError
 from muxlang.runtime.executor import PlanExecutor, RecordResult
@@ -34,12 +35,52 @@ class RunSummary:
         return self.failed == 0 and not self.interrupted
 
 
+def _batches(stream: IO[str], chunk: int) -> Iterator[list[str]]:
+    """Lists of lines (each ending in its newline but the last of the input) as soon as they come.
+
+    When the text stream has bytes beneath it (a file, stdin), it reads whatever is available in
+    one system call (``read1``) and splits that into lines, so a batch never waits for data that
+    is not there yet: records piped in one by one (a producer that is still running, a terminal)
+    are run as they arrive, not when some batch size fills up or the pipe closes. A plain text
+    stream (``io.StringIO``) cannot block, and is read ``chunk`` lines at a time. Lines are split
+    on ``\n`` only: a JSON string may hold U+2028 and friends, which ``str.splitlines`` would cut.
+    Must be called before anything else reads the stream.
+    """
+    buffer = getattr(stream, "buffer", None)
+    read1 = getattr(buffer, "read1", None)
+    if read1 is None:
+        while True:
+            lines = []
+            for _ in range(chunk):
+                line = stream.readline()
+                if not line:
+                    break
+                lines.append(line)
+            if lines:
+                yield lines
+            if len(lines) < chunk:
+                return
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    partial = ""
+    while True:
+        data = read1(1 << 16)
+        text = partial + decoder.decode(data, final=not data)
+        if not data:
+            if text:
+                yield [text]
+            return
+        lines = text.split("\n")
+        partial = lines.pop()
+        if lines:
+            yield [line + "\n" for line in lines]
+
+
 async def read_lines(stream: IO[str], chunk: int = 512) -> AsyncIterator[tuple[int, str]]:
     """(line number, text) of the non-blank lines of ``stream``.
 
-    A daemon thread reads chunks of lines into a small queue (back-pressure: it never reads far
-    ahead of the executor), so a blocking stdin never blocks the event loop, and an interrupted
-    run never waits for a read that may not come.
+    A daemon thread reads batches of lines (``_batches``) into a small queue (back-pressure: it
+    never reads far ahead of the executor), so a blocking stdin never blocks the event loop, and
+    an interrupted run never waits for a read that may not come.
     """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue(maxsize=4)
@@ -47,16 +88,11 @@ async def read_lines(stream: IO[str], chunk: int = 512) -> AsyncIterator[tuple[i
 
     def reader() -> None:
         try:
-            while not stop.is_set():
-                lines = []
-                for _ in range(chunk):
-                    line = stream.readline()
-                    if not line:
-                        break
-                    lines.append(line)
+            for lines in _batches(stream, chunk):
                 asyncio.run_coroutine_threadsafe(queue.put(lines), loop).result()
-                if not lines:
+                if stop.is_set():
                     return
+            asyncio.run_coroutine_threadsafe(queue.put([]), loop).result()
         except BaseException as error:  # noqa: BLE001 - hand any read error to the loop
             try:
                 asyncio.run_coroutine_threadsafe(queue.put(error), loop).result()

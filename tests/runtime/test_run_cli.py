@@ -379,3 +379,38 @@ def test_store_cache_makes_a_rerun_free(server, api_key, write_spec, write_recor
     assert [x["votes"] for x in a] == [x["votes"] for x in b]
     assert [x["answer"] for x in a] == [x["answer"] for x in b]
     assert all(x["cached"] == 6 for x in b)
+
+
+# ---- records piped in one by one -----------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_records_piped_in_one_by_one_are_answered_as_they_arrive(server, api_key, write_spec):
+    # a producer that is still running (stdin stays open): each record must be run and its line
+    # written when it arrives, not when a batch of lines fills up or the pipe closes
+    import selectors
+
+    spec = write_spec(spec_text(server.openai_url, models=("a",), samples=1))
+    env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "muxlang", "run", str(spec), "--input", "-", "--output", "-",
+         "--no-progress"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=str(ROOT))
+    got = []
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+            for i in range(2):
+                proc.stdin.write(json.dumps({"id": i, "question": f"q{i}"}) + "\n")
+                proc.stdin.flush()
+                assert selector.select(timeout=60), f"no output line for record {i}"
+                got.append(json.loads(proc.stdout.readline()))
+        proc.stdin.close()
+        proc.wait(timeout=60)
+        rest, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert [line["id"] for line in got] == [0, 1] and rest == ""
+    assert all(line["error"] is None for line in got)
