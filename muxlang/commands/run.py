@@ -166,10 +166,20 @@ def _run_files(args: argparse.Namespace, plan: Any, runtime: Any) -> int:
                 raise MuxError(f"cannot write {args.output}: {error.strerror}") from None
         try:
             executor = PlanExecutor(plan, runtime)
-            return _run_loop(executor, runtime, in_stream, out_stream, source, total, args)
-        finally:
+            status = _run_loop(executor, runtime, in_stream, out_stream, source, total, args)
+        except BaseException:
             if out_stream is not sys.stdout:
+                try:
+                    out_stream.close()
+                except OSError:
+                    pass  # the write error that stopped the run is the one to report
+            raise
+        if out_stream is not sys.stdout:
+            try:
                 out_stream.close()
+            except OSError as error:
+                raise MuxError(f"cannot write {args.output}: {error.strerror or error}") from None
+        return status
     finally:
         if in_stream is not sys.stdin:
             in_stream.close()
@@ -227,6 +237,11 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
         run_loop(main())
     except KeyboardInterrupt:
         summary.interrupted = True
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): the CLI exits quietly with 141
+    except OSError as error:  # the output cannot take more lines (a full disk, ...)
+        raise MuxError(f"cannot write {'<stdout>' if args.output == '-' else args.output} "
+                       f"after {summary.records} lines: {error.strerror or error}") from None
     finally:
         progress.stop()
     stats = [client.stats for client in runtime.clients.values()]

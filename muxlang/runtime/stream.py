@@ -132,7 +132,9 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
 
     ``report`` gets one message per bad record (file:line: ...); ``on_done(result, failed)`` is
     called for progress as each record finishes. Cancelling this coroutine stops the run: lines
-    already written stay written.
+    already written stay written. When ``write`` fails (a closed pipe such as ``| head``, a full
+    disk) the run stops and its ``OSError`` is raised here: no later line could be written, and
+    waiting for the lost line's turn would hang the run.
     """
     summary = summary or RunSummary()
     loop = asyncio.get_running_loop()
@@ -141,6 +143,8 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
     ready: dict[int, str] = {}
     state = {"next": 0, "reported": 0}
     tasks: set[asyncio.Task] = set()
+    runner = asyncio.current_task()
+    write_error: list[OSError] = []
 
     def say(message: str) -> None:
         if report is None:
@@ -186,7 +190,14 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
             ready[seq] = json.dumps(_error_line(scrub(message))) + "\n"
             summary.failed += 1
             say(message)
-        flush()
+        try:
+            flush()
+        except OSError as error:
+            if not write_error:
+                write_error.append(error)
+                if runner is not None:
+                    runner.cancel()  # wakes the reading loop wherever it waits
+            return
         if on_done is not None:
             on_done(result, result is None or result.failed)
 
@@ -207,10 +218,12 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
         if read_error is not None:
             raise MuxError(f"cannot read {source} after line {seq}: {read_error}")
     except asyncio.CancelledError:
-        summary.interrupted = True
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*list(tasks), return_exceptions=True)
+        if write_error:
+            raise write_error[0] from None
+        summary.interrupted = True
         flush()
     finally:
         summary.elapsed = loop.time() - started

@@ -414,3 +414,41 @@ def test_records_piped_in_one_by_one_are_answered_as_they_arrive(server, api_key
     assert proc.returncode == 0, err
     assert [line["id"] for line in got] == [0, 1] and rest == ""
     assert all(line["error"] is None for line in got)
+
+
+# ---- the output going away ---------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_a_reader_that_goes_away_ends_the_run_quietly(server, api_key, write_spec, write_records):
+    # `muxlang run ... -o - | head -1`: once the pipe is closed no line can be written; the run
+    # must stop (not wait forever for the lost line's turn) and say nothing of tracebacks
+    server.latency = 0.05
+    spec = write_spec(spec_text(server.openai_url, models=("a",), samples=1)
+                      .replace("concurrency = 8", "concurrency = 2"))
+    records = write_records([{"id": i, "question": f"q{i}"} for i in range(300)])
+    env = {**os.environ, KEY_ENV: KEY, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "muxlang", "run", str(spec), "--input", str(records),
+         "--output", "-"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT))
+    try:
+        assert json.loads(proc.stdout.readline())["id"] == 0
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 141
+    assert "Traceback" not in err and "never retrieved" not in err and "internal error" not in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_an_output_that_cannot_be_written_is_a_user_error(server, api_key, write_spec,
+                                                          write_records, capsys):
+    spec = write_spec(spec_text(server.openai_url, models=("a",), samples=1))
+    records = write_records([{"id": i, "question": f"q{i}"} for i in range(5)])
+    assert run_cli(spec, "--input", records, "--output", "/dev/full") == 1
+    err = capsys.readouterr().err
+    assert "cannot write /dev/full" in err and "No space left" in err
+    assert "internal error" not in err
