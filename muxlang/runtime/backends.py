@@ -396,9 +396,7 @@ class BackendClient:
             got = await self._request(model, messages, indices)
         except RequestFailed as failure:
             if failure.status == 400:
-                self._n_support[model.id] = False
-                self.stats.probes[model.id] = False
-                return False
+                return await self._probe_rejected(model, messages, indices[0], results)
             for i in indices:
                 results[i] = SampleFailure(i, failure.message, failure.status, failure.attempts)
             return None
@@ -408,6 +406,24 @@ class BackendClient:
         for i, sample in zip(indices, got):
             results[i] = sample
         return supported
+
+    async def _probe_rejected(self, model: ir.Model, messages: Messages, first: int,
+                              results: dict[int, Sample | SampleFailure]) -> bool | None:
+        """The probe got a 400: was it ``n``, or this request (a prompt past the context, ...)?
+
+        The probe's first sample is asked for alone. If that works, the server rejects n
+        (llama.cpp). If it fails too, the 400 said nothing about n, and the verdict stays open:
+        one bad record must not switch a server that honours n to fan-out for the whole run (k
+        times the requests, and on a hosted API k times the prompt tokens billed). Costs no
+        request more than fanning out at once would.
+        """
+        single = await self._one(model, messages, first)
+        results[first] = single
+        if isinstance(single, SampleFailure):
+            return None
+        self._n_support[model.id] = False
+        self.stats.probes[model.id] = False
+        return False
 
     async def _one(self, model: ir.Model, messages: Messages, index: int) -> Sample | SampleFailure:
         try:

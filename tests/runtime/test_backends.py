@@ -433,3 +433,26 @@ def test_null_content_is_an_error_and_empty_content_a_vote(server, kind):
         assert "I cannot help." in failure.error
     (sample,), _ = draw(b, model(b), [0])
     assert isinstance(sample, Sample) and sample.text == ""
+
+
+def test_a_400_to_the_probe_that_is_not_about_n_leaves_n_undecided(server):
+    # the first record's prompt is rejected for its own sake (past the context): that says
+    # nothing about n, and the next records must still get their samples in one request
+    server.add_fault("400", count=None, match="huge", message="context length exceeded")
+    b = backend(server.openai_url)
+    m = model(b)
+
+    async def go():
+        async with Runtime([b], policy=FAST) as rt:
+            bad = await rt.sample(m, [{"role": "user", "content": "huge"}], [0, 1, 2])
+            good = [await rt.sample(m, [{"role": "user", "content": f"q{i}"}], [0, 1, 2])
+                    for i in range(3)]
+            return bad, good, rt.clients["local"].stats
+
+    bad, good, stats = asyncio.run(go())
+    assert all(isinstance(s, SampleFailure) and "context length exceeded" in s.error
+               for s in bad)
+    assert all(isinstance(s, Sample) for triple in good for s in triple)
+    assert stats.probes == {"id-m": True}
+    fine = [r for r in server.requests if "huge" not in str(r["body"])]
+    assert [r["n"] for r in fine] == [3, 3, 3]
