@@ -134,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
         status = _run_files(args, plan, runtime)
     except BaseException as error:
         if store is not None:
-            store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+            from muxlang.runtime.secrets import scrub
+
+            # keys never reach the store, even inside an error nobody expected
+            store.finish_run(run_id, "failed", {"error": scrub(error)[:500]})
             store.close()
         raise
     if store is not None:

@@ -452,3 +452,13 @@ def test_an_output_that_cannot_be_written_is_a_user_error(server, api_key, write
     err = capsys.readouterr().err
     assert "cannot write /dev/full" in err and "No space left" in err
     assert "internal error" not in err
+
+
+def test_a_failed_run_stores_no_key_in_its_error(server, api_key, write_spec, write_records,
+                                                 tmp_path):
+    spec = write_spec(spec_text(server.openai_url, models=("a",), samples=1))
+    store = tmp_path / "store.sqlite"
+    out = tmp_path / f"no-such-dir-{KEY}" / "out.jsonl"  # an error whose text holds the key
+    assert run_cli(spec, "--input", write_records([{"question": "q"}]), "--output", out,
+                   "--store", store) == 1
+    assert b"cannot write" in store.read_bytes() and KEY.encode() not in store.read_bytes()
