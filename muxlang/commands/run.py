@@ -77,16 +77,11 @@ backend_urls = _backend_urls  # public name (collect uses it)
 
 
 def _count_lines(path: str) -> int | None:
+    """How many records ``path`` holds (its non-blank lines: blank ones get no output line), for
+    progress; None when it cannot be read (the run then reports the error itself)."""
     try:
-        count = 0
         with open(path, "rb") as handle:
-            last = b"\n"
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                count += block.count(b"\n")
-                last = block[-1:]
-            if last != b"\n":
-                count += 1
-        return count
+            return sum(1 for line in handle if not line.isspace())
     except OSError:
         return None
 

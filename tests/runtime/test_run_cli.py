@@ -462,3 +462,12 @@ def test_a_failed_run_stores_no_key_in_its_error(server, api_key, write_spec, wr
     assert run_cli(spec, "--input", write_records([{"question": "q"}]), "--output", out,
                    "--store", store) == 1
     assert b"cannot write" in store.read_bytes() and KEY.encode() not in store.read_bytes()
+
+
+def test_progress_total_counts_records_not_blank_lines(tmp_path):
+    from muxlang.commands.run import _count_lines
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"q": 1}\n\n   \n{"q": 2}\r\n\n{"q": 3}')  # no newline at the end
+    assert _count_lines(str(path)) == 3
+    assert _count_lines(str(tmp_path / "missing.jsonl")) is None
