@@ -22,39 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from muxlang.commands.options import backend_urls, positive_int, request_rate, select_runnable
 from muxlang.errors import MuxError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
-
-
-def _rate(text: str) -> float:
-    import re
-
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([smh]))?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a rate (e.g. 20, 20/s, 600/m)")
-    value = float(match.group(1))
-    if value <= 0:
-        raise argparse.ArgumentTypeError("a rate must be > 0")
-    return value / {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
-
-
-def _backend_urls(items: list[str]) -> dict[str, str]:
-    urls = {}
-    for item in items:
-        name, sep, url = item.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise MuxError(f"--backend expects NAME=URL, got '{item}'")
-        urls[name.strip()] = url.strip()
-    return urls
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="FILE",
                         help="JSON lines of records (the dataset; registered in the store by "
                              "content hash)")
-    parser.add_argument("--samples", "-k", type=_positive, metavar="K",
+    parser.add_argument("--samples", "-k", type=positive_int, metavar="K",
                         help="samples per model and item (default: each member's count in the pool)")
     parser.add_argument("--mux", metavar="NAME",
                         help="the mux or cascade whose pool models to sample (default: the last one)")
@@ -73,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "./muxlang.sqlite)")
     parser.add_argument("--backend", action="append", default=[], metavar="NAME=URL",
                         help="override a backend's URL (repeatable)")
-    parser.add_argument("--concurrency", type=_positive, metavar="N",
+    parser.add_argument("--concurrency", type=positive_int, metavar="N",
                         help="requests in flight per backend (overrides the spec)")
-    parser.add_argument("--rate", type=_rate, metavar="R",
+    parser.add_argument("--rate", type=request_rate, metavar="R",
                         help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -173,20 +142,13 @@ class CollectProgress:
 
 
 def run(args: argparse.Namespace) -> int:
-    from muxlang.errors import did_you_mean
     from muxlang.lang import load_spec
     from muxlang.store import Store, load_dataset_file
     from muxlang.store.keys import SampleKey, render_messages
 
     spec = load_spec(args.spec)
-    try:
-        runnable = spec.runnable(args.mux)
-    except KeyError:
-        names = [*spec.muxes, *spec.cascades]
-        hint = did_you_mean(args.mux or "", names)
-        raise MuxError(f"{args.spec}: " + (f"no mux or cascade named '{args.mux}'" if args.mux
-                                           else "declares no mux or cascade")
-                       + (f"; {hint}" if hint else "")) from None
+    runnable = select_runnable(spec, args.spec, args.mux)
+    urls = backend_urls(args.backend, spec)
     members = pool_members(runnable, args.samples)
     replay = [m for m, _, _ in members if m.backend.kind == "replay"]
     members = [entry for entry in members if entry[0].backend.kind != "replay"]
@@ -246,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         try:
             if todo:
-                status = _draw(store, run_id, runnable, todo, totals, args, _backend_urls)
+                status = _draw(store, run_id, runnable, todo, totals, args, urls)
         except BaseException as error:
             store.finish_run(run_id, "failed", {"error": str(error)[:500]})
             raise
@@ -281,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Totals,
-          args: argparse.Namespace, backend_urls: Any) -> str:
+          args: argparse.Namespace, urls: dict[str, str]) -> str:
     """Draw the missing samples through the runtime (the store is its cache). Returns a status."""
     from muxlang.runtime.executor import Runtime, backends_of
     from muxlang.runtime.samples import Sample
@@ -289,7 +251,7 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
 
     backends = [b for b in backends_of(runnable) if b.kind != "replay"]
     cache = StoreCache(store, run_id)
-    runtime = Runtime(backends, urls=backend_urls(args.backend), concurrency=args.concurrency,
+    runtime = Runtime(backends, urls=urls, concurrency=args.concurrency,
                       rate=args.rate, cache=cache)
     progress = CollectProgress(totals.to_draw, enabled=not args.no_progress)
     state = {"status": "ok"}

@@ -14,22 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
-def _nonneg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _nonneg(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+from muxlang.commands.options import non_negative_int, positive_int, select_runnable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,10 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset whose stored samples give the validation accuracies used "
                              "for tie-breaks and Single-Best (default: the mux's 'validation', "
                              "else typed accuracies, else pool order)")
-    parser.add_argument("--trials", type=_positive, metavar="T",
+    parser.add_argument("--trials", type=positive_int, metavar="T",
                         help="seeded resampling trials (default: 100 when more samples are stored "
                              "than the mux draws, else 1)")
-    parser.add_argument("--seed", type=_nonneg, default=0, metavar="S", help="seed of the trials")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed of the trials")
     parser.add_argument("--store", metavar="URL",
                         help="store URL or SQLite path (default: $MUXLANG_STORE, else "
                              "./muxlang.sqlite)")
@@ -73,29 +58,13 @@ def resolve_dataset(store: Any, value: str, gold_field: str | None) -> Any:
                       " (the store has no datasets: `muxlang import` or `muxlang collect` first)"))
 
 
-def pick_mux(spec: Any, name: str | None, path: str) -> Any:
-    from muxlang import ir
-    from muxlang.errors import MuxError, did_you_mean
-
-    try:
-        runnable = spec.runnable(name)
-    except KeyError:
-        names = [*spec.muxes, *spec.cascades]
-        if name is None:
-            raise MuxError(f"{path}: declares no mux to evaluate") from None
-        hint = did_you_mean(name, names)
-        raise MuxError(f"{path}: no mux named '{name}'" + (
-            f"; {hint}" if hint else f" (there are: {', '.join(names)})" if names else "")) from None
-    return runnable
-
-
 def run(args: argparse.Namespace) -> int:
     from muxlang.evaluation import evaluate
     from muxlang.lang import load_spec
     from muxlang.store import Store
 
     spec = load_spec(args.spec)
-    mux = pick_mux(spec, args.mux, args.spec)
+    mux = select_runnable(spec, args.spec, args.mux)
     store = Store(args.store, must_exist=True)
     try:
         dataset = resolve_dataset(store, args.dataset, mux.task.gold)

@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from muxlang.errors import MuxError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC")
@@ -19,23 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from muxlang import compiler
+    from muxlang.commands.options import select_runnable
     from muxlang.lang import load_spec
 
     spec = load_spec(args.spec)
     if args.declarations:
         graph = compiler.declaration_graph(spec)
     else:
-        try:
-            runnable = spec.runnable(args.mux)
-        except KeyError:
-            from muxlang.errors import did_you_mean
-
-            names = [*spec.muxes, *spec.cascades]
-            known = ", ".join(names) or "none"
-            what = f"no mux or cascade named '{args.mux}'" if args.mux else "no mux or cascade"
-            hint = did_you_mean(args.mux, names) if args.mux else None
-            raise MuxError(f"{args.spec}: {what} (declared: {known})"
-                           + (f"; {hint}" if hint else "")) from None
+        runnable = select_runnable(spec, args.spec, args.mux)
         graph = compiler.build_plan(spec, runnable)
     sys.stdout.write(compiler.FORMATS[args.format](graph))
     return 0

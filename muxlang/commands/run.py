@@ -10,33 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import signal
 import sys
 from typing import IO, Any
 
-from muxlang.errors import MuxError, did_you_mean
-
-
-def _rate(text: str) -> float:
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([smh]))?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a rate (e.g. 20, 20/s, 600/m)")
-    value = float(match.group(1))
-    per = {"s": 1.0, "m": 60.0, "h": 3600.0}[match.group(2) or "s"]
-    if value <= 0:
-        raise argparse.ArgumentTypeError("a rate must be > 0")
-    return value / per
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+from muxlang.commands.options import backend_urls, positive_int, request_rate, select_runnable
+from muxlang.errors import MuxError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,30 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", action="append", default=[], metavar="NAME=URL",
                         help="override a backend's URL (repeatable); also "
                              "MUXLANG_BACKEND_<NAME>_URL, and MUXLANG_BACKEND_<NAME>_KEY for its key")
-    parser.add_argument("--concurrency", type=_positive, metavar="N",
+    parser.add_argument("--concurrency", type=positive_int, metavar="N",
                         help="requests in flight per backend (overrides the spec)")
-    parser.add_argument("--rate", type=_rate, metavar="R",
+    parser.add_argument("--rate", type=request_rate, metavar="R",
                         help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
-    parser.add_argument("--in-flight", type=_positive, metavar="N",
+    parser.add_argument("--in-flight", type=positive_int, metavar="N",
                         help="records in progress at once (default: from the concurrency)")
     parser.add_argument("--store", metavar="URL", nargs="?", const="",
                         help="cache samples in the sample store: what is stored is not drawn "
                              "again, what is drawn is stored (URL or SQLite path; without a "
                              "value: $MUXLANG_STORE, else muxlang.sqlite)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
-
-
-def _backend_urls(items: list[str]) -> dict[str, str]:
-    urls = {}
-    for item in items:
-        name, sep, url = item.partition("=")
-        if not sep or not name or not url:
-            raise MuxError(f"--backend expects NAME=URL, got '{item}'")
-        urls[name.strip()] = url.strip()
-    return urls
-
-
-backend_urls = _backend_urls  # public name (collect uses it)
 
 
 def _count_lines(path: str) -> int | None:
@@ -90,28 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from muxlang.lang import load_spec
 
     spec = load_spec(args.spec)
-    try:
-        runnable = spec.runnable(args.mux)
-    except KeyError:
-        names = [*spec.muxes, *spec.cascades]
-        if args.mux is None:
-            raise MuxError(f"{args.spec}: declares no mux or cascade to run") from None
-        hint = did_you_mean(args.mux, names)
-        raise MuxError(f"{args.spec}: no mux or cascade named '{args.mux}'"
-                       + (f"; {hint}" if hint else
-                          f" (there are: {', '.join(names)})" if names else "")) from None
+    runnable = select_runnable(spec, args.spec, args.mux)
 
     from muxlang.compiler import build_plan
     from muxlang.runtime.executor import Runtime, backends_of
 
     plan = build_plan(spec, runnable)
-    urls = _backend_urls(args.backend)
-    for name in urls:
-        if name not in spec.backends:
-            hint = did_you_mean(name, spec.backends)
-            raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
-                           + (f"; {hint}" if hint else
-                              f" (backends: {', '.join(spec.backends)})" if spec.backends else ""))
+    urls = backend_urls(args.backend, spec)
     used = backends_of(runnable)
     urls = {name: url for name, url in urls.items() if name in {b.name for b in used}}
     store = run_id = cache = None
