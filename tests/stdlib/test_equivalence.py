@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -15,17 +14,7 @@ from hypothesis import strategies as st
 from muxlang.errors import MuxError
 from muxlang.stdlib import registry
 from muxlang.stdlib.equivalence import exact, letter, math, numeric, parse_number
-
-def data_file(name: str) -> Path:
-    """A real-data file: the copies under examples/ (in the repository, so CI always has them),
-    else the shared data directory next to the checkout (../shared/data)."""
-    root = Path(__file__).resolve().parents[2]
-    for folder in (root / "examples" / "zeroeval-gsm8k", root / "examples" / "zeroeval-math-l5",
-                   root.parent / "shared" / "data"):
-        if (folder / name).exists():
-            return folder / name
-    return root.parent / "shared" / "data" / name
-
+from tests.support.data import data_file
 
 
 @pytest.fixture(scope="module")
