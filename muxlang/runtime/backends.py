@@ -41,12 +41,13 @@ class RequestError(Exception):
     """One failed attempt (internal)."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, unreachable: bool = False):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.unreachable = unreachable  # no connection could be opened at all
 
 
 class RequestFailed(Exception):
@@ -249,6 +250,9 @@ class BackendClient:
         self._n_support: dict[str, bool] = {}
         self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
+        self._answered = False  # some request of this run got a 200
+        self._stopped: str | None = None  # why the whole backend takes no more requests
+        self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
         else:
@@ -450,15 +454,17 @@ class BackendClient:
         while True:
             attempts += 1
             try:
-                got = await self._attempt(payload, n, seed, deadline)
+                got = await self._attempt(model, payload, n, seed, deadline, attempts)
                 break
             except RequestError as error:
                 message = scrub(f"{self._prefix(model)}: {error.message}")
                 if not error.retryable:
                     self.stats.failures += 1
+                    self._stop_on(error, model, message)
                     raise RequestFailed(message, status=error.status, attempts=attempts)
                 if attempts > retries:
                     self.stats.failures += 1
+                    self._stop_on(error, model, message)
                     raise RequestFailed(f"{message} (gave up after {attempts} attempts)",
                                         status=error.status, attempts=attempts)
                 delay = self.policy.backoff(attempts)
@@ -481,6 +487,31 @@ class BackendClient:
             sample.index = i
             out.append(sample)
         return out
+
+    def _stop_on(self, error: RequestError, model: ir.Model, message: str) -> None:
+        """Stop sending what is bound to fail the same way, after a failure that says so.
+
+        A 401 (the key) fails every request to the backend; a 403 or 404 every request for that
+        model; a server that no connection could ever reach this run (wrong URL or port, server
+        down) is not coming back within a request's retry time. Without this, a run of 100,000
+        records would send each of them its own doomed requests, and with retries wait out a
+        backoff per record, before telling the user what one request already knew.
+        """
+        if error.status == 401:
+            self._stopped = self._stopped or message
+        elif error.status in (403, 404):
+            self._stopped_models.setdefault(model.id, message)
+        elif error.unreachable and not self._answered:
+            self._stopped = self._stopped or f"{message} (the server was never reached)"
+
+    def _refuse_if_stopped(self, model: ir.Model, attempt: int) -> None:
+        """Raise RequestFailed (not a RequestError: it is not retried) when stopped."""
+        reason = self._stopped or self._stopped_models.get(model.id)
+        if reason is not None:
+            self.stats.failures += 1
+            what = "not sent" if attempt == 1 else "not retried"
+            raise RequestFailed(f"{self._prefix(model)}: {what}, an earlier request of this "
+                                f"run failed for good: {reason}", attempts=attempt - 1)
 
     def _cool_down(self, delay: float) -> None:
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + delay)
@@ -514,11 +545,14 @@ class BackendClient:
             self._headers_cache = (key, headers)
         return self._headers_cache[1]
 
-    async def _attempt(self, payload: bytes, n: int, seed: int,
-                       deadline: float) -> list[Sample]:
+    async def _attempt(self, model: ir.Model, payload: bytes, n: int, seed: int,
+                       deadline: float, attempt: int) -> list[Sample]:
         """One HTTP attempt; ``deadline`` (monotonic) bounds the wait for a 429 cool-down."""
         assert self._session is not None and self._semaphore is not None
         async with self._semaphore:
+            # checked once a slot is ours: requests queued behind the one that found the
+            # backend or model dead must not be sent either
+            self._refuse_if_stopped(model, attempt)
             await self._wait_cool_down(deadline)
             if self._throttler is not None:
                 await self._throttler.acquire()
@@ -536,11 +570,14 @@ class BackendClient:
             except aiohttp.ClientError as error:
                 detail = str(error) or type(error).__name__
                 raise RequestError(f"connection error ({type(error).__name__}): {detail}",
-                                   retryable=True) from None
+                                   retryable=True,
+                                   unreachable=isinstance(error, aiohttp.ClientConnectorError)
+                                   ) from None
             except OSError as error:
                 raise RequestError(f"connection error: {error}", retryable=True) from None
             latency = time.monotonic() - start
         if status == 200:
+            self._answered = True
             try:
                 body = json.loads(raw)
                 return self.parse(body, n, seed, latency)

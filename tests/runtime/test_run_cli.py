@@ -471,3 +471,54 @@ def test_progress_total_counts_records_not_blank_lines(tmp_path):
     path.write_bytes(b'{"q": 1}\n\n   \n{"q": 2}\r\n\n{"q": 3}')  # no newline at the end
     assert _count_lines(str(path)) == 3
     assert _count_lines(str(tmp_path / "missing.jsonl")) is None
+
+
+# ---- failures that settle a backend or a model for the whole run ---------------------------------
+def test_a_401_stops_the_backend_instead_of_failing_every_record_on_its_own(
+        server, api_key, write_spec, write_records, tmp_path):
+    server.add_fault("401", count=None, message="invalid api key")
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = [{"id": i, "question": f"q{i}"} for i in range(30)]
+    out = tmp_path / "out.jsonl"
+    assert run_cli(spec, "--input", write_records(records), "--output", out) == 1
+    lines = read_jsonl(out)
+    assert [line["id"] for line in lines] == list(range(30))
+    assert all("every pool member failed" in line["error"] for line in lines)
+    assert "HTTP 401: invalid api key" in lines[-1]["failures"]["a"]
+    assert "not sent, an earlier request of this run failed for good" in lines[-1]["failures"]["a"]
+    # only what was already in flight (concurrency 8) reached the server, not 30 x 3 requests
+    assert len(server.requests) <= 8
+
+
+def test_a_404_model_is_left_out_of_later_records_without_asking_again(
+        server, api_key, write_spec, write_records, tmp_path):
+    server.answer = varied
+    server.add_fault("404", count=None, model="id-b", message="model 'id-b' not found")
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = [{"id": i, "question": f"q{i}"} for i in range(30)]
+    out = tmp_path / "out.jsonl"
+    assert run_cli(spec, "--input", write_records(records), "--output", out) == 0
+    lines = read_jsonl(out)
+    assert all(line["missing"] == ["b"] and line["error"] is None for line in lines)
+    assert all(line["model"] in {"a", "c"} for line in lines)
+    assert sum(r["body"]["model"] == "id-b" for r in server.requests) <= 8
+    assert sum(r["body"]["model"] == "id-a" for r in server.requests) == 30
+
+
+def test_a_server_never_reached_stops_its_backend_after_one_retry_cycle(
+        write_spec, write_records, tmp_path, api_key):
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = write_spec(spec_text(f"http://127.0.0.1:{port}/v1", samples=1)
+                      .replace("retries = 2", "retries = 1"))
+    records = [{"id": i, "question": f"q{i}"} for i in range(40)]
+    out = tmp_path / "out.jsonl"
+    assert run_cli(spec, "--input", write_records(records), "--output", out) == 1
+    lines = read_jsonl(out)
+    assert len(lines) == 40 and all(line["answer"] is None for line in lines)
+    last = lines[-1]["failures"]["c"]
+    assert "not sent" in last and "the server was never reached" in last
+    assert "ClientConnectorError" in last
