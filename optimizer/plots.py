@@ -103,12 +103,12 @@ def plot_samples(result: dict, path: Path) -> Path:
                        zorder=4)
     if budgets:
         ax.set_xticks(sorted(budgets))
-    if len(budgets) <= 1:
-        ax.text(0.5, 0.5, "one sample stored per model:\nbudgets cannot vary on this data",
-                transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#555555")
     ax.set_xlabel("samples per item of one model (the others as chosen)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("accuracy vs samples per model (chosen pool starred)", fontsize=10)
+    title = "accuracy vs samples per model (chosen pool starred)"
+    if len(budgets) <= 1:  # in the title: a note inside the axes collides with the legend
+        title += "\none sample stored per model: budgets cannot vary on this data"
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=7, loc="lower right")

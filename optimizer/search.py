@@ -18,6 +18,7 @@ of models in the pool within ``pool_size``; the rule one of ``rules``. Objective
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 import random
@@ -33,8 +34,24 @@ from muxlang.errors import MuxError
 from muxlang.optimizer.simulator import RULES, Config, Score, Simulator
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+_DONE_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize"}
 SAMPLERS = ("auto", "grid", "tpe", "nsga2")
+
+
+class _InterruptWithoutTraceback(logging.Filter):
+    """Ctrl-C inside a trial: Optuna logs "Trial N failed ... KeyboardInterrupt()" with the whole
+    traceback (often deep inside the database driver) before re-raising it, and the CLI then says
+    "interrupted". Keep Optuna's one-line message, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.exc_info = None
+        return True
+
+
+# Optuna logs failed trials from this module; a logger's filter sees the records it creates
+logging.getLogger("optuna.study._optimize").addFilter(_InterruptWithoutTraceback())
 
 
 @dataclass
@@ -109,6 +126,14 @@ class TrialRecord:
     values: tuple[float, ...]
     score: dict
     feasible: bool = True
+    # ties between equal objective values go to the lowest ``rank``: the configuration's index
+    # in the enumerated grid when there is one (the same whatever order workers took them in),
+    # else the trial number
+    rank: int | None = None
+
+    @property
+    def tie_rank(self) -> int:
+        return self.number if self.rank is None else self.rank
 
 
 @dataclass
@@ -154,6 +179,8 @@ class Objective:
         return self.space.decode(raw, rule)
 
     def __call__(self, trial: optuna.Trial):
+        # first, so a worker that dies mid-trial can be recognised (``fail_dead_workers``)
+        trial.set_user_attr("worker", WORKER)
         config = self.suggest(trial)
         violation = self.space.violation(config)
         want_union = "union_contradiction" in self.objectives
@@ -164,7 +191,6 @@ class Objective:
         for key, value in config_attrs(config, score).items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("constraint", [violation])
-        trial.set_user_attr("worker", WORKER)
         trial.set_constraint("pool_size", violation)
         values = [score.objective(name, self.penalty) for name in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
@@ -173,11 +199,13 @@ class Objective:
 class ExhaustiveSampler(optuna.samplers.BaseSampler):
     """Brute force over one integer parameter (the index of a feasible configuration).
 
-    Proposes the indices 0..n-1 in a seeded random order, skipping every index some trial of the
-    study already holds (finished or running, in any worker sharing the storage), and stops the
-    study when all are taken. Optuna's ``BruteForceSampler`` does the same for any space but
-    rebuilds a tree of all trials per trial (quadratic: minutes for a few thousand trials); this
-    costs one pass over the trial list.
+    Proposes the indices 0..n-1 in a seeded random order, skipping every index that some trial of
+    the study has completed or is running now (in any worker sharing the storage), and stops the
+    study when all are taken. The index of a trial that FAILED (a worker interrupted or killed
+    mid-trial) is free again, so a resumed study still scores every configuration. Optuna's
+    ``BruteForceSampler`` does the same for any space but rebuilds a tree of all trials per trial
+    (quadratic: minutes for a few thousand trials); this costs one pass over the trials that were
+    unfinished at the previous pass.
     """
 
     def __init__(self, size: int, seed: int = 0, shared: bool = False):
@@ -188,7 +216,9 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
         key = [seed, os.getpid()] if shared else [seed]
         self.order = np.random.default_rng(key).permutation(size).tolist()
         self.position = 0
-        self.taken: set[int] = set()
+        self.done: set[int] = set()  # indices of COMPLETE/PRUNED trials: never proposed again
+        self.taken: set[int] = set()  # done, plus indices of trials running now
+        self.scan_from = 0  # trials before this position are finished and counted in ``done``
         self.rng = random.Random(seed)
 
     def infer_relative_search_space(self, study, trial):
@@ -199,18 +229,25 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
 
     def _refresh(self, study, name: str) -> None:
         trials = study.get_trials(deepcopy=False)
-        # trials before ``scan_from`` hold their index or are finished: no need to look again
-        start = getattr(self, "scan_from", 0)
+        running: set[int] = set()
         settled = True
-        for position in range(start, len(trials)):
+        for position in range(self.scan_from, len(trials)):
             t = trials[position]
             value = t.params.get(name)
+            finished = t.state.is_finished()
             if value is not None:
-                self.taken.add(int(value))
-            if settled and (value is not None or t.state.is_finished()):
+                if t.state in _DONE_STATES:
+                    self.done.add(int(value))
+                elif not finished:
+                    running.add(int(value))
+                # FAIL: the configuration was never scored; it is free to take again
+            if settled and finished:
                 self.scan_from = position + 1
             else:
                 settled = False
+        self.taken = self.done | running
+        if self.position >= self.size and len(self.taken) < self.size:
+            self.position = 0  # a failed trial freed an index already walked past: walk again
 
     def sample_independent(self, study, trial, name, distribution):
         self._refresh(study, name)
@@ -285,7 +322,7 @@ def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> l
                     best2, best1 = v2, v1
     else:
         front = [r for r in rs if not any(dominates(o.values, r.values, directions) for o in rs)]
-    front.sort(key=lambda r: (sign * r.values[0], r.number))
+    front.sort(key=lambda r: (sign * r.values[0], r.tie_rank))
     # equal objective vectors: keep the cheapest/first one only
     seen, out = set(), []
     for r in front:
@@ -297,7 +334,7 @@ def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> l
 
 def _rank_key(r: TrialRecord, directions: Sequence[str]):
     return tuple((-v if d == "maximize" else v) for v, d in zip(r.values, directions)) + (
-        r.score.get("cost", 0.0), len(r.config.pool), r.number)
+        r.score.get("cost", 0.0), len(r.config.pool), r.tie_rank)
 
 
 def records_from_study(study: optuna.Study, space: Space | None = None) -> list[TrialRecord]:
@@ -310,7 +347,9 @@ def records_from_study(study: optuna.Study, space: Space | None = None) -> list[
         config = Config(pool, attrs["rule"])
         feasible = all(c <= 0 for c in attrs.get("constraint", [0.0]))
         values = tuple(t.values) if t.values is not None else ()
-        out.append(TrialRecord(t.number, config, values, attrs.get("score", {}), feasible))
+        index = t.params.get("config")
+        out.append(TrialRecord(t.number, config, values, attrs.get("score", {}), feasible,
+                               None if index is None else int(index)))
     return out
 
 
@@ -354,29 +393,85 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
                                      shared=storage is not None),
                         fingerprint, kind)
     total = trials if grid is None else min(trials, len(grid))
-    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    already = len(study.get_trials(deepcopy=False, states=done_states))
     objective = Objective(sim, space, objectives, penalty, grid)
+    if storage is not None:
+        fail_dead_workers(study)  # a resumed study: trials its dead workers left are FAIL
     if grid is not None and trials >= len(grid):
         # the whole grid: the sampler stops the study once every configuration is taken (a
-        # count of trials could stop early: two workers may race for the same configuration)
-        taken = {t.params.get("config") for t in study.get_trials(deepcopy=False)}
-        if len(taken - {None}) < len(grid):
+        # count of trials could stop early: two workers may race for the same configuration).
+        # Once the others' trials end, a configuration whose trial failed (its worker was
+        # interrupted or died) is free again: walk once more until every one is scored.
+        scored = _scored_configs(study)
+        while len(scored) < len(grid):
             study.optimize(objective, callbacks=list(callbacks), catch=(), n_jobs=n_jobs)
-    elif already < total:
-        stop = optuna.study.MaxTrialsCallback(total, states=done_states)
-        study.optimize(objective, n_trials=total - already, callbacks=[stop, *callbacks],
-                       catch=(), n_jobs=n_jobs)
-    if storage is not None:
-        _wait_for_running(study)
+            if storage is None:
+                break
+            _wait_for_running(study)
+            now = _scored_configs(study)
+            if len(now) == len(scored):  # no progress: only stuck trials of live workers left
+                break
+            scored = now
+    else:
+        already = len(study.get_trials(deepcopy=False, states=_DONE_STATES))
+        if already < total:
+            stop = optuna.study.MaxTrialsCallback(total, states=_DONE_STATES)
+            study.optimize(objective, n_trials=total - already, callbacks=[stop, *callbacks],
+                           catch=(), n_jobs=n_jobs)
+        if storage is not None:
+            _wait_for_running(study)
     return summarise(study, objectives, kind, size)
+
+
+def _scored_configs(study: optuna.Study) -> set[int]:
+    """Grid indices some COMPLETE (or PRUNED) trial of the study holds."""
+    return {int(t.params["config"]) for t in study.get_trials(deepcopy=False, states=_DONE_STATES)
+            if "config" in t.params}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it exists
+        return True
+    return True
+
+
+def fail_dead_workers(study: optuna.Study) -> int:
+    """Mark FAIL the RUNNING trials whose worker is gone, so their configurations are tried again
+    and nobody waits for them.
+
+    A worker on this host is gone when its process no longer exists (Ctrl-C during a database
+    write, ``kill -9``): found at once from the ``worker`` attribute (host:pid) each trial sets
+    first. Workers on other hosts are found by Optuna's heartbeats once their grace period
+    (``grace_period`` seconds without a heartbeat) has passed."""
+    host = socket.gethostname()
+    failed = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        owner, _, pid = worker.rpartition(":")
+        if owner != host or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        try:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            failed += 1
+        except (ValueError, RuntimeError):  # finished meanwhile (another worker reaped it)
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return failed
 
 
 def _wait_for_running(study: optuna.Study, timeout: float = 60.0) -> None:
     """Let trials other workers are still running finish, so every worker reports the same
-    winner (a worker that died leaves a RUNNING trial: give up after ``timeout``)."""
+    winner. Trials of dead workers on this host are failed at once; a worker that died on
+    another host leaves a RUNNING trial until its heartbeat goes stale: give up after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        fail_dead_workers(study)
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
         if not running:
             return

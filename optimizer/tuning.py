@@ -41,23 +41,41 @@ def accuracies_for(spec_models: dict[str, ir.Model], sim: Simulator) -> dict[str
 
 
 def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> Space:
+    """The search space: per candidate the budgets its stored samples allow.
+
+    A budget can never exceed the samples stored per item. Candidates whose stored samples cap
+    the block's ``samples`` range are named in one warning; candidates that cannot meet its
+    lower bound are left out; when none is left, the error says what the store holds."""
     lo, hi = tune.samples
     budgets = {}
+    capped: dict[int, list[str]] = {}  # stored samples -> candidates searched up to that only
+    short: dict[int, list[str]] = {}  # stored samples -> candidates left out (too few)
     for model in tune.candidates:
         stored = sim.max_budget(model.name)
-        top = min(hi, stored)
         if stored == 0:
             warn(f"no stored samples of candidate '{model.name}': left out")
             continue
-        if hi > stored:
-            warn(f"candidate '{model.name}': {stored} sample(s) stored per item, so budgets above "
-                 f"{stored} cannot be simulated (searching {max(lo, 1)}..{top})")
-        if max(lo, 1) > top:
-            warn(f"candidate '{model.name}': budget range {lo}..{hi} needs more than the {stored} "
-                 f"stored sample(s): left out")
+        if max(lo, 1) > stored:
+            short.setdefault(stored, []).append(model.name)
             continue
-        budgets[model.name] = (max(lo, 1), top)
+        if hi > stored:
+            capped.setdefault(stored, []).append(model.name)
+        budgets[model.name] = (max(lo, 1), min(hi, stored))
+    for stored, names in sorted(capped.items()):
+        warn(f"{', '.join(names)}: {stored} sample(s) stored per item, so budgets above {stored} "
+             f"cannot be simulated (searching {max(lo, 1)}..{stored} of samples = {lo}..{hi})")
+    held = ", ".join(f"{', '.join(names)}: {stored}" for stored, names in sorted(short.items()))
+    if not budgets and short:
+        raise MuxError(f"tune {tune.name}: samples = {lo}..{hi} needs at least {lo} stored "
+                       f"sample(s) per item, but '{sim.votes.dataset}' holds fewer for every "
+                       f"candidate ({held}); lower the range or store more samples "
+                       f"(muxlang collect --samples {hi})")
+    if short:
+        warn(f"left out, fewer than {lo} sample(s) stored per item: {held}")
     names = [m.name for m in tune.candidates if m.name in budgets]
+    if not names:
+        raise MuxError(f"tune {tune.name}: no candidate has stored samples in "
+                       f"'{sim.votes.dataset}'")
     return Space(names, budgets, tune.pool_size, list(tune.rules))
 
 
@@ -191,8 +209,8 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         return (sum(b for _, b in r.config.pool) if axis == "samples"
                 else r.score.get(axis, 0.0))
 
-    two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0), x_of(r)), r.score)
-             for r in feasible]
+    two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0), x_of(r)), r.score,
+                         rank=r.rank) for r in feasible]
     front2 = [evaluate(r.config) for r in pareto_front(two_d, ["maximize", "minimize"])][:60]
 
     singles = {}
@@ -222,7 +240,8 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     by_size: dict[tuple[str, int], TrialRecord] = {}
     for r in feasible:
         key = (r.config.rule, len(r.config.pool))
-        if key not in by_size or r.score.get("accuracy", 0.0) > by_size[key].score["accuracy"]:
+        mine = (r.score.get("accuracy", 0.0), -r.tie_rank)
+        if key not in by_size or mine > (by_size[key].score["accuracy"], -by_size[key].tie_rank):
             by_size[key] = r
     pool_sizes = []
     for (rule, size), r in sorted(by_size.items()):

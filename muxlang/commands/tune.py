@@ -98,8 +98,18 @@ def load_spec_votes(args, spec, tune):
             refs = [m for n, m in spec.models.items() if n not in names]
         info = store.require_dataset(args.dataset)
         test_info = store.require_dataset(args.test) if args.test else None
+        if test_info is not None and test_info.content_hash == info.content_hash:
+            # scoring the winner on the data it was chosen on would report a biased "test" figure
+            raise MuxError(f"--test {args.test} holds the same questions as --dataset "
+                           f"{args.dataset}; give held-out data, or --split 0.5 to hold out "
+                           f"part of {args.dataset}")
         val = load_votes(store, spec, tune.mux, info, models=candidates)
         test = load_votes(store, spec, tune.mux, test_info, models=candidates) if test_info else None
+        if test is not None:
+            shared = len(set(val.items) & set(test.items))
+            if shared:
+                _warn(f"{shared} of the {len(test.items)} questions of --test {args.test} are "
+                      f"also in --dataset {args.dataset}: the test figure is not fully held out")
         kept = []
         for ref in refs:
             try:

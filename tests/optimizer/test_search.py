@@ -109,3 +109,50 @@ def test_study_resumes_and_counts_all_trials(sim, tmp_path):
     with pytest.raises(MuxError, match="different"):
         run_search(sim, space, ["accuracy"], trials=30, sampler="tpe", storage=url,
                    study_name="s", fingerprint={"x": 2})
+
+
+def test_resumed_grid_scores_configurations_of_failed_and_dead_trials(sim, tmp_path):
+    """A worker interrupted mid-trial leaves a FAIL trial; one killed leaves a RUNNING trial.
+    Resuming must score those configurations too, and not wait for the dead worker."""
+    import socket
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
+    n = space.size()
+    first = run_search(sim, space, ["accuracy"], trials=5, sampler="grid", storage=url,
+                       study_name="g")
+    assert len(first.trials) == 5
+    study = optuna.load_study(study_name="g", storage=url)
+    held = {t.params["config"] for t in study.trials}
+    free = [i for i in range(n) if i not in held]
+    distribution = optuna.distributions.IntDistribution(0, n - 1)
+    # Ctrl-C inside a trial: Optuna marks it FAIL
+    study.enqueue_trial({"config": free[0]})
+    interrupted = study.ask({"config": distribution})
+    study.tell(interrupted, state=optuna.trial.TrialState.FAIL)
+    # kill -9 inside a trial: it stays RUNNING, tagged with its (now dead) worker
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    study.enqueue_trial({"config": free[1]})
+    killed = study.ask({"config": distribution})
+    killed.set_user_attr("worker", f"{socket.gethostname()}:{child.pid}")
+
+    again = run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid", storage=url,
+                       study_name="g")
+    trials = optuna.load_study(study_name="g", storage=url).trials
+    complete = {t.params["config"] for t in trials if t.state.name == "COMPLETE"}
+    assert complete == set(range(n))  # the failed and the killed configuration included
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert len({r.config for r in again.trials}) == n  # what the result reports
+
+
+def test_tied_winner_does_not_depend_on_trial_order(sim, tmp_path):
+    """Exhaustive runs walking the grid in different orders (workers sharing a study walk
+    per-process orders) report the same winner when several configurations tie."""
+    space = Space(sim.models, {m: (1, 4) for m in sim.models}, (1, 1), ["slm_mux", "single"])
+    # single and slm_mux of one model score the same: every configuration is tied with another
+    winners = {run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid",
+                          seed=seed).best.config for seed in range(4)}
+    assert len(winners) == 1

@@ -175,6 +175,7 @@ def test_text_output_plots_and_report(store, tmp_path, capsys):
     (["--split", "1.5"], "between 0 and 1"),
     (["--dataset", "nope"], "no dataset 'nope'"),
     (["--trials", "0"], "at least 1"),
+    (["--test", "hand"], "holds the same questions as --dataset hand"),
 ])
 def test_user_mistakes_are_one_line_errors(store, capsys, argv, message):
     url, spec = store
@@ -184,6 +185,16 @@ def test_user_mistakes_are_one_line_errors(store, capsys, argv, message):
     code, _, err = _run(capsys, *args, *argv)
     assert code == 1
     assert message in err and "Traceback" not in err
+
+
+def test_budget_range_beyond_the_store_is_one_clear_error(store, tmp_path, capsys):
+    url, spec = store
+    greedy = tmp_path / "greedy.mux"
+    greedy.write_text(spec.read_text().replace("samples     = 0..4", "samples     = 5..8"))
+    code, _, err = _run(capsys, "tune", str(greedy), "--store", url, "--dataset", "hand")
+    assert code == 1 and "Traceback" not in err
+    assert "samples = 5..8 needs at least 5 stored sample(s) per item" in err
+    assert "m0, m1, m2, m3: 4" in err and "searching" not in err
 
 
 def test_report_bad_input(tmp_path, capsys):
