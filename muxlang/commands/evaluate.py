@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from muxlang.commands.options import non_negative_int, positive_int, select_runnable
@@ -37,31 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def resolve_dataset(store: Any, value: str, gold_field: str | None) -> Any:
-    """A store dataset by name, or a questions file registered by content hash."""
-    from muxlang.errors import MuxError
-    from muxlang.store import load_dataset_file
-
-    path = Path(value)
-    if path.is_file():
-        return load_dataset_file(store, path, gold_field=gold_field or "answer")
-    info = store.get_dataset(value)
-    if info is not None:
-        return info
-    names = [d.name for d in store.list_datasets()]
-    from muxlang.errors import did_you_mean
-
-    hint = did_you_mean(value, names)
-    raise MuxError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
-                   + (f"; {hint}" if hint else
-                      f" (stored datasets: {', '.join(names)})" if names else
-                      " (the store has no datasets: `muxlang import` or `muxlang collect` first)"))
-
-
 def run(args: argparse.Namespace) -> int:
     from muxlang.evaluation import evaluate
     from muxlang.lang import load_spec
-    from muxlang.store import Store
+    from muxlang.store import Store, resolve_dataset
 
     spec = load_spec(args.spec)
     mux = select_runnable(spec, args.spec, args.mux)

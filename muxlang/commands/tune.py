@@ -14,8 +14,9 @@ from muxlang.errors import MuxError, did_you_mean
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="the .mux spec with a tune block")
     parser.add_argument("--dataset", required=True, metavar="VAL",
-                        help="store dataset to tune on (validation)")
-    parser.add_argument("--test", metavar="TEST", help="store dataset to report the winner on")
+                        help="validation data: a store dataset, or a questions file (JSONL) whose "
+                             "questions have stored samples")
+    parser.add_argument("--test", metavar="TEST", help="held-out test data: a store dataset or a questions file")
     parser.add_argument("--split", type=float, metavar="FRACTION",
                         help="no separate test set: tune on this share of VAL's items (drawn at "
                              "random, --split-seed) and report on the rest")
@@ -80,7 +81,7 @@ def storage_url(url: str | None) -> str | None:
 
 def load_spec_votes(args, spec, tune):
     """(val votes, test votes or None, store display URL, dataset content hash, references)."""
-    from muxlang.store import Store, load_votes
+    from muxlang.store import Store, load_votes, resolve_dataset
 
     store = Store(args.store)
     try:
@@ -96,8 +97,9 @@ def load_spec_votes(args, spec, tune):
                 refs.append(spec.models[r])
         else:
             refs = [m for n, m in spec.models.items() if n not in names]
-        info = store.require_dataset(args.dataset)
-        test_info = store.require_dataset(args.test) if args.test else None
+        gold = tune.mux.task.gold
+        info = resolve_dataset(store, args.dataset, gold)
+        test_info = resolve_dataset(store, args.test, gold) if args.test else None
         if test_info is not None and test_info.content_hash == info.content_hash:
             # scoring the winner on the data it was chosen on would report a biased "test" figure
             raise MuxError(f"--test {args.test} holds the same questions as --dataset "
@@ -115,7 +117,7 @@ def load_spec_votes(args, spec, tune):
             try:
                 rv = load_votes(store, spec, tune.mux, info, models=[ref])
                 rt = load_votes(store, spec, tune.mux, test_info, models=[ref]) if test_info else None
-            except MuxError as error:
+            except MuxError:
                 if args.reference is not None:
                     raise
                 continue

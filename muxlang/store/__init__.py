@@ -37,6 +37,7 @@ Runs
 
 Datasets
     load_dataset_file(store, path) -> DatasetInfo   # JSONL / JSONL.gz / JSON list, content-hashed
+    resolve_dataset(store, name_or_path, gold_field) -> DatasetInfo   # what --dataset takes
     store.items(dataset) -> [Item(id, position, key, record, gold, input_hash)]
 
 For eval and the optimizer
@@ -48,7 +49,8 @@ Imports
     import_samples(store, samples_path, questions_path, dataset=None) -> ImportResult
 """
 from muxlang.store.core import (DatasetInfo, Item, NewSample, Store, StoredSample,
-                                default_dataset_name, load_dataset_file, read_records)
+                                default_dataset_name, load_dataset_file, read_records,
+                                resolve_dataset)
 from muxlang.store.importer import ImportResult, import_samples
 from muxlang.store.keys import (SampleKey, canonical_json, prompt_hash, record_input_hash,
                                 render_messages)
@@ -59,5 +61,5 @@ __all__ = [
     "DatasetInfo", "ImportResult", "Item", "NewSample", "SampleKey", "Store", "StoredSample",
     "answer_signature", "canonical_json", "default_dataset_name", "import_samples",
     "load_dataset_file", "load_votes", "pool_models", "prompt_hash", "read_records",
-    "record_input_hash", "redact_url", "render_messages", "resolve_url",
+    "record_input_hash", "redact_url", "render_messages", "resolve_dataset", "resolve_url",
 ]

@@ -576,6 +576,27 @@ def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None
     return store.put_dataset(name, records, gold_field=gold_field, source=str(path))
 
 
+def resolve_dataset(store: Store, value: str, gold_field: str | None) -> DatasetInfo:
+    """A store dataset by name, or a questions file registered by content hash.
+
+    ``eval`` and ``tune`` both take either, so a user can point them at the file beside the data
+    without a separate import step; the file's questions must still have stored samples.
+    """
+    if Path(value).is_file():
+        return load_dataset_file(store, value, gold_field=gold_field or "answer")
+    info = store.get_dataset(value)
+    if info is not None:
+        return info
+    from muxlang.errors import did_you_mean
+
+    names = [d.name for d in store.list_datasets()]
+    hint = did_you_mean(value, names)
+    raise MuxError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
+                   + (f"; {hint}" if hint else
+                      f" (stored datasets: {', '.join(names)})" if names else
+                      " (the store has no datasets: `muxlang import` or `muxlang collect` first)"))
+
+
 def default_dataset_name(path: str | Path) -> str:
     """``zeroeval-gsm8k-questions.jsonl`` -> ``zeroeval-gsm8k``."""
     name = Path(path).name

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 from pathlib import Path
 
 from muxlang.errors import DataError, MuxError
-from muxlang.store.core import (Store, dataset_hash, default_dataset_name, item_key_of,
+from muxlang.store.core import (Store, default_dataset_name, item_key_of,
                                 iter_records, read_records)
 from muxlang.store.keys import SampleKey, canonical_json, record_input_hash
 

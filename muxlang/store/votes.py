@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from functools import lru_cache

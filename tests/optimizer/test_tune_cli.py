@@ -173,7 +173,7 @@ def test_text_output_plots_and_report(store, tmp_path, capsys):
     (["--tune", "serach"], "did you mean 'search'"),
     (["--split", "0.5", "--test", "handtest"], "either --test or --split"),
     (["--split", "1.5"], "between 0 and 1"),
-    (["--dataset", "nope"], "no dataset 'nope'"),
+    (["--dataset", "nope"], "'nope' is neither a dataset in store"),
     (["--trials", "0"], "at least 1"),
     (["--test", "hand"], "holds the same questions as --dataset hand"),
 ])
@@ -185,6 +185,20 @@ def test_user_mistakes_are_one_line_errors(store, capsys, argv, message):
     code, _, err = _run(capsys, *args, *argv)
     assert code == 1
     assert message in err and "Traceback" not in err
+
+
+def test_datasets_may_be_given_as_the_questions_files(store, capsys):
+    url, spec = store
+    by_name = _run(capsys, "tune", str(spec), "--store", url, "--dataset", "hand",
+                   "--test", "handtest", "--json")
+    folder = spec.parent
+    by_file = _run(capsys, "tune", str(spec), "--store", url,
+                   "--dataset", str(folder / "hand-questions.jsonl"),
+                   "--test", str(folder / "handtest-questions.jsonl"), "--json")
+    assert by_name[0] == by_file[0] == 0, by_file[2]
+    named, filed = json.loads(by_name[1]), json.loads(by_file[1])
+    assert filed["best"] == named["best"]
+    assert filed["dataset"]["content_sha256"] == named["dataset"]["content_sha256"]
 
 
 def test_budget_range_beyond_the_store_is_one_clear_error(store, tmp_path, capsys):
