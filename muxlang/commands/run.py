@@ -166,6 +166,7 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
             loop.add_signal_handler(signal.SIGINT, on_sigint)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+        beat = asyncio.ensure_future(progress.heartbeat())
         try:
             async with runtime:
                 await run_records(executor, read_lines(in_stream), write, source=source,
@@ -175,6 +176,7 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
         except asyncio.CancelledError:
             summary.interrupted = True
         finally:
+            beat.cancel()
             try:
                 loop.remove_signal_handler(signal.SIGINT)
             except (NotImplementedError, RuntimeError, ValueError):

@@ -1,6 +1,7 @@
 """Progress on stderr: a rich bar on a terminal, plain periodic lines otherwise."""
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from typing import IO
@@ -72,6 +73,22 @@ class Progress:
             errors = f"{self.errors} errors" if self.errors else ""
             self._rich.update(self._task, completed=self.done, rate=rate, errors=errors)
             return
+        self._plain_line_when_due()
+
+    async def heartbeat(self) -> None:
+        """Plain lines also while no record finishes (run it as a task; cancel it at the end).
+
+        A run stalled on a hanging or retrying server would otherwise print nothing for as long
+        as the stall lasts, and a log reader cannot tell a slow run from a dead one. The rich bar
+        refreshes itself and needs no beat.
+        """
+        if not self.enabled or self._rich is not None:
+            return
+        while True:
+            await asyncio.sleep(self.plain_every)
+            self._plain_line_when_due()
+
+    def _plain_line_when_due(self) -> None:
         now = time.monotonic()
         if now - self._last >= self.plain_every:
             self._last = now
