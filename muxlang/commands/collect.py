@@ -93,52 +93,12 @@ def pool_members(runnable: Any, k: int | None) -> list[tuple[Any, Any, int]]:
     return list(found.values())
 
 
-class CollectProgress:
-    """samples drawn/total, tokens and money so far: a rich bar on a terminal, else plain lines."""
-
-    def __init__(self, total: int, enabled: bool, every: float = 10.0):
-        self.total, self.enabled, self.every = total, enabled, every
-        self.start = self._last = time.monotonic()
-        self._rich = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeElapsedColumn, TimeRemainingColumn)
-
-                self._rich = Progress(TextColumn("[bold]samples"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[spend]}"), TimeElapsedColumn(),
-                                      TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-                self._rich.start()
-                self._task = self._rich.add_task("samples", total=total, spend="")
-            except Exception:  # noqa: BLE001 - progress never breaks a run
-                self._rich = None
-
-    @staticmethod
-    def spend(t: Totals) -> str:
-        text = f"{t.tokens_in:,} in + {t.tokens_out:,} out tokens"
-        if t.cost:
-            text += f", ${t.cost:.4f}"
-        if t.failed:
-            text += f", {t.failed} failed"
-        return text
-
-    def update(self, t: Totals) -> None:
-        done = t.drawn + t.failed + t.from_cache
-        if not self.enabled:
-            return
-        if self._rich is not None:
-            self._rich.update(self._task, completed=done, spend=self.spend(t))
-            return
-        now = time.monotonic()
-        if now - self._last >= self.every:
-            self._last = now
-            print(f"progress: {done}/{self.total} samples, {self.spend(t)}, "
-                  f"{now - self.start:.0f}s", file=sys.stderr, flush=True)
-
-    def stop(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-            self._rich = None
+def spend(t: Totals) -> str:
+    """Tokens and money so far, for the progress line."""
+    text = f"{t.tokens_in:,} in + {t.tokens_out:,} out tokens"
+    if t.cost:
+        text += f", ${t.cost:.4f}"
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,7 +213,9 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
     cache = StoreCache(store, run_id)
     runtime = Runtime(backends, urls=urls, concurrency=args.concurrency,
                       rate=args.rate, cache=cache)
-    progress = CollectProgress(totals.to_draw, enabled=not args.no_progress)
+    from muxlang.runtime.progress import Progress
+
+    progress = Progress(totals.to_draw, enabled=not args.no_progress, label="samples")
     state = {"status": "ok"}
 
     async def one(job: Job) -> None:
@@ -272,7 +234,8 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
                 totals.failed += 1
                 message = f"{job.model.name}: {result.error}"
                 totals.errors[message] = totals.errors.get(message, 0) + 1
-        progress.update(totals)
+        progress.update(totals.drawn + totals.failed + totals.from_cache, errors=totals.failed,
+                        detail=spend(totals))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -303,11 +266,14 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
                 await one(job)
 
         workers = min(len(todo), 2 * runtime.total_concurrency + 4)
+        beat = asyncio.ensure_future(progress.heartbeat())
         try:
             async with runtime:
                 await asyncio.gather(*(worker() for _ in range(workers)))
         except asyncio.CancelledError:
             state["status"] = "interrupted"
+        finally:
+            beat.cancel()
 
     try:
         asyncio.run(main())

@@ -19,7 +19,11 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """done/total, rate, ETA, errors. ``plain_every`` seconds between plain lines."""
+    """done/total, rate, ETA, errors, and a free detail (collect: tokens and money so far).
+
+    ``plain_every`` seconds between plain lines. ``run`` counts records with :meth:`advance`;
+    ``collect`` sets samples done and its spend with :meth:`update`.
+    """
 
     def __init__(self, total: int | None, *, stream: IO[str] | None = None,
                  enabled: bool = True, plain_every: float = 10.0, label: str = "records"):
@@ -30,6 +34,7 @@ class Progress:
         self.label = label
         self.done = 0
         self.errors = 0
+        self.detail = ""
         self.start = time.monotonic()
         self._last = self.start
         self._rich = None
@@ -44,9 +49,11 @@ class Progress:
                     TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                     TimeRemainingColumn(), TextColumn("[red]{task.fields[errors]}"),
+                    TextColumn("{task.fields[detail]}", markup=False),
                     console=Console(file=self.stream), transient=False)
                 self._rich.start()
-                self._task = self._rich.add_task(label, total=total, rate="", errors="")
+                self._task = self._rich.add_task(label, total=total, rate="", errors="",
+                                                 detail="")
             except Exception:  # noqa: BLE001 - progress must never break a run
                 self._rich = None
 
@@ -58,20 +65,30 @@ class Progress:
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
         parts.append(f"{self.errors} error{'s' if self.errors != 1 else ''}")
+        if self.detail:
+            parts.append(self.detail)
         parts.append(f"elapsed {_duration(elapsed)}")
         return "progress: " + ", ".join(parts)
 
     def advance(self, failed: bool = False) -> None:
-        self.done += 1
-        if failed:
-            self.errors += 1
+        """One more unit done (a record, for ``run``)."""
+        self.update(self.done + 1, errors=self.errors + int(failed))
+
+    def update(self, done: int, *, errors: int | None = None, detail: str | None = None) -> None:
+        """Set how many units are done (and the error count, and the detail text)."""
+        self.done = done
+        if errors is not None:
+            self.errors = errors
+        if detail is not None:
+            self.detail = detail
         if not self.enabled:
             return
         if self._rich is not None:
             elapsed = time.monotonic() - self.start
             rate = f"{self.done / elapsed:.1f}/s" if elapsed > 0 else ""
-            errors = f"{self.errors} errors" if self.errors else ""
-            self._rich.update(self._task, completed=self.done, rate=rate, errors=errors)
+            errors_text = f"{self.errors} errors" if self.errors else ""
+            self._rich.update(self._task, completed=self.done, rate=rate, errors=errors_text,
+                              detail=self.detail)
             return
         self._plain_line_when_due()
 

@@ -40,3 +40,13 @@ def test_finished_records_print_at_most_one_line_per_period():
         progress.advance(failed)
     assert stream.getvalue() == ""  # the period has not passed
     assert progress.line().startswith("progress: 3/3 records") and "1 error," in progress.line()
+
+
+def test_update_sets_done_errors_and_the_detail_collect_shows():
+    stream = io.StringIO()
+    progress = Progress(90, stream=stream, plain_every=0, label="samples")
+    progress.update(30, errors=2, detail="1,200 in + 3,400 out tokens, $0.0123")
+    line = stream.getvalue().strip()
+    assert line.startswith("progress: 30/90 samples")
+    assert "2 errors" in line and "1,200 in + 3,400 out tokens, $0.0123" in line
+    assert "ETA" in line
