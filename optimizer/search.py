@@ -6,8 +6,8 @@ of models in the pool within ``pool_size``; the rule one of ``rules``. Objective
 
 * Exhaustive when the space is small (``sampler="auto"`` and at most ``trials`` configurations, or
   ``sampler="grid"``): the feasible configurations are enumerated in a fixed order and
-  ``ExhaustiveSampler`` (an Optuna sampler: brute force over their index) walks them, so
-  infeasible pools are never proposed and several workers sharing one study split them.
+  ``GridWalk`` scores them by index, one COMPLETE trial each, so infeasible pools are never
+  proposed and several workers sharing one study split them.
 * Otherwise TPE (one objective) or NSGA-II (several) over one integer per candidate and a
   categorical rule. A pool outside ``pool_size`` cannot be ruled out by that space, so such trials
   complete with a positive constraint value (``constraints_func``): both samplers rank them below
@@ -178,62 +178,88 @@ class Objective:
                for m in self.space.candidates}
         return self.space.decode(raw, rule)
 
-    def __call__(self, trial: optuna.Trial):
-        # first, so a worker that dies mid-trial can be recognised (``fail_dead_workers``)
-        trial.set_user_attr("worker", WORKER)
-        config = self.suggest(trial)
-        violation = self.space.violation(config)
+    def evaluate(self, config: Config) -> tuple[list[float], Score]:
         want_union = "union_contradiction" in self.objectives
         if config.pool:
             score = self.sim.score(config, with_union=want_union)
         else:
             score = Score(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, self.sim.n_items, self.sim.simulations)
+        return [score.objective(name, self.penalty) for name in self.objectives], score
+
+    def __call__(self, trial: optuna.Trial):
+        # first, so a worker that dies mid-trial can be recognised (``fail_dead_workers``)
+        trial.set_user_attr("worker", WORKER)
+        config = self.suggest(trial)
+        violation = self.space.violation(config)
+        values, score = self.evaluate(config)
         for key, value in config_attrs(config, score).items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("constraint", [violation])
         trial.set_constraint("pool_size", violation)
-        values = [score.objective(name, self.penalty) for name in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
 
 
-class ExhaustiveSampler(optuna.samplers.BaseSampler):
-    """Brute force over one integer parameter (the index of a feasible configuration).
+class GridWalk:
+    """Score every configuration of the enumerated grid (or ``target`` of them) into the study,
+    one COMPLETE trial per configuration, shared with other workers walking the same study.
 
-    Proposes the indices 0..n-1 in a seeded random order, skipping every index that some trial of
-    the study has completed or is running now (in any worker sharing the storage), and stops the
-    study when all are taken. The index of a trial that FAILED (a worker interrupted or killed
-    mid-trial) is free again, so a resumed study still scores every configuration. Optuna's
-    ``BruteForceSampler`` does the same for any space but rebuilds a tree of all trials per trial
-    (quadratic: minutes for a few thousand trials); this costs one pass over the trials that were
-    unfinished at the previous pass.
-    """
+    A configuration is scored first and then written in one go (``Study.add_trial``: the grid
+    index as the ``config`` parameter, the objective values and the ``pool`` and ``score``
+    attributes in one transaction). Asking Optuna for a trial instead and setting its parameter,
+    each attribute and its state cost ~20 database transactions per configuration, and that was
+    nearly all the time of an exhaustive search on PostgreSQL.
 
-    def __init__(self, size: int, seed: int = 0, shared: bool = False):
+    Workers sharing a study do not write a configuration twice, without keeping a RUNNING trial
+    per configuration: they work in batches, and the first record of a batch also claims the
+    batch the worker scores next (attribute ``claim`` = {"worker": host:pid, "next": [index,
+    ...]}; a worker's newest claim replaces its older ones). Before picking, a worker reads the
+    trials added since its last look (Optuna's cached storage fetches only those) and skips the
+    indices that are done or claimed by another live worker; after scoring a batch it looks
+    again and gives up each configuration that another worker has written meanwhile or claimed
+    in an earlier trial (trial numbers order the claims). Only a worker's first configuration
+    (and the batch after one it gave up entirely) is not claimed in advance: two workers can
+    race for those, rarely. Batches start at one configuration and grow while a batch takes
+    under ``batch_seconds``, up to ``max_batch``.
+
+    A claim stops holding when its worker is gone: at once for a dead process on this host,
+    after ``stale_after`` seconds without a new claim from it for a worker elsewhere. A FAILED
+    trial frees its index; a RUNNING one (a worker of an older muxlang) holds it while it runs.
+    Indices are walked in a seeded random order (per process when shared, so workers rarely
+    meet). The walk ends when ``target`` configurations are done (counting earlier runs': a
+    resumed study does only what is left) and no other worker still holds one, or after
+    ``patience`` seconds without progress (trials stuck RUNNING in a worker that died elsewhere
+    without heartbeats)."""
+
+    def __init__(self, study: optuna.Study, grid: Sequence[Config], target: int, seed: int = 0,
+                 shared: bool = False, stale_after: float = 60.0, patience: float = 90.0,
+                 poll: float = 0.2, max_batch: int = 64, batch_seconds: float = 1.0):
         import numpy as np
 
-        self.size = size
-        # workers sharing a study walk different orders, so they rarely race for one index
+        self.study, self.grid, self.n = study, grid, len(grid)
+        self.target = min(target, self.n)
         key = [seed, os.getpid()] if shared else [seed]
-        self.order = np.random.default_rng(key).permutation(size).tolist()
-        self.position = 0
-        self.done: set[int] = set()  # indices of COMPLETE/PRUNED trials: never proposed again
-        self.taken: set[int] = set()  # done, plus indices of trials running now
-        self.scan_from = 0  # trials before this position are finished and counted in ``done``
-        self.rng = random.Random(seed)
+        self.order = np.random.default_rng(key).permutation(self.n).tolist()
+        self.position = 0  # order[:position] are done or in ``passed``
+        self.passed: set[int] = set()  # walked past while someone else held them
+        self.done: set[int] = set()  # indices with a COMPLETE/PRUNED trial
+        self.running: set[int] = set()  # indices of unfinished trials
+        self.scan_from = 0  # trials before this position are finished and counted
+        # worker -> (number of the trial that made its newest claim, the indices claimed)
+        self.claims: dict[str, tuple[int, tuple[int, ...]]] = {}
+        self.claim_since: dict[str, float] = {}  # worker -> when a claim of it was last seen
+        self.stale_after, self.patience, self.poll = stale_after, patience, poll
+        self.max_batch, self.batch_seconds = max_batch, batch_seconds
+        self.host = socket.gethostname()
+        self.distribution = optuna.distributions.IntDistribution(0, self.n - 1)
 
-    def infer_relative_search_space(self, study, trial):
-        return {}
-
-    def sample_relative(self, study, trial, search_space):
-        return {}
-
-    def _refresh(self, study, name: str) -> None:
-        trials = study.get_trials(deepcopy=False)
+    def refresh(self) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        now = time.monotonic()
         running: set[int] = set()
         settled = True
         for position in range(self.scan_from, len(trials)):
             t = trials[position]
-            value = t.params.get(name)
+            value = t.params.get("config")
             finished = t.state.is_finished()
             if value is not None:
                 if t.state in _DONE_STATES:
@@ -241,34 +267,127 @@ class ExhaustiveSampler(optuna.samplers.BaseSampler):
                 elif not finished:
                     running.add(int(value))
                 # FAIL: the configuration was never scored; it is free to take again
+            claim = t.user_attrs.get("claim") if finished else None
+            if isinstance(claim, dict) and "worker" in claim:
+                worker, raw = str(claim["worker"]), claim.get("next")
+                following = tuple(int(i) for i in (
+                    () if raw is None else raw if isinstance(raw, (list, tuple)) else [raw]))
+                if worker not in self.claims or t.number > self.claims[worker][0]:
+                    self.claims[worker] = (t.number, following)
+                    self.claim_since[worker] = now
             if settled and finished:
                 self.scan_from = position + 1
             else:
                 settled = False
-        self.taken = self.done | running
-        if self.position >= self.size and len(self.taken) < self.size:
-            self.position = 0  # a failed trial freed an index already walked past: walk again
+        self.running = running
 
-    def sample_independent(self, study, trial, name, distribution):
-        self._refresh(study, name)
-        while self.position < self.size and self.order[self.position] in self.taken:
-            self.position += 1
-        if self.position < self.size:
+    def _gone(self, worker: str, now: float) -> bool:
+        owner, _, pid = worker.rpartition(":")
+        if owner == self.host and pid.isdigit():
+            return not _alive(int(pid))
+        return now - self.claim_since.get(worker, now) > self.stale_after
+
+    def held(self) -> dict[int, int]:
+        """Indices other live workers hold: index -> trial number of the claim (-1: RUNNING)."""
+        now = time.monotonic()
+        out = {i: -1 for i in self.running}
+        for worker, (number, indices) in self.claims.items():
+            if worker == WORKER or self._gone(worker, now):
+                continue
+            for index in indices:
+                if index not in self.done:
+                    out[index] = min(number, out.get(index, number))
+        return out
+
+    def pick(self, held: dict[int, int], count: int, exclude: Iterable[int] = ()) -> list[int]:
+        """Up to ``count`` free indices, ``exclude`` (held by this worker) left out."""
+        exclude = set(exclude)
+        count = min(count, self._room(held, exclude))
+        out: list[int] = []
+        for index in sorted(self.passed):  # held by others before: free again?
+            if len(out) >= count:
+                return out
+            if index in self.done:
+                self.passed.discard(index)
+            elif index not in held and index not in exclude:
+                self.passed.discard(index)
+                out.append(index)
+        while len(out) < count and self.position < self.n:
             index = self.order[self.position]
-        else:  # everything is taken (a race at the very end): repeat one, the study stops
-            index = self.rng.randrange(self.size)
-        self.taken.add(index)
-        return index
+            self.position += 1
+            if index in self.done:
+                continue
+            if index in held or index in exclude:
+                self.passed.add(index)
+                continue
+            out.append(index)
+        return out
 
-    def after_trial(self, study, trial, state, values):
-        if len(self.taken) >= self.size:
-            study.stop()  # trials still running in other workers finish there
+    def _room(self, held: dict[int, int], mine: Iterable[int]) -> int:
+        """How many more configurations may be started, besides ``mine`` (this worker's)?"""
+        busy = {i for i in held if i not in self.done}
+        busy.update(i for i in mine if i not in self.done)
+        return max(0, self.target - len(self.done) - len(busy))
+
+    def run(self, evaluate: Callable[[Config], tuple[list[float], dict]],
+            callbacks: Sequence[Callable] = ()) -> None:
+        self.refresh()
+        batch = self.pick(self.held(), 1)  # the first pick is not claimed
+        size = 1
+        last_progress, last_done, last_reap = time.monotonic(), len(self.done), 0.0
+        while True:
+            if not batch:  # nothing free: done, or the rest is held by other workers
+                held = self.held()
+                if len(self.done) >= self.target and not set(held) - self.done:
+                    return
+                now = time.monotonic()
+                if len(self.done) != last_done:
+                    last_progress, last_done = now, len(self.done)
+                elif now - last_progress > self.patience:
+                    return  # only trials stuck RUNNING in workers that died elsewhere are left
+                if self.running and now - last_reap > 5.0:
+                    fail_dead_workers(self.study)
+                    last_reap = now
+                time.sleep(self.poll)
+                self.refresh()
+                batch, size = self.pick(self.held(), 1), 1
+                continue
+            started = time.monotonic()
+            results = [(index, *evaluate(self.grid[index])) for index in batch]
+            self.refresh()
+            held = self.held()
+            number, claimed = self.claims.get(WORKER, (None, ()))
+            keep = []
+            for index, values, attrs in results:
+                if index in self.done:
+                    continue  # another worker wrote it meanwhile
+                if index in held and (index not in claimed or held[index] < number):
+                    self.passed.add(index)  # claimed first elsewhere: theirs
+                    continue
+                keep.append((index, values, attrs))
+            if time.monotonic() - started < self.batch_seconds:
+                size = min(size * 2, self.max_batch)
+            else:
+                size = max(1, size // 2)
+            following = self.pick(held, size if keep else 1, exclude=[i for i, _, _ in keep])
+            for position, (index, values, attrs) in enumerate(keep):
+                if position == 0:
+                    attrs = {**attrs, "claim": {"worker": WORKER, "next": following}}
+                trial = optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.COMPLETE, values=values,
+                    params={"config": index}, distributions={"config": self.distribution},
+                    user_attrs=attrs)
+                self.study.add_trial(trial)
+                self.done.add(index)
+                for callback in callbacks:
+                    callback(self.study, trial)
+            batch = following
 
 
 def make_sampler(kind: str, n_objectives: int, seed: int, grid_size: int | None,
                  shared: bool = False):
-    if kind == "grid":
-        return ExhaustiveSampler(grid_size, seed, shared)
+    if kind == "grid":  # the configurations are walked by ``GridWalk``, not sampled
+        return optuna.samplers.RandomSampler(seed=seed)
     if kind == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
     if kind == "nsga2":
@@ -337,26 +456,33 @@ def _rank_key(r: TrialRecord, directions: Sequence[str]):
         r.score.get("cost", 0.0), len(r.config.pool), r.tie_rank)
 
 
-def records_from_study(study: optuna.Study, space: Space | None = None) -> list[TrialRecord]:
+def records_from_study(study: optuna.Study,
+                       grid: Sequence[Config] | None = None) -> list[TrialRecord]:
+    """One record per COMPLETE trial: its configuration is the grid entry of its ``config``
+    parameter (exhaustive searches store only the index, the pool and the score), else the
+    ``pool_order``/``pool``/``rule`` attributes."""
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = t.user_attrs
-        if "pool_order" not in attrs:
+        index = t.params.get("config")
+        if grid is not None and index is not None and 0 <= int(index) < len(grid):
+            config = grid[int(index)]
+        elif "pool_order" in attrs:
+            pool = tuple((m, int(attrs["pool"][m])) for m in attrs["pool_order"])
+            config = Config(pool, attrs["rule"])
+        else:
             continue
-        pool = tuple((m, int(attrs["pool"][m])) for m in attrs["pool_order"])
-        config = Config(pool, attrs["rule"])
         feasible = all(c <= 0 for c in attrs.get("constraint", [0.0]))
         values = tuple(t.values) if t.values is not None else ()
-        index = t.params.get("config")
         out.append(TrialRecord(t.number, config, values, attrs.get("score", {}), feasible,
                                None if index is None else int(index)))
     return out
 
 
 def summarise(study: optuna.Study, objectives: Sequence[str], sampler: str,
-              space_size: int) -> SearchResult:
+              space_size: int, grid: Sequence[Config] | None = None) -> SearchResult:
     directions = [OBJECTIVES[o] for o in objectives]
-    records = records_from_study(study)
+    records = records_from_study(study, grid)
     feasible = [r for r in records if r.feasible and r.config.pool]
     best = min(feasible, key=lambda r: _rank_key(r, directions)) if feasible else None
     front = pareto_front(feasible, directions) if feasible else []
@@ -396,21 +522,15 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
     objective = Objective(sim, space, objectives, penalty, grid)
     if storage is not None:
         fail_dead_workers(study)  # a resumed study: trials its dead workers left are FAIL
-    if grid is not None and trials >= len(grid):
-        # the whole grid: the sampler stops the study once every configuration is taken (a
-        # count of trials could stop early: two workers may race for the same configuration).
-        # Once the others' trials end, a configuration whose trial failed (its worker was
-        # interrupted or died) is free again: walk once more until every one is scored.
-        scored = _scored_configs(study)
-        while len(scored) < len(grid):
-            study.optimize(objective, callbacks=list(callbacks), catch=(), n_jobs=n_jobs)
-            if storage is None:
-                break
-            _wait_for_running(study)
-            now = _scored_configs(study)
-            if len(now) == len(scored):  # no progress: only stuck trials of live workers left
-                break
-            scored = now
+    if grid is not None:
+        def evaluate(config: Config) -> tuple[list[float], dict]:
+            values, score = objective.evaluate(config)
+            attrs = config_attrs(config, score)
+            # the configuration is the grid index (the ``config`` parameter); report reads these
+            return values, {"pool": attrs["pool"], "score": attrs["score"]}
+
+        GridWalk(study, grid, total, seed, shared=storage is not None).run(evaluate,
+                                                                          list(callbacks))
     else:
         already = len(study.get_trials(deepcopy=False, states=_DONE_STATES))
         if already < total:
@@ -419,13 +539,7 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
                            catch=(), n_jobs=n_jobs)
         if storage is not None:
             _wait_for_running(study)
-    return summarise(study, objectives, kind, size)
-
-
-def _scored_configs(study: optuna.Study) -> set[int]:
-    """Grid indices some COMPLETE (or PRUNED) trial of the study holds."""
-    return {int(t.params["config"]) for t in study.get_trials(deepcopy=False, states=_DONE_STATES)
-            if "config" in t.params}
+    return summarise(study, objectives, kind, size, grid)
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
+import optuna
+
 from muxlang import ir
 from muxlang.errors import MuxError
 from muxlang.optimizer.search import (OBJECTIVES, Space, TrialRecord, pareto_front, run_search,
@@ -105,6 +107,8 @@ class _Progress:
 
     def __init__(self, total: int, enabled: bool):
         self.bar = None
+        self.best: float | None = None
+        self.sign: int | None = None
         if enabled:
             from rich.console import Console
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -126,13 +130,18 @@ class _Progress:
 
     def __call__(self, study, trial) -> None:
         if self.bar:
-            best = "-"
-            try:
-                if len(study.directions) == 1 and study.best_trial is not None:
-                    best = f"{study.best_value:.4f}"
-            except ValueError:
-                pass
-            self.bar.update(self.task, advance=1, best=best)
+            # the best value of this process's trials, from the trial itself: asking the study
+            # (``study.best_trial``) costs database queries per trial with a shared storage
+            if self.sign is None:
+                directions = study.directions
+                self.sign = (0 if len(directions) != 1 else
+                             1 if directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1)
+            values = trial.values
+            if self.sign and values and trial.state == optuna.trial.TrialState.COMPLETE:
+                if self.best is None or self.sign * values[0] > self.sign * self.best:
+                    self.best = values[0]
+            self.bar.update(self.task, advance=1,
+                            best="-" if self.best is None else f"{self.best:.4f}")
 
 
 def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes | None,
@@ -198,7 +207,9 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
              f"{2 * math.sqrt(best['val_se'] ** 2 + best['val_se_items'] ** 2):.4f} (2 SE)")
 
     # accuracy vs cost of every feasible trial, and its 2-D front (for the picture)
-    feasible = [r for r in result.trials if r.feasible and r.config.pool]
+    # in grid order when there is one (workers walk it in their own orders)
+    feasible = sorted((r for r in result.trials if r.feasible and r.config.pool),
+                      key=lambda r: r.tie_rank)
     points = [{"accuracy": r.score.get("accuracy", 0.0), "cost": r.score.get("cost", 0.0),
                "tokens": r.score.get("tokens", 0.0),
                "samples": sum(b for _, b in r.config.pool)} for r in feasible[:5000]]

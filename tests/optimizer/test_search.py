@@ -156,3 +156,123 @@ def test_tied_winner_does_not_depend_on_trial_order(sim, tmp_path):
     winners = {run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid",
                           seed=seed).best.config for seed in range(4)}
     assert len(winners) == 1
+
+
+def _grid_study(sim, space, url, name):
+    from muxlang.optimizer.search import _open_study
+
+    return _open_study(url, name, ["maximize"], optuna.samplers.RandomSampler(seed=0), None,
+                       "grid")
+
+
+def _claim(study, n, index, worker, following):
+    """A record another worker wrote: ``index`` scored, ``following`` claimed."""
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, values=[0.0], params={"config": index},
+        distributions={"config": optuna.distributions.IntDistribution(0, n - 1)},
+        user_attrs={"pool": {}, "score": {"accuracy": 0.0},
+                    "claim": {"worker": worker, "next": following}}))
+
+
+def test_grid_trials_are_written_whole_and_claim_the_next(sim, tmp_path):
+    """An exhaustive run writes one COMPLETE trial per configuration: its index, values, pool
+    and score in one go; the first of each batch claims the indices its worker scores next."""
+    url = f"sqlite:///{tmp_path / 'walk.db'}"
+    space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
+    n = space.size()
+    result = run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid", storage=url,
+                        study_name="w")
+    trials = optuna.load_study(study_name="w", storage=url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * n
+    assert sorted(t.params["config"] for t in trials) == list(range(n))
+    grid = list(space.enumerate())
+    for t in trials:
+        assert t.user_attrs["pool"] == grid[t.params["config"]].as_dict()
+        assert t.values == [t.user_attrs["score"]["accuracy"]]
+    # batches: the first record of each claims the next batch; the last claims nothing
+    claims = [t.user_attrs["claim"]["next"] for t in trials if "claim" in t.user_attrs]
+    assert [i for batch in claims for i in batch] == [t.params["config"] for t in trials[1:]]
+    assert claims[-1] == [] and len(claims) < n
+    memory = run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid")
+    assert result.best.config == memory.best.config
+    assert [r.values for r in sorted(result.trials, key=lambda r: r.rank)] == \
+        [r.values for r in sorted(memory.trials, key=lambda r: r.rank)]
+
+
+def test_grid_walk_leaves_claimed_configurations_to_live_workers(sim, tmp_path):
+    """A configuration another live worker has claimed is not scored here while the claim
+    holds; it is once the claim goes stale (a worker elsewhere that stopped writing), and at
+    once when the claiming process on this host is dead."""
+    import socket
+    import subprocess
+    import sys
+
+    from muxlang.optimizer.search import GridWalk
+
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
+    grid = list(space.enumerate())
+    n = len(grid)
+    study = _grid_study(sim, space, url, "c")
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    _claim(study, n, 0, "elsewhere:1", 1)  # a live-looking worker on another host holds 1
+    _claim(study, n, 2, f"{socket.gethostname()}:{child.pid}", 3)  # a dead one here held 3
+    scored = []
+
+    def evaluate(config):
+        scored.append(grid.index(config))
+        return [0.5], {"pool": config.as_dict(), "score": {"accuracy": 0.5}}
+
+    # the other worker stays silent: stale after 0.5 s, so this walk takes index 1 at the end
+    walk = GridWalk(study, grid, n, seed=3, shared=True, stale_after=0.5, patience=30, poll=0.05)
+    walk.run(evaluate)
+    assert 3 in scored and scored[-1] == 1
+    assert sorted(scored) == [i for i in range(n) if i not in (0, 2)]
+    done = [t.params["config"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert sorted(done) == list(range(n))
+
+
+def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_path):
+    """Two workers that claimed the same configuration: the later claim (higher trial number)
+    gives way, so the configuration is written once."""
+    import os
+
+    from muxlang.optimizer import search
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
+    grid = list(space.enumerate())
+    n = len(grid)
+    study = _grid_study(sim, space, url, "r")
+    walk = search.GridWalk(study, grid, n, seed=0, shared=True, stale_after=1e9, patience=30,
+                           poll=0.05)
+    target = walk.order[0]  # this walk's first pick
+    calls = []
+    other = None
+
+    def evaluate(config):
+        nonlocal other
+        calls.append(grid.index(config))
+        me = f"{search.socket.gethostname()}:1"
+        if len(calls) == 1:  # meanwhile another worker (this host, alive) claims it earlier
+            other = next(i for i in range(n) if i != target)
+            _claim(study, n, other, me, target)
+        elif len(calls) == 3:  # this walk claimed calls[2] (with calls[1]): a later claim
+            later = next(i for i in range(n) if i not in (target, other, *calls))  # gives way
+            _claim(study, n, later, f"{search.socket.gethostname()}:{os.getppid()}", calls[2])
+        return [0.5], {"pool": config.as_dict(), "score": {"accuracy": 0.5}}
+
+    def finish_for_the_other():  # the other worker writes its claimed configuration
+        _claim(study, n, target, f"{search.socket.gethostname()}:1", None)
+
+    # pid 1 is alive; after walking everything else this walk waits for index ``target``
+    import threading
+
+    threading.Timer(1.0, finish_for_the_other).start()
+    walk.run(evaluate)
+    counts = {}
+    for t in study.trials:
+        counts[t.params["config"]] = counts.get(t.params["config"], 0) + 1
+    assert set(counts.values()) == {1} and sorted(counts) == list(range(n))
+    assert calls[0] == target and target not in calls[1:]
