@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import IO, Any
 
 from muxlang.commands.options import backend_urls, positive_int, request_rate, select_runnable
@@ -75,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
                                  spec_path=str(args.spec), spec_text=spec.text)
         cache = StoreCache(store, run_id)
     try:
+        accuracies = tie_break_accuracies(spec, runnable, store, args.store, _warn)
         runtime = Runtime(used, urls=urls, concurrency=args.concurrency, rate=args.rate,
                           cache=cache)
-        status = _run_files(args, plan, runtime)
+        status = _run_files(args, plan, runtime, accuracies)
     except BaseException as error:
         if store is not None:
             from muxlang.runtime.secrets import scrub
@@ -93,9 +95,89 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _run_files(args: argparse.Namespace, plan: Any, runtime: Any) -> int:
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def muxes_in(runnable: Any) -> list[Any]:
+    """Every mux a run selects with: the cascade's steps, and muxes nested as pool members."""
+    from muxlang import ir
+
+    found: list[Any] = []
+    todo = list(runnable.steps) if isinstance(runnable, ir.Cascade) else [runnable]
+    while todo:
+        mux = todo.pop(0)
+        if mux in found:
+            continue
+        found.append(mux)
+        todo.extend(m.member for m in mux.pool if not m.is_model)
+    return found
+
+
+def tie_break_accuracies(spec: Any, runnable: Any, store: Any, store_arg: str | None,
+                         warn: Any) -> dict[str, float]:
+    """Validation accuracies (model name -> accuracy) for the muxes whose ties go by accuracy.
+
+    A mux's ``validation`` names a store dataset: the accuracies are measured there, exactly as
+    ``eval`` measures them, from the ``--store`` store or else the default one when it exists.
+    A model measured there wins over an ``accuracy`` typed on it, as in eval. When they cannot
+    be measured, the run goes on, but says that ties go by typed accuracies or pool order, rather
+    than silently breaking ties differently from the figures eval and tune reported.
+    """
+    from muxlang.evaluation import validation_accuracies
+
+    wanted = [mux for mux in muxes_in(runnable) if mux.tie_break == "accuracy" and mux.validation]
+    if not wanted:
+        return {}
+    opened = None
+    if store is None:
+        from muxlang.store import Store
+        from muxlang.store.urls import resolve_url
+
+        url = resolve_url(store_arg or None)
+        if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
+            for mux in wanted:
+                warn(f"mux '{mux.name}': validation dataset '{mux.validation}' needs the sample "
+                     "store (--store URL, or $MUXLANG_STORE); ties go by typed accuracies, "
+                     "else pool order")
+            return {}
+        store = opened = Store(store_arg or None)
+    accuracies: dict[str, float] = {}
+    try:
+        for mux in wanted:
+            models = [m.member for m in mux.pool if m.is_model]
+            if store.get_dataset(mux.validation) is None:
+                warn(f"mux '{mux.name}': validation dataset '{mux.validation}' is not in store "
+                     f"{store.display_url} (`muxlang collect` it first); ties go by typed "
+                     "accuracies, else pool order")
+                continue
+            measured, sources, _ = validation_accuracies(store, spec, mux, models, None)
+            for model in models:
+                value = measured.get(model.name)
+                if value is not None and sources[model.name].startswith("store"):
+                    accuracies.setdefault(model.name, value)
+            shown = ", ".join(f"{m.name} {100 * measured[m.name]:.1f}%" if measured.get(m.name)
+                              is not None else f"{m.name} (none)" for m in models)
+            print(f"tie-breaks of mux '{mux.name}': validation accuracies on "
+                  f"{mux.validation}: {shown}", file=sys.stderr, flush=True)
+    finally:
+        if opened is not None:
+            opened.close()
+    return accuracies
+
+
+def _run_files(args: argparse.Namespace, plan: Any, runtime: Any,
+               accuracies: dict[str, float]) -> int:
     from muxlang.runtime.executor import PlanExecutor
 
+    if args.input != "-" and args.output != "-" and Path(args.output).exists():
+        try:
+            same = Path(args.input).samefile(args.output)
+        except OSError:
+            same = False
+        if same:  # opening the output for writing would empty the input before it is read
+            raise MuxError(f"--output {args.output} is the input file; write the answers to "
+                           "another file")
     if args.input == "-":
         source, in_stream, total = "<stdin>", sys.stdin, None
     else:
@@ -114,7 +196,7 @@ def _run_files(args: argparse.Namespace, plan: Any, runtime: Any) -> int:
             except OSError as error:
                 raise MuxError(f"cannot write {args.output}: {error.strerror}") from None
         try:
-            executor = PlanExecutor(plan, runtime)
+            executor = PlanExecutor(plan, runtime, accuracies=accuracies)
             status = _run_loop(executor, runtime, in_stream, out_stream, source, total, args)
         except BaseException:
             if out_stream is not sys.stdout:
@@ -208,6 +290,14 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
         if runtime.cache_hits:
             line += f", {runtime.cache_hits} samples from the cache"
         print(line, file=sys.stderr, flush=True)
+    # said whatever --no-progress says: it explains every failed line of the output at once
+    for name, client in runtime.clients.items():
+        if client.stats.stopped:
+            print(f"backend '{name}' stopped taking requests: {client.stats.stopped}",
+                  file=sys.stderr, flush=True)
+        for model, reason in client.stats.stopped_models.items():
+            print(f"model '{model}' on backend '{name}' stopped taking requests: {reason}",
+                  file=sys.stderr, flush=True)
     if summary.interrupted:
         return 130
     return 0 if summary.failed == 0 else 1

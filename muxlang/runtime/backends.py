@@ -231,6 +231,8 @@ class BackendStats:
     samples: int = 0
     batched: int = 0  # requests with n > 1
     probes: dict[str, bool] = field(default_factory=dict)
+    stopped: str | None = None  # why the backend took no more requests, if it stopped
+    stopped_models: dict[str, str] = field(default_factory=dict)  # model name -> why
 
 
 class BackendClient:
@@ -460,11 +462,11 @@ class BackendClient:
                 message = scrub(f"{self._prefix(model)}: {error.message}")
                 if not error.retryable:
                     self.stats.failures += 1
-                    self._stop_on(error, model, message)
+                    self._stop_on(error, model)
                     raise RequestFailed(message, status=error.status, attempts=attempts)
                 if attempts > retries:
                     self.stats.failures += 1
-                    self._stop_on(error, model, message)
+                    self._stop_on(error, model)
                     raise RequestFailed(f"{message} (gave up after {attempts} attempts)",
                                         status=error.status, attempts=attempts)
                 delay = self.policy.backoff(attempts)
@@ -488,7 +490,7 @@ class BackendClient:
             out.append(sample)
         return out
 
-    def _stop_on(self, error: RequestError, model: ir.Model, message: str) -> None:
+    def _stop_on(self, error: RequestError, model: ir.Model) -> None:
         """Stop sending what is bound to fail the same way, after a failure that says so.
 
         A 401 (the key) fails every request to the backend; a 403 or 404 every request for that
@@ -497,21 +499,28 @@ class BackendClient:
         records would send each of them its own doomed requests, and with retries wait out a
         backoff per record, before telling the user what one request already knew.
         """
+        reason = scrub(error.message)
         if error.status == 401:
-            self._stopped = self._stopped or message
+            self._stopped = self._stopped or reason
         elif error.status in (403, 404):
-            self._stopped_models.setdefault(model.id, message)
+            self._stopped_models.setdefault(model.id, reason)
+            self.stats.stopped_models.setdefault(model.name, reason)
         elif error.unreachable and not self._answered:
-            self._stopped = self._stopped or f"{message} (the server was never reached)"
+            self._stopped = self._stopped or f"the server was never reached: {reason}"
+        self.stats.stopped = self._stopped
 
     def _refuse_if_stopped(self, model: ir.Model, attempt: int) -> None:
         """Raise RequestFailed (not a RequestError: it is not retried) when stopped."""
-        reason = self._stopped or self._stopped_models.get(model.id)
+        what = "not sent" if attempt == 1 else "not retried"
+        if self._stopped is not None:
+            self.stats.failures += 1
+            raise RequestFailed(f"{self._prefix(model)}: {what}: the backend stopped taking "
+                                f"requests: {self._stopped}", attempts=attempt - 1)
+        reason = self._stopped_models.get(model.id)
         if reason is not None:
             self.stats.failures += 1
-            what = "not sent" if attempt == 1 else "not retried"
-            raise RequestFailed(f"{self._prefix(model)}: {what}, an earlier request of this "
-                                f"run failed for good: {reason}", attempts=attempt - 1)
+            raise RequestFailed(f"{self._prefix(model)}: {what}: the model stopped taking "
+                                f"requests: {reason}", attempts=attempt - 1)
 
     def _cool_down(self, delay: float) -> None:
         self._cooldown_until = max(self._cooldown_until, time.monotonic() + delay)

@@ -475,7 +475,7 @@ def test_progress_total_counts_records_not_blank_lines(tmp_path):
 
 # ---- failures that settle a backend or a model for the whole run ---------------------------------
 def test_a_401_stops_the_backend_instead_of_failing_every_record_on_its_own(
-        server, api_key, write_spec, write_records, tmp_path):
+        server, api_key, write_spec, write_records, tmp_path, capsys):
     server.add_fault("401", count=None, message="invalid api key")
     spec = write_spec(spec_text(server.openai_url, samples=1))
     records = [{"id": i, "question": f"q{i}"} for i in range(30)]
@@ -485,13 +485,15 @@ def test_a_401_stops_the_backend_instead_of_failing_every_record_on_its_own(
     assert [line["id"] for line in lines] == list(range(30))
     assert all("every pool member failed" in line["error"] for line in lines)
     assert "HTTP 401: invalid api key" in lines[-1]["failures"]["a"]
-    assert "not sent, an earlier request of this run failed for good" in lines[-1]["failures"]["a"]
+    assert "not sent: the backend stopped taking requests" in lines[-1]["failures"]["a"]
     # only what was already in flight (concurrency 8) reached the server, not 30 x 3 requests
     assert len(server.requests) <= 8
+    err = capsys.readouterr().err
+    assert "backend 'local' stopped taking requests: HTTP 401: invalid api key" in err
 
 
 def test_a_404_model_is_left_out_of_later_records_without_asking_again(
-        server, api_key, write_spec, write_records, tmp_path):
+        server, api_key, write_spec, write_records, tmp_path, capsys):
     server.answer = varied
     server.add_fault("404", count=None, model="id-b", message="model 'id-b' not found")
     spec = write_spec(spec_text(server.openai_url, samples=1))
@@ -503,6 +505,8 @@ def test_a_404_model_is_left_out_of_later_records_without_asking_again(
     assert all(line["model"] in {"a", "c"} for line in lines)
     assert sum(r["body"]["model"] == "id-b" for r in server.requests) <= 8
     assert sum(r["body"]["model"] == "id-a" for r in server.requests) == 30
+    assert "model 'b' on backend 'local' stopped taking requests: HTTP 404" in \
+        capsys.readouterr().err
 
 
 def test_a_server_never_reached_stops_its_backend_after_one_retry_cycle(
@@ -522,3 +526,48 @@ def test_a_server_never_reached_stops_its_backend_after_one_retry_cycle(
     last = lines[-1]["failures"]["c"]
     assert "not sent" in last and "the server was never reached" in last
     assert "ClientConnectorError" in last
+
+
+# ---- tie-breaks from the mux's validation dataset ----------------------------------------------
+def test_ties_go_by_validation_accuracies_measured_in_the_store(
+        server, api_key, write_spec, write_records, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MUXLANG_STORE", raising=False)
+
+    def answer(model: str, prompt: str, seed: int) -> str:
+        if "val" in prompt:  # validation: b is right (gold 7), a is wrong
+            return "#### 7" if model == "id-b" else "#### 1"
+        return "#### 2" if model == "id-b" else "#### 1"  # run: one sample each, a tie
+
+    server.answer = answer
+    spec = write_spec(spec_text(server.openai_url, models=("a", "b"), samples=1,
+                                mux_extra='validation = "val"'))
+    store = tmp_path / "store.sqlite"
+    val = write_records([{"id": i, "question": f"val {i}", "answer": "7"} for i in range(4)],
+                        name="val.jsonl")
+    assert main(["collect", str(spec), "--dataset", str(val), "--store", str(store),
+                 "--no-progress"]) == 0
+    records = write_records([{"id": i, "question": f"q{i}"} for i in range(3)])
+    capsys.readouterr()
+
+    out = tmp_path / "out.jsonl"
+    assert run_cli(spec, "--input", records, "--output", out, "--store", store) == 0
+    assert [line["model"] for line in read_jsonl(out)] == ["b"] * 3  # b: 100% on val, a: 0%
+    assert "validation accuracies on val: a 0.0%, b 100.0%" in capsys.readouterr().err
+
+    # without a store to measure them in, ties go by pool order, and the run says so
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert run_cli(spec, "--input", records, "--output", out) == 0
+    assert [line["model"] for line in read_jsonl(out)] == ["a"] * 3
+    err = capsys.readouterr().err
+    assert "validation dataset 'val' needs the sample store" in err
+
+
+def test_the_output_may_not_be_the_input(server, api_key, write_spec, write_records, capsys):
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = write_records([{"id": 1, "question": "q"}])
+    before = records.read_text()
+    assert run_cli(spec, "--input", records, "--output", records) == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert records.read_text() == before and not server.requests
