@@ -24,7 +24,14 @@ def run(args: argparse.Namespace) -> int:
             errors += len(error.diagnostics)
             continue
         if not args.quiet:
-            counts = (f"{len(spec.models)} models, {len(spec.tasks)} tasks, {len(spec.muxes)} "
-                      f"muxes, {len(spec.cascades)} cascades, {len(spec.tunes)} tune blocks")
+            counts = ", ".join(_count(len(items), noun) for items, noun in (
+                (spec.models, "model"), (spec.tasks, "task"), (spec.muxes, "mux"),
+                (spec.cascades, "cascade"), (spec.tunes, "tune block")))
             print(f"{path}: ok ({counts})")
     return 2 if errors else 0
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 mux``, ``2 muxes``, ``0 models``."""
+    plural = noun + ("es" if noun.endswith(("x", "s")) else "s")
+    return f"{number} {noun if number == 1 else plural}"

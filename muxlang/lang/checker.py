@@ -19,6 +19,45 @@ _ARTICLE = {"backend": "a backend", "model": "a model", "task": "a task", "mux":
             "cascade": "a cascade", "tune": "a tune block"}
 
 
+def _where(pos: ir.Pos) -> str:
+    """A position as a hint shows it: ``std.gsm8k:5:6`` for a stdlib module (its install path
+    means nothing to a user), the file's own path otherwise."""
+    from pathlib import Path
+
+    from muxlang.stdlib.registry import module_path
+
+    file = Path(pos.file)
+    found = module_path(file.stem) if file.suffix == ".mux" else None
+    if found is not None and found.resolve() == file.resolve():
+        return f"std.{file.stem}:{pos.line}:{pos.column}"
+    return str(pos)
+
+
+def _unmatched_brace(template: str) -> tuple[int, str] | None:
+    """The index and character of the first brace ``str.format`` would refuse: a '{' never
+    closed, or a '}' outside any slot ('{{' and '}}' are literal braces). Follows Python's own
+    scan: a slot runs from '{' to the '}' that brings the nesting back to zero."""
+    i = 0
+    while i < len(template):
+        char = template[i]
+        if template.startswith(char * 2, i) and char in "{}":
+            i += 2
+            continue
+        if char == "}":
+            return i, "}"
+        if char == "{":
+            depth, j = 1, i + 1
+            while j < len(template) and depth:
+                depth += {"{": 1, "}": -1}.get(template[j], 0)
+                j += 1
+            if depth:
+                return i, "{"
+            i = j
+            continue
+        i += 1
+    return None
+
+
 class Checker:
     def __init__(self, modules: list[ast.Module]):
         self.modules = modules
@@ -73,7 +112,7 @@ class Checker:
                 first = self.decls.get(decl.name)
                 if first is not None:
                     self.report(decl.name_pos, f"'{decl.name}' is declared twice",
-                                f"first declared at {first.name_pos}")
+                                f"first declared at {_where(first.name_pos)}")
                     continue
                 self.decls[decl.name] = decl
 
@@ -84,7 +123,7 @@ class Checker:
         for attr in decl.attrs:
             if attr.key in seen:
                 self.report(attr.key_pos, f"'{attr.key}' is set twice in {decl.kind} "
-                            f"'{decl.name}'", f"first set at {seen[attr.key].key_pos}")
+                            f"'{decl.name}'", f"first set at {_where(seen[attr.key].key_pos)}")
                 continue
             seen[attr.key] = attr
             field = schema.fields.get(attr.key)
@@ -116,7 +155,7 @@ class Checker:
             return None
         if decl.kind not in kinds:
             self.report(ref, f"'{ref.name}' is {_ARTICLE[decl.kind]}, but {wanted} is expected "
-                        "here", f"'{ref.name}' is declared at {decl.name_pos}")
+                        "here", f"'{ref.name}' is declared at {_where(decl.name_pos)}")
             return None
         return decl
 
@@ -182,10 +221,23 @@ class Checker:
             fields=tuple(dict.fromkeys(slots)), pos=decl.name_pos)
 
     def _slots(self, node: ast.Str, fields: list[str] | None) -> list[str]:
+        brace = _unmatched_brace(node.value)
+        if brace is not None:
+            index, char = brace
+            if char == "{":
+                self.report(self._brace_pos(node, index),
+                            "unclosed '{' in the template: write {{ for a literal brace",
+                            "a slot reads {field}, e.g. {question}")
+            else:
+                self.report(self._brace_pos(node, index),
+                            "unmatched '}' in the template: write }} for a literal brace",
+                            "a slot reads {field}, e.g. {question}")
+            return []
         try:
             parsed = list(string.Formatter().parse(node.value))
-        except ValueError as error:
-            self.report(node, f"bad template: {error}", "write {{ and }} for literal braces")
+        except ValueError as error:  # a conversion such as {x!} or {x!z}: rare
+            self.report(node, f"bad template slot ({error})",
+                        "a slot reads {field}, e.g. {question}; write {{ and }} for literal braces")
             return []
         slots = []
         for _, name, _, _ in parsed:
@@ -196,6 +248,11 @@ class Checker:
                 self.report(node, "a template slot needs a field name, e.g. {question}",
                             "write {{ and }} for literal braces")
                 continue
+            if '"' in base or "'" in base:  # JSON in a prompt: {"answer": ...}
+                self.report(self._brace_pos(node, node.value.find("{" + base)),
+                            f"template slot '{{{base}' is not a field name: write {{{{ and }}}} "
+                            "for literal braces", None)
+                continue
             slots.append(base)
             if fields is not None and base not in fields:
                 self.report(self._slot_pos(node, base), f"template slot '{{{base}}}' is not a "
@@ -203,17 +260,33 @@ class Checker:
                             or f"fields are {', '.join(fields)}")
         return slots
 
+    def _brace_pos(self, node: ast.Str, index: int) -> ir.Pos:
+        """The position of the brace at ``node.value[index]`` in the source literal.
+
+        Escapes and the dedent of triple-quoted strings change offsets but never braces, so the
+        n-th brace of the value is the n-th brace of the literal; when the counts differ (a brace
+        written as an escape such as \\x7b), the string's own position."""
+        raw, value = self.texts[node.pos.file][node.start:node.end], node.value
+        nth = sum(1 for c in value[:index] if c in "{}")
+        braces = [i for i, c in enumerate(raw) if c in "{}"]
+        if len(braces) != sum(1 for c in value if c in "{}"):
+            return node.pos
+        return self._offset_pos(node, raw, braces[nth])
+
+    def _offset_pos(self, node: ast.Str, raw: str, offset: int) -> ir.Pos:
+        before = raw[:offset]
+        newlines = before.count("\n")
+        if newlines == 0:
+            return ir.Pos(node.pos.file, node.pos.line, node.pos.column + offset)
+        return ir.Pos(node.pos.file, node.pos.line + newlines, offset - before.rfind("\n"))
+
     def _slot_pos(self, node: ast.Str, slot: str) -> ir.Pos:
         """The position of ``{slot`` inside the string literal, for a precise caret."""
         raw = self.texts[node.pos.file][node.start:node.end]
         offset = raw.find("{" + slot)
         if offset < 0:
             return node.pos
-        before = raw[:offset]
-        newlines = before.count("\n")
-        if newlines == 0:
-            return ir.Pos(node.pos.file, node.pos.line, node.pos.column + offset)
-        return ir.Pos(node.pos.file, node.pos.line + newlines, offset - before.rfind("\n"))
+        return self._offset_pos(node, raw, offset)
 
     def _function(self, decl: ast.Decl, key: str, table: str, default: ir.Call) -> ir.Call:
         node = self._get(decl, key)
@@ -304,8 +377,9 @@ class Checker:
                     self.report(value, f"bad regular expression: {error}", None)
                     return BAD
             return value.value
-        names = " or ".join("a string" if k is str else "a number" for k in param.kind
-                            if k in (str, int, float))
+        # int and float both read "a number": said once
+        names = " or ".join(dict.fromkeys("a string" if k is str else "a number"
+                                          for k in param.kind if k in (str, int, float)))
         self.report(value, f"argument '{param.name}' of {function} must be "
                     f"{names or 'a value'}, found {ast.describe(value)}", None)
         return BAD

@@ -232,7 +232,112 @@ def _end_position(text: str) -> tuple[int, int]:
     return len(lines), len(lines[-1]) + 1
 
 
+def _stack(error: UnexpectedInput) -> list:
+    """The LALR value stack at the error (tokens and reduced trees), [] when lark does not say."""
+    parser = getattr(error, "interactive_parser", None)
+    return list(getattr(getattr(parser, "parser_state", None), "value_stack", None) or [])
+
+
+def _last_token(value) -> Token | None:
+    """The last token of a stack value: the value itself, or the rightmost leaf of a tree."""
+    while isinstance(value, Tree):
+        if not value.children:
+            return None
+        value = value.children[-1]
+    return value if isinstance(value, Token) else None
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+
+
+# Names people write for the units a duration takes (ms, s, m, h).
+_UNIT_SPELLINGS = {
+    "ms": ("msec", "msecs", "millis", "millisecond", "milliseconds"),
+    "s": ("sec", "secs", "second", "seconds", "S"),
+    "m": ("min", "mins", "minute", "minutes", "M"),
+    "h": ("hr", "hrs", "hour", "hours", "H"),
+}
+_UNIT_OF = {spelling: unit for unit, spellings in _UNIT_SPELLINGS.items() for spelling in spellings}
+
+
+def _glued_unit(error: UnexpectedInput, text: str) -> Diagnostic | None:
+    """A number with an unknown unit glued to it (``30sec``): the lexer reads a number and a name,
+    and the parser only trips over what follows. Said at the number, naming the unit."""
+    stack = _stack(error)
+    candidates = []
+    token = getattr(error, "token", None)
+    # (in a pool, `m * 3x` is a bad sample count, not a unit: left to the general message)
+    if (isinstance(token, Token) and token.type == "NAME" and stack
+            and not (isinstance(stack[-1], Tree) and stack[-1].data == "member")):
+        candidates.append((_last_token(stack[-1]), token))
+    if len(stack) >= 2 and isinstance(stack[-1], Token) and stack[-1].type == "NAME":
+        candidates.append((_last_token(stack[-2]), stack[-1]))
+    for number, name in candidates:
+        if (number is None or number.type != "NUMBER" or number.end_pos is None
+                or number.end_pos != name.start_pos):
+            continue
+        line, column = _position(text, number.start_pos)
+        unit = _UNIT_OF.get(str(name))
+        if unit is not None:
+            hint = f"units are ms, s, m, h: write {number}{unit}"
+        else:
+            hint = f"units are ms, s, m, h (e.g. {number}s); a rate is written {number}/s"
+        return Diagnostic("", line, column, f"unknown unit '{name}' in '{number}{name}'", hint)
+    return None
+
+
+_RATE_UNIT = re.compile(r"/([A-Za-z_][\w-]*)")
+
+
+def _bad_rate_unit(error: UnexpectedCharacters, text: str) -> Diagnostic | None:
+    """``50/sec``: a number, then a '/' the lexer cannot place."""
+    stack = _stack(error)
+    number = _last_token(stack[-1]) if stack else None
+    if (number is None or number.type != "NUMBER" or number.end_pos != error.pos_in_stream
+            or text[error.pos_in_stream:error.pos_in_stream + 1] != "/"):
+        return None
+    unit = _RATE_UNIT.match(text, error.pos_in_stream)
+    written = unit.group(1) if unit else ""
+    line, column = _position(text, number.start_pos)
+    fixed = _UNIT_OF.get(written, written if written in ("s", "m", "h") else None)
+    hint = (f"rates are per s, m or h: write {number}/{fixed}" if fixed in ("s", "m", "h")
+            else f"rates are per s, m or h: write e.g. {number}/s")
+    return Diagnostic("", line, column, f"unknown rate unit in '{number}/{written}'", hint)
+
+
+# After a name in value position, these characters mean an unquoted string (a URL, a path, a
+# dotted model id): `url = http://127.0.0.1:8000/v1`.
+_UNQUOTED_AFTER_NAME = (":", "/", ".")
+_VALUE_OPENERS = {"EQUAL", "LPAR", "COMMA", "LSQB"}
+_UNQUOTED_WORD = re.compile(r'[^\s,()\[\]{}#"]+')
+
+
+def _unquoted_string(error: UnexpectedInput, text: str) -> str | None:
+    """The hint for a string written without quotes, or None when the error is something else."""
+    offset = getattr(error, "pos_in_stream", None)
+    if offset is None or offset < 0 or text[offset:offset + 1] not in _UNQUOTED_AFTER_NAME:
+        return None
+    stack = _stack(error)
+    if len(stack) < 2:
+        return None
+    name, before = stack[-1], stack[-2]
+    if not (isinstance(name, Token) and name.type == "NAME" and name.end_pos == offset
+            and isinstance(before, Token) and before.type in _VALUE_OPENERS):
+        return None
+    word = _UNQUOTED_WORD.match(text, name.start_pos)
+    shown = word.group(0) if word else str(name)
+    return f'quote the string: write "{shown}"'
+
+
 def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
+    found = _glued_unit(error, text)
+    if found is None and isinstance(error, UnexpectedCharacters):
+        found = _bad_rate_unit(error, text)
+    if found is not None:
+        found.file, found.source_line = path, _line(text, found.line)
+        return found
     line, column = getattr(error, "line", -1), getattr(error, "column", -1)
     hint = None
     if isinstance(error, UnexpectedEOF) or (
@@ -258,7 +363,8 @@ def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
         else:
             message = f"unexpected character {char!r}"
             allowed = set(error.allowed or ())
-            if allowed:
+            hint = _unquoted_string(error, text)
+            if hint is None and allowed:
                 hint = f"expected {_expected(allowed)}"
     else:
         assert isinstance(error, UnexpectedToken)
@@ -270,7 +376,7 @@ def _diagnostic(error: UnexpectedInput, text: str, path: str) -> Diagnostic:
         else:
             message = f"unexpected {kind.removeprefix('a ')} '{shown}'"
         expected = set(error.accepts or error.expected or ())
-        hint = _hint_for(token, expected)
+        hint = _unquoted_string(error, text) or _hint_for(token, expected)
         if _opens_declaration(text, token):
             hint = "the block above is not closed: add '}' before this declaration"
     if line < 1:

@@ -85,6 +85,15 @@ def Int(low: float | None = None, high: float | None = None) -> Number:
     return Number(low, high, integer=True)
 
 
+def _unit_number(value: ast.Num) -> str:
+    """The number as a duration or rate may write it (digits, an optional fraction: no sign, no
+    exponent), for a hint that can be pasted as is: 1e3 -> 1000."""
+    text = value.text.lstrip("+")
+    if text.replace(".", "", 1).isdigit() and not text.startswith(".") and not text.endswith("."):
+        return text
+    return f"{abs(value.value):f}".rstrip("0").rstrip(".")
+
+
 @dataclass
 class Seconds(Field):
     expects = "a duration such as 30s, 500ms or 2m"
@@ -97,7 +106,7 @@ class Seconds(Field):
                 report(value, f"{value.text} is out of range: must be above 0s", None)
                 return BAD
             return value.seconds
-        hint = f"add a unit: {value.text}s" if isinstance(value, ast.Num) else None
+        hint = f"add a unit: {_unit_number(value)}s" if isinstance(value, ast.Num) else None
         return self.wrong(value, report, hint)
 
 
@@ -111,7 +120,8 @@ class PerSecond(Field):
                 report(value, "a rate must be above zero", None)
                 return BAD
             return value.per_second
-        hint = f"add a unit: {value.text}/s" if isinstance(value, ast.Num) else None
+        # the command line's --rate 50 means 50/s; a spec says the unit
+        hint = f"add a unit: {_unit_number(value)}/s" if isinstance(value, ast.Num) else None
         return self.wrong(value, report, hint)
 
 

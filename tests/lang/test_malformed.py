@@ -12,7 +12,8 @@ from muxlang.cli import main
 
 CORPUS = Path(__file__).with_name("malformed")
 
-# file -> (line, column, message) of the first error reported.
+# file -> (line, column, message) of the first error reported, or (line, column, message, hint)
+# when the hint is the point (printed as "  hint: ..." under the first error's caret).
 EXPECTED = {
     '01_missing_equals.mux': (2, 11, "unexpected name 'b'"),
     '02_unclosed_block.mux': (3, 1, 'unexpected end of file'),
@@ -34,7 +35,9 @@ EXPECTED = {
     '18_composition_cycle.mux': (17, 18, 'composition cycle: a -> b2 -> a'),
     '19_slot_not_a_field.mux': (2, 14, "template slot '{questoin}' is not a field of the dataset"),
     '20_duration_without_unit.mux': (4, 13, 'expected a duration such as 30s, 500ms or 2m, found a number'),
-    '21_rate_without_unit.mux': (4, 10, 'expected a rate such as 20/s or 600/m, found a number'),
+    # strict in a spec, though the command line's --rate 20 means 20/s: the hint says so
+    '21_rate_without_unit.mux': (4, 10, 'expected a rate such as 20/s or 600/m, found a number',
+                                 'add a unit: 20/s'),
     '22_secret_literal.mux': (4, 13, 'expected env("VARIABLE_NAME"), found a string'),
     '23_bad_url.mux': (3, 9, "not an http(s) URL: '127.0.0.1:8000'"),
     '24_unknown_backend_kind.mux': (2, 10, "'opnai' is not one of openai, ollama, replay"),
@@ -43,7 +46,8 @@ EXPECTED = {
     '27_mux_with_sample_count.mux': (17, 19, "mux 'inner' is a pool member drawn once; it has no sample count"),
     '28_empty_range.mux': (17, 13, 'empty range 5..2'),
     '29_bad_equivalence_argument.mux': (13, 25, "numeric has no argument 'tolerence'"),
-    '30_bad_template_brace.mux': (2, 10, "bad template: expected '}' before end of string"),
+    '30_bad_template_brace.mux': (2, 14, "unclosed '{' in the template: write {{ for a "
+                                         "literal brace"),
     '31_missing_comma_in_list.mux': (13, 17, "unexpected name 'm'"),
     '32_pool_member_twice.mux': (13, 18, "'m' is in the pool twice"),
     '33_gold_not_a_field.mux': (3, 10, "gold field 'anser' is not among the task's fields"),
@@ -64,6 +68,23 @@ EXPECTED = {
     '46_negative_tolerance.mux': (3, 25, "numeric: 'tolerance' must be a finite number >= 0, "
                                          "got -0.5"),
     '47_zero_timeout.mux': (4, 13, '0s is out of range: must be above 0s'),
+    # `30sec` lexes as the number 30 and the name sec: said at the number, not at what follows
+    '48_unknown_duration_unit.mux': (12, 13, "unknown unit 'sec' in '30sec'",
+                                     "units are ms, s, m, h: write 30s"),
+    '49_unquoted_url.mux': (3, 13, "unexpected character ':'",
+                            'quote the string: write "http://127.0.0.1:8000/v1"'),
+    '50_json_in_template.mux': (5, 26, "template slot '{\"answer\"' is not a field name: "
+                                       "write {{ and }} for literal braces"),
+    '51_string_tolerance.mux': (3, 37, "argument 'tolerance' of numeric must be a number, "
+                                       "found a string"),
+    '52_redeclared_stdlib_task.mux': (5, 6, "'gsm8k_cot' is declared twice",
+                                      "first declared at std.gsm8k:5:6"),
+    '53_unknown_rate_unit.mux': (4, 10, "unknown rate unit in '50/sec'",
+                                 "rates are per s, m or h: write 50/s"),
+    '54_lone_closing_brace.mux': (4, 16, "unmatched '}' in the template: write }} for a "
+                                         "literal brace"),
+    '55_unclosed_brace_at_end.mux': (5, 36, "unclosed '{' in the template: write {{ for a "
+                                            "literal brace"),
 }
 
 
@@ -74,13 +95,15 @@ def test_corpus_is_complete():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_malformed_spec_reports_position(name, capsys):
-    line, column, message = EXPECTED[name]
+    line, column, message, *hint = EXPECTED[name]
     path = CORPUS / name
     assert main(["check", str(path)]) == 2
     err = capsys.readouterr().err
     first = err.splitlines()[0]
     assert first == f"{path}:{line}:{column}: error: {message}"
     assert "Traceback" not in err
+    if hint:
+        assert err.splitlines()[3] == f"  hint: {hint[0]}"
 
 
 def test_hint_and_caret_are_printed(capsys):
@@ -177,3 +200,20 @@ def test_a_misspelt_kind_is_reported_once_not_at_every_use(tmp_path, capsys):
     assert main(["check", str(spec)]) == 2
     assert _error_heads(capsys.readouterr().err) == [
         "1:1 unknown declaration kind 'backed'", "3:22 'lcal' is not defined (expected a backend)"]
+
+
+def test_success_line_counts_in_singular_and_plural(tmp_path, capsys):
+    spec = tmp_path / "one.mux"
+    spec.write_text('backend b { kind = replay }\nmodel m { backend = b }\n'
+                    'model m2 { backend = b }\ntask t { user = "{question}" }\nmux x { task = t pool = [m * 3] }\n'
+                    "cascade c { steps = [x] }\n")
+    assert main(["check", str(spec)]) == 0
+    assert capsys.readouterr().out == (
+        f"{spec}: ok (2 models, 1 task, 1 mux, 1 cascade, 0 tune blocks)\n")
+
+
+def test_a_user_file_keeps_its_path_in_hints(tmp_path, capsys):
+    spec = tmp_path / "twice.mux"
+    spec.write_text('backend b { kind = replay }\nbackend b { kind = replay }\n')
+    assert main(["check", str(spec)]) == 2
+    assert f"  hint: first declared at {spec}:1:9" in capsys.readouterr().err.splitlines()
