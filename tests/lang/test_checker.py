@@ -4,7 +4,7 @@ import pytest
 
 from muxlang import ir
 from muxlang.errors import SpecError
-from muxlang.lang import check_text, load_spec
+from muxlang.lang import check_text, load_spec, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +108,25 @@ def test_a_bad_sample_count_does_not_hide_the_pool_members_names():
         (line, 34, "samples must be a whole number of at least 1, found 0"),
         (line, 37, "'nope' is not defined (expected a model or a mux)"),
     ]
+
+
+def _declarations_example() -> str:
+    """The code block of docs/language.md's "Declarations" section."""
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    section = doc.split("\n## Declarations\n", 1)[1]
+    return section.split("\n```\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_language_reference_example_is_a_complete_spec():
+    from muxlang.lang.schema import SCHEMAS
+
+    spec = check_text(_declarations_example(), "docs/language.md")
+    assert spec.runnable().name == "cheap_then_big"
+    # a model without id sends its own name, as the reference says
+    assert spec.models["gemma9b"].id == "gemma9b"
+    assert spec.models["llama8b"].id == "meta-llama/Llama-3.1-8B-Instruct"
+    # and it shows every key of every kind
+    module = parse(_declarations_example())
+    shown = {(d.kind, a.key) for d in module.decls for a in d.attrs}
+    missing = {(kind, key) for kind, schema in SCHEMAS.items() for key in schema.fields} - shown
+    assert not missing
