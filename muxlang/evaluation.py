@@ -291,6 +291,15 @@ def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models:
         return accuracies, sources, "pool order (tie_break = order)"
     if name:
         info = store.get_dataset(name)
+        if info is None and validation is None:  # the spec named it, not the command line
+            from muxlang.errors import MuxError, did_you_mean
+
+            names = [d.name for d in store.list_datasets()]
+            hint = did_you_mean(name, names)
+            raise MuxError(f"mux '{mux.name}' (line {mux.pos.line}) takes its tie-break "
+                           f"accuracies from validation = \"{name}\", which is not in store "
+                           f"{store.display_url} (--validation NAME_OR_FILE takes other data)"
+                           + (f"; {hint}" if hint else ""))
         if info is None:
             store.require_dataset(name)  # raises with the stored names
         val = load_votes(store, spec, mux, info, models=models)

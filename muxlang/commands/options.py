@@ -32,7 +32,10 @@ def non_negative_int(text: str) -> int:
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    value = non_negative_int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value

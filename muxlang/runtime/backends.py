@@ -127,8 +127,11 @@ class BackendSettings:
         if not re.match(r"^https?://", self.url):
             raise MuxError(f"backend '{self.name}': url must start with http:// or https://")
         if spec_key_env and self.key() is None:
+            import os
+
+            state = "is empty" if os.environ.get(spec_key_env) == "" else "is not set"
             raise MuxError(f"backend '{self.name}' reads its API key from environment variable "
-                           f"{spec_key_env}, which is not set")
+                           f"{spec_key_env}, which {state}")
 
 
 @dataclass

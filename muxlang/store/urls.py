@@ -25,6 +25,10 @@ def resolve_url(url: str | None = None) -> str:
     scheme, rest = value.split("://", 1)
     if scheme in ("postgresql", "postgres"):
         return "postgresql+psycopg://" + rest
+    if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+        raise MuxError(f"store URL scheme '{scheme}' is not supported: the sample store is "
+                       "SQLite (a file path, or sqlite:///PATH) or PostgreSQL "
+                       "(postgresql://USER@HOST:5432/DB)")
     return value
 
 

@@ -236,11 +236,13 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     gold = gold_keys(store, items, task, reader, gold_signature)
 
     rendered: list[str | None] = []
+    render_error: str | None = None
     for item in items:
         try:
             rendered.append(prompt_hash(render_messages(task, item.record)))
-        except MuxError:
+        except MuxError as error:
             rendered.append(None)  # the template does not fit the record: only replay can match
+            render_error = render_error or str(error)
 
     votes: dict[str, list[list[str | None]]] = {}
     tokens_in: dict[str, float] = {}
@@ -267,7 +269,8 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
                 missing_template = [items[p].key for p, h in enumerate(rendered) if h is None]
                 if missing_template:
                     raise MuxError(f"task {task.name}: its prompt cannot be rendered for item "
-                                   f"{missing_template[0]!r} of dataset {info.name}")
+                                   f"{missing_template[0]!r} of dataset {info.name}: "
+                                   f"{render_error}")
                 for position, h in enumerate(rendered):
                     key = SampleKey.make(model.backend.name, model.id, model.sampling_params(), h)
                     where[key.hash].append(position)

@@ -60,6 +60,11 @@ def files(tmp_path, monkeypatch):
     (tmp_path / "tiny-questions.jsonl").write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
     (tmp_path / "tiny-samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in SAMPLES))
     (tmp_path / "duo.mux").write_text(SPEC)
+    (tmp_path / "valtypo.mux").write_text(SPEC.replace("pool = [one, two]",
+                                                       'pool = [one, two]\n  validation = "tinny"'))
+    (tmp_path / "slots.mux").write_text(SPEC.replace("kind = replay", 'kind = openai\n  url = '
+                                                     '"http://127.0.0.1:9/v1"')
+                                        .replace('user = "{question}"', 'user = "{question} {topic}"'))
     return tmp_path
 
 
@@ -118,6 +123,13 @@ def test_store_from_the_environment_and_flag(files, capsys, monkeypatch):
      "file is not a database"),
     (["import", "tiny-samples.jsonl", "--questions", "tiny-questions.jsonl",
       "--store", "tiny-questions.jsonl"], "file is not a database"),
+    (["eval", "duo.mux", "--dataset", "tiny", "--store", "mysql://u:pw@127.0.0.1/x"],
+     "store URL scheme 'mysql' is not supported"),
+    # a validation dataset the spec names (not the command line) is blamed on the spec
+    (["eval", "valtypo.mux", "--dataset", "tiny"],
+     "mux 'duo' (line 21) takes its tie-break accuracies from validation = \"tinny\""),
+    # a template that does not fit the records says which field is missing
+    (["eval", "slots.mux", "--dataset", "tiny"], "record has no field 'topic'"),
 ])
 def test_user_errors_are_one_line_without_traceback(files, capsys, argv, message):
     main(["import", "tiny-samples.jsonl", "--questions", "tiny-questions.jsonl"])

@@ -571,3 +571,15 @@ def test_the_output_may_not_be_the_input(server, api_key, write_spec, write_reco
     assert run_cli(spec, "--input", records, "--output", records) == 1
     assert "is the input file" in capsys.readouterr().err
     assert records.read_text() == before and not server.requests
+
+
+def test_an_empty_key_variable_is_called_empty_not_unset(server, write_spec, write_records,
+                                                          monkeypatch, capsys):
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = write_records([{"id": 1, "question": "q"}])
+    monkeypatch.setenv(KEY_ENV, "")
+    assert run_cli(spec, "--input", records, "--output", "-") == 1
+    assert f"environment variable {KEY_ENV}, which is empty" in capsys.readouterr().err
+    monkeypatch.delenv(KEY_ENV)
+    assert run_cli(spec, "--input", records, "--output", "-") == 1
+    assert f"environment variable {KEY_ENV}, which is not set" in capsys.readouterr().err
