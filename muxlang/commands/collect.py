@@ -28,9 +28,9 @@ from muxlang.errors import MuxError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", metavar="SPEC", help="the .mux spec file")
-    parser.add_argument("--dataset", required=True, metavar="FILE",
-                        help="JSON lines of records (the dataset; registered in the store by "
-                             "content hash)")
+    parser.add_argument("--dataset", required=True, metavar="NAME_OR_FILE",
+                        help="JSON lines of records (registered in the store by content hash), "
+                             "or the name of a dataset already in the store")
     parser.add_argument("--samples", "-k", type=positive_int, metavar="K",
                         help="samples per model and item (default: each member's count in the pool)")
     parser.add_argument("--mux", metavar="NAME",
@@ -103,7 +103,7 @@ def spend(t: Totals) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from muxlang.lang import load_spec
-    from muxlang.store import Store, load_dataset_file
+    from muxlang.store import Store, load_dataset_file, resolve_dataset
     from muxlang.store.keys import SampleKey, render_messages
 
     spec = load_spec(args.spec)
@@ -122,7 +122,10 @@ def run(args: argparse.Namespace) -> int:
     store = Store(args.store)
     try:
         gold = members[0][1].gold or "answer"
-        info = load_dataset_file(store, args.dataset, name=args.name, gold_field=gold)
+        if args.name is None and not os.path.isfile(args.dataset):
+            info = resolve_dataset(store, args.dataset, gold)  # a dataset already in the store
+        else:
+            info = load_dataset_file(store, args.dataset, name=args.name, gold_field=gold)
         items = store.items(info)
         totals = Totals()
         jobs: list[tuple[SampleKey, Job]] = []

@@ -373,3 +373,24 @@ def test_repeated_kill_9_at_many_moments_still_gives_a_clean_run(tmp_path, serve
     assert len(final) == total and {(r[0], r[1], r[4]) for r in final} == clean
     statuses = run_statuses(store)
     assert statuses[-1] == "ok" and "running" not in statuses
+
+
+def test_the_dataset_may_be_named_by_its_store_name(tmp_path, server):
+    (tmp_path / "q.jsonl").write_text(
+        "".join(json.dumps({"id": i, "question": f"{i}?", "answer": str(i)}) + "\n"
+                for i in range(3)))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server))
+    store = tmp_path / "s.sqlite"
+    assert collect(tmp_path, store, spec, "--samples", "1").returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "muxlang", "collect", str(spec), "--store", str(store),
+            "--no-progress", "--samples", "2", "--json", "--dataset"]
+    done = subprocess.run([*base, "q"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["drawn"] == 3 * 3  # one more sample per model and item
+    typo = subprocess.run([*base, "qq"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert typo.returncode == 1 and "'qq' is neither a dataset in store" in typo.stderr
+    assert "did you mean 'q'" in typo.stderr and "Traceback" not in typo.stderr
