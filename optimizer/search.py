@@ -211,7 +211,7 @@ class GridWalk:
 
     Workers sharing a study do not write a configuration twice, without keeping a RUNNING trial
     per configuration: they work in batches, and the first record of a batch also claims the
-    batch the worker scores next (attribute ``claim`` = {"worker": host:pid, "next": [index,
+    rest of that batch (until written) and the batch the worker scores next (attribute ``claim`` = {"worker": host:pid, "next": [index,
     ...]}; a worker's newest claim replaces its older ones). Before picking, a worker reads the
     trials added since its last look (Optuna's cached storage fetches only those) and skips the
     indices that are done or claimed by another live worker; after scoring a batch it looks
@@ -371,8 +371,9 @@ class GridWalk:
                 size = max(1, size // 2)
             following = self.pick(held, size if keep else 1, exclude=[i for i, _, _ in keep])
             for position, (index, values, attrs) in enumerate(keep):
-                if position == 0:
-                    attrs = {**attrs, "claim": {"worker": WORKER, "next": following}}
+                if position == 0:  # holds the rest of this batch until written, and the next
+                    attrs = {**attrs, "claim": {"worker": WORKER, "next": [
+                        i for i, _, _ in keep[1:]] + following}}
                 trial = optuna.trial.create_trial(
                     state=optuna.trial.TrialState.COMPLETE, values=values,
                     params={"config": index}, distributions={"config": self.distribution},

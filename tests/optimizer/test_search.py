@@ -189,10 +189,15 @@ def test_grid_trials_are_written_whole_and_claim_the_next(sim, tmp_path):
     for t in trials:
         assert t.user_attrs["pool"] == grid[t.params["config"]].as_dict()
         assert t.values == [t.user_attrs["score"]["accuracy"]]
-    # batches: the first record of each claims the next batch; the last claims nothing
-    claims = [t.user_attrs["claim"]["next"] for t in trials if "claim" in t.user_attrs]
-    assert [i for batch in claims for i in batch] == [t.params["config"] for t in trials[1:]]
-    assert claims[-1] == [] and len(claims) < n
+    # batches: the first record of each claims the rest of it and the next batch, which are
+    # the configurations written after it, in order; the last claim reaches the end
+    configs = [t.params["config"] for t in trials]
+    claims = [(k, t.user_attrs["claim"]["next"]) for k, t in enumerate(trials)
+              if "claim" in t.user_attrs]
+    assert claims[0][0] == 0 and 1 < len(claims) < n
+    for (k, claimed), (k_next, _) in zip(claims, claims[1:]):
+        assert claimed == configs[k + 1:k + 1 + len(claimed)] and k + len(claimed) >= k_next
+    assert claims[-1][1] == configs[claims[-1][0] + 1:]
     memory = run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid")
     assert result.best.config == memory.best.config
     assert [r.values for r in sorted(result.trials, key=lambda r: r.rank)] == \
