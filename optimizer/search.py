@@ -292,7 +292,7 @@ class GridWalk:
         now = time.monotonic()
         out = {i: -1 for i in self.running}
         for worker, (number, indices) in self.claims.items():
-            if worker == WORKER or self._gone(worker, now):
+            if worker == WORKER or not indices or self._gone(worker, now):
                 continue
             for index in indices:
                 if index not in self.done:
@@ -335,6 +335,7 @@ class GridWalk:
         batch = self.pick(self.held(), 1)  # the first pick is not claimed
         size = 1
         last_progress, last_done, last_reap = time.monotonic(), len(self.done), 0.0
+        cycle = time.monotonic()  # since the last claim was decided: writes, scoring, look
         while True:
             if not batch:  # nothing free: done, or the rest is held by other workers
                 held = self.held()
@@ -351,8 +352,8 @@ class GridWalk:
                 time.sleep(self.poll)
                 self.refresh()
                 batch, size = self.pick(self.held(), 1), 1
+                cycle = time.monotonic()
                 continue
-            started = time.monotonic()
             results = [(index, *evaluate(self.grid[index])) for index in batch]
             self.refresh()
             held = self.held()
@@ -365,10 +366,11 @@ class GridWalk:
                     self.passed.add(index)  # claimed first elsewhere: theirs
                     continue
                 keep.append((index, values, attrs))
-            if time.monotonic() - started < self.batch_seconds:
-                size = min(size * 2, self.max_batch)
-            else:
-                size = max(1, size // 2)
+            # a batch takes about ``batch_seconds`` at most, so a worker claims again that often
+            now = time.monotonic()
+            size = (min(size * 2, self.max_batch) if now - cycle < self.batch_seconds
+                    else max(1, size // 2))
+            cycle = now
             following = self.pick(held, size if keep else 1, exclude=[i for i, _, _ in keep])
             for position, (index, values, attrs) in enumerate(keep):
                 if position == 0:  # holds the rest of this batch until written, and the next
