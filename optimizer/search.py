@@ -18,6 +18,7 @@ of models in the pool within ``pool_size``; the rule one of ``rules``. Objective
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -42,12 +43,17 @@ SAMPLERS = ("auto", "grid", "tpe", "nsga2")
 class _InterruptWithoutTraceback(logging.Filter):
     """Ctrl-C inside a trial: Optuna logs "Trial N failed ... KeyboardInterrupt()" with the whole
     traceback (often deep inside the database driver) before re-raising it, and the CLI then says
-    "interrupted". Keep Optuna's one-line message, drop the traceback."""
+    "interrupted" (and how to resume). Drop Optuna's record: the user pressed Ctrl-C, nothing
+    failed."""
+
+    interrupted = False
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            record.exc_info = None
-        return True
+            self.interrupted = True
+            return False
+        # then Optuna says the trial "failed with value None": it did not fail, it was stopped
+        return not (self.interrupted and "failed with value None" in record.getMessage())
 
 
 # Optuna logs failed trials from this module; a logger's filter sees the records it creates
@@ -629,11 +635,21 @@ def _open_study(storage: str | None, name: str | None, directions: list[str], sa
         if "fingerprint" not in attrs:
             study.set_user_attr("fingerprint", mine)
         elif attrs["fingerprint"] != mine:
-            differ = sorted(k for k in set(mine) | set(attrs["fingerprint"])
-                            if mine.get(k) != attrs["fingerprint"].get(k))
-            raise MuxError(f"study '{name}' was run with a different {', '.join(differ)}; "
-                           f"resume it with the same spec and data, or use a new --study name")
+            theirs = attrs["fingerprint"]
+            differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            said = "; ".join(f"{k} {_shown(theirs.get(k))} (this run: {_shown(mine.get(k))})"
+                             for k in differ)
+            hint = (" (sampler auto searches the whole grid only when --trials covers it)"
+                    if "sampler" in differ else "")
+            raise MuxError(f"study '{name}' was run with {said}{hint}; resume it with the same "
+                           f"spec, data and options, or use a new --study name")
     return study
+
+
+def _shown(value: object) -> str:
+    """A fingerprint value as a user typed it (lists and dicts compactly, long ones cut)."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def score_to_dict(score: Score) -> dict:

@@ -242,6 +242,15 @@ class Simulator:
         """Samples stored for ``model`` (the most of any item): the largest budget it can draw."""
         return self.k_stored[model]
 
+    def full_budget(self, model: str) -> int:
+        """Samples stored for ``model`` on every scored item: the largest budget it draws in
+        full everywhere (above it, the items with fewer count their missing draws as
+        unreadable, which scores the model on data that was never collected)."""
+        if model not in self.k_stored:
+            return 0
+        rows = self.votes.votes[model]
+        return min((len(rows[i]) for i in self.item_index), default=0)
+
     def draws(self, model: str) -> np.ndarray:
         """(simulations, items, k_stored) slot order per trial and item; budget b takes [..., :b]."""
         if model not in self._draws:

@@ -45,18 +45,23 @@ def accuracies_for(spec_models: dict[str, ir.Model], sim: Simulator) -> dict[str
 def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> Space:
     """The search space: per candidate the budgets its stored samples allow.
 
-    A budget can never exceed the samples stored per item. Candidates whose stored samples cap
-    the block's ``samples`` range are named in one warning; candidates that cannot meet its
-    lower bound are left out; when none is left, the error says what the store holds."""
+    A budget never exceeds the samples stored on every item (the fewest of any item: a larger
+    budget would count samples that were never collected as unreadable). Candidates whose stored
+    samples cap the block's ``samples`` range are named in one warning; candidates that cannot
+    meet its lower bound are left out; when none is left, the error says what the store holds."""
     lo, hi = tune.samples
     budgets = {}
     capped: dict[int, list[str]] = {}  # stored samples -> candidates searched up to that only
     short: dict[int, list[str]] = {}  # stored samples -> candidates left out (too few)
+    uneven: list[str] = []  # candidates with more samples on some items than on all
     for model in tune.candidates:
-        stored = sim.max_budget(model.name)
-        if stored == 0:
+        most = sim.max_budget(model.name)
+        if most == 0:
             warn(f"no stored samples of candidate '{model.name}': left out")
             continue
+        stored = sim.full_budget(model.name)
+        if stored < most:
+            uneven.append(f"{model.name} ({stored} on every item, up to {most} on some)")
         if max(lo, 1) > stored:
             short.setdefault(stored, []).append(model.name)
             continue
@@ -66,6 +71,9 @@ def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> S
     for stored, names in sorted(capped.items()):
         warn(f"{', '.join(names)}: {stored} sample(s) stored per item, so budgets above {stored} "
              f"cannot be simulated (searching {max(lo, 1)}..{stored} of samples = {lo}..{hi})")
+    if uneven:
+        warn("budgets count only the samples stored on every item: " + "; ".join(uneven)
+             + " (collect the rest with muxlang collect --samples K)")
     held = ", ".join(f"{', '.join(names)}: {stored}" for stored, names in sorted(short.items()))
     if not budgets and short:
         raise MuxError(f"tune {tune.name}: samples = {lo}..{hi} needs at least {lo} stored "

@@ -143,6 +143,16 @@ def _merge(into, other, model: str) -> None:
 
 
 def run(args) -> int:
+    try:
+        return _tune(args)
+    except KeyboardInterrupt:
+        if getattr(args, "storage", None):
+            print("interrupted: the study keeps every finished trial; run the same command "
+                  "again to resume it", file=sys.stderr)
+        raise
+
+
+def _tune(args) -> int:
     from muxlang.lang import load_spec
     from muxlang.lang.loader import read_source
     from muxlang.optimizer.simulator import split_votes

@@ -106,9 +106,12 @@ def test_study_resumes_and_counts_all_trials(sim, tmp_path):
     assert len(again.trials) == 25
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == 25
-    with pytest.raises(MuxError, match="different"):
+    with pytest.raises(MuxError, match=r"was run with x 1 \(this run: 2\); resume it"):
         run_search(sim, space, ["accuracy"], trials=30, sampler="tpe", storage=url,
                    study_name="s", fingerprint={"x": 2})
+    with pytest.raises(MuxError, match=r"sampler tpe \(this run: nsga2\) \(sampler auto"):
+        run_search(sim, space, ["accuracy"], trials=30, sampler="nsga2", storage=url,
+                   study_name="s", fingerprint={"x": 1})
 
 
 def test_resumed_grid_scores_configurations_of_failed_and_dead_trials(sim, tmp_path):
@@ -281,3 +284,25 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
         counts[t.params["config"]] = counts.get(t.params["config"], 0) + 1
     assert set(counts.values()) == {1} and sorted(counts) == list(range(n))
     assert calls[0] == target and target not in calls[1:]
+
+
+def test_budgets_stop_at_the_samples_stored_on_every_item():
+    from muxlang.lang import check_text
+    from muxlang.optimizer.simulator import Simulator
+    from muxlang.optimizer.tuning import build_space
+
+    votes = synthetic_votes(n_items=40, n_models=2, k=5, seed=3)
+    for i in range(0, 40, 2):  # m0: 5 samples on half the items, 3 on the others
+        votes.votes["m0"][i] = votes.votes["m0"][i][:3]
+    spec = check_text("""
+backend b { kind = replay }
+model m0 { backend = b }
+model m1 { backend = b }
+task t { user = "{question}" }
+mux x { task = t  pool = [m0 * 1, m1 * 1] }
+tune s { mux = x  samples = 0..5 }
+""", "t.mux")
+    warnings: list[str] = []
+    space = build_space(spec.tunes["s"], Simulator(votes, 4, 0), warnings.append)
+    assert space.budgets["m0"] == (1, 3) and space.budgets["m1"] == (1, 5)
+    assert any("m0 (3 on every item, up to 5 on some)" in w for w in warnings)

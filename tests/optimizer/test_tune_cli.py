@@ -222,3 +222,31 @@ def test_redact_url():
     assert redact_url("postgresql+psycopg://u:secret@db.example:5432/x?sslmode=require") == \
         "postgresql+psycopg://db.example:5432/x"
     assert "secret" not in redact_url("postgresql://u:secret@h/x")
+
+
+def test_ctrl_c_says_how_to_resume_and_shows_no_optuna_noise(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    example = root / "examples" / "zeroeval-gsm8k"
+    store = tmp_path / "s.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    base = [sys.executable, "-m", "muxlang"]
+    subprocess.run([*base, "import", str(example / "zeroeval-gsm8k-samples.jsonl.gz"),
+                    "--questions", str(example / "zeroeval-gsm8k-questions.jsonl"),
+                    "--store", str(store)], env=env, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*base, "tune", str(example / "tune.mux"), "--store", str(store), "--dataset",
+         "zeroeval-gsm8k", "--split", "0.5", "--sampler", "tpe", "--trials", "100000",
+         "--storage", str(tmp_path / "study.db"), "--study", "s", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume it" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "[W " not in err
