@@ -19,26 +19,24 @@ _RATE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(?:/\s*([smh]))?\s*
 _PER_SECOND = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number >= 0."""
+def _whole_number_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    return _whole_number_at_least(text, 0)
 
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
+    return _whole_number_at_least(text, 1)
 
 
 def request_rate(text: str) -> float:
