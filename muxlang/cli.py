@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from muxlang import __version__
-from muxlang.errors import MuxError
+from muxlang.errors import MuxError, caused_by_interrupt
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 141
     except Exception as error:  # a bug of ours: say so plainly, keep the traceback on request
+        if caused_by_interrupt(error):
+            print("interrupted", file=sys.stderr)
+            return 130
         if os.environ.get("MUXLANG_DEBUG"):
             raise
         print(f"internal error: {type(error).__name__}: {error}\n"

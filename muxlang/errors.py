@@ -74,3 +74,18 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest known spelling, or None when nothing is close."""
     close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` was raised while a Ctrl-C was being handled (its context chain holds a
+    KeyboardInterrupt). Libraries can turn Ctrl-C into another exception this way (Optuna's trial
+    loop, hit between two statements, raises UnboundLocalError from its ``finally``); to the user
+    it is still the interruption they asked for, not a bug to report."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

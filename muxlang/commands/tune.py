@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from muxlang.errors import MuxError, did_you_mean
+from muxlang.errors import MuxError, caused_by_interrupt, did_you_mean
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -145,8 +145,8 @@ def _merge(into, other, model: str) -> None:
 def run(args) -> int:
     try:
         return _tune(args)
-    except KeyboardInterrupt:
-        if getattr(args, "storage", None):
+    except BaseException as error:
+        if getattr(args, "storage", None) and caused_by_interrupt(error):
             print("interrupted: the study keeps every finished trial; run the same command "
                   "again to resume it", file=sys.stderr)
         raise

@@ -60,3 +60,18 @@ def test_select_runnable_defaults_to_the_last_and_suggests_names():
     assert select_runnable(spec, "x.mux", "first").name == "first"
     with pytest.raises(MuxError, match="did you mean 'first'"):
         select_runnable(spec, "x.mux", "frist")
+
+
+def test_an_error_raised_while_handling_ctrl_c_is_the_interruption():
+    from muxlang.errors import caused_by_interrupt
+
+    def library_cleanup_that_breaks():
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise UnboundLocalError("cannot access local variable 'updated_state'")
+
+    with pytest.raises(UnboundLocalError) as caught:
+        library_cleanup_that_breaks()
+    assert caused_by_interrupt(caught.value)
+    assert not caused_by_interrupt(ValueError("a bug"))
