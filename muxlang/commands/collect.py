@@ -209,6 +209,7 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
           args: argparse.Namespace, urls: dict[str, str]) -> str:
     """Draw the missing samples through the runtime (the store is its cache). Returns a status."""
     from muxlang.runtime.executor import Runtime, backends_of
+    from muxlang.runtime.progress import Progress
     from muxlang.runtime.samples import Sample
     from muxlang.store.cache import StoreCache
 
@@ -216,8 +217,6 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
     cache = StoreCache(store, run_id)
     runtime = Runtime(backends, urls=urls, concurrency=args.concurrency,
                       rate=args.rate, cache=cache)
-    from muxlang.runtime.progress import Progress
-
     progress = Progress(totals.to_draw, enabled=not args.no_progress, label="samples")
     state = {"status": "ok"}
 

@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trials", type=positive_int, metavar="T",
                         help="seeded resampling trials (default: 100 when more samples are stored "
                              "than the mux draws, else 1)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="seed of the trials")
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
+                        help="seed of the trials")
     parser.add_argument("--store", metavar="URL",
                         help="store URL or SQLite path (default: $MUXLANG_STORE, else "
                              "./muxlang.sqlite)")

@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="VAL",
                         help="validation data: a store dataset, or a questions file (JSONL) whose "
                              "questions have stored samples")
-    parser.add_argument("--test", metavar="TEST", help="held-out test data: a store dataset or a questions file")
+    parser.add_argument("--test", metavar="TEST",
+                        help="held-out test data: a store dataset or a questions file")
     parser.add_argument("--split", type=float, metavar="FRACTION",
                         help="no separate test set: tune on this share of VAL's items (drawn at "
                              "random, --split-seed) and report on the rest")

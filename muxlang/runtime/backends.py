@@ -127,8 +127,6 @@ class BackendSettings:
         if not re.match(r"^https?://", self.url):
             raise MuxError(f"backend '{self.name}': url must start with http:// or https://")
         if spec_key_env and self.key() is None:
-            import os
-
             state = "is empty" if os.environ.get(spec_key_env) == "" else "is not set"
             raise MuxError(f"backend '{self.name}' reads its API key from environment variable "
                            f"{spec_key_env}, which {state}")
@@ -256,7 +254,6 @@ class BackendClient:
         self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
         self._answered = False  # some request of this run got a 200
-        self._stopped: str | None = None  # why the whole backend takes no more requests
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
@@ -504,21 +501,20 @@ class BackendClient:
         """
         reason = scrub(error.message)
         if error.status == 401:
-            self._stopped = self._stopped or reason
+            self.stats.stopped = self.stats.stopped or reason
         elif error.status in (403, 404):
-            self._stopped_models.setdefault(model.id, reason)
+            self._stopped_models.setdefault(model.id, reason)  # every spec model with this id
             self.stats.stopped_models.setdefault(model.name, reason)
         elif error.unreachable and not self._answered:
-            self._stopped = self._stopped or f"the server was never reached: {reason}"
-        self.stats.stopped = self._stopped
+            self.stats.stopped = self.stats.stopped or f"the server was never reached: {reason}"
 
     def _refuse_if_stopped(self, model: ir.Model, attempt: int) -> None:
         """Raise RequestFailed (not a RequestError: it is not retried) when stopped."""
         what = "not sent" if attempt == 1 else "not retried"
-        if self._stopped is not None:
+        if self.stats.stopped is not None:
             self.stats.failures += 1
             raise RequestFailed(f"{self._prefix(model)}: {what}: the backend stopped taking "
-                                f"requests: {self._stopped}", attempts=attempt - 1)
+                                f"requests: {self.stats.stopped}", attempts=attempt - 1)
         reason = self._stopped_models.get(model.id)
         if reason is not None:
             self.stats.failures += 1

@@ -221,13 +221,18 @@ def test_kill_9_then_rerun_gives_exactly_a_clean_run(tmp_path, server, n, databa
     assert run_statuses(store) == ["killed", "ok", "ok"]
 
 
-def test_more_samples_later_extends_without_redrawing(tmp_path, server):
+def numbered_questions(tmp_path: Path, server: str, count: int) -> tuple[Path, Path]:
+    """q.jsonl with ``count`` questions, and a spec for ``server``: (spec, store path)."""
     (tmp_path / "q.jsonl").write_text(
         "".join(json.dumps({"id": i, "question": f"{i}?", "answer": str(i)}) + "\n"
-                for i in range(5)))
+                for i in range(count)))
     spec = tmp_path / "c.mux"
     spec.write_text(spec_text(server))
-    store = tmp_path / "s.sqlite"
+    return spec, tmp_path / "s.sqlite"
+
+
+def test_more_samples_later_extends_without_redrawing(tmp_path, server):
+    spec, store = numbered_questions(tmp_path, server, 5)
     assert collect(tmp_path, store, spec, "--samples", "2").returncode == 0
     before = {(r[0], r[1]): r[4] for r in rows(store)}
     assert len(before) == 5 * 3 * 2
@@ -376,12 +381,7 @@ def test_repeated_kill_9_at_many_moments_still_gives_a_clean_run(tmp_path, serve
 
 
 def test_the_dataset_may_be_named_by_its_store_name(tmp_path, server):
-    (tmp_path / "q.jsonl").write_text(
-        "".join(json.dumps({"id": i, "question": f"{i}?", "answer": str(i)}) + "\n"
-                for i in range(3)))
-    spec = tmp_path / "c.mux"
-    spec.write_text(spec_text(server))
-    store = tmp_path / "s.sqlite"
+    spec, store = numbered_questions(tmp_path, server, 3)
     assert collect(tmp_path, store, spec, "--samples", "1").returncode == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     base = [sys.executable, "-m", "muxlang", "collect", str(spec), "--store", str(store),
