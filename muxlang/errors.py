@@ -3,12 +3,33 @@
 Anything a user can get wrong (a spec, a dataset line, a server, a store URL) raises
 ``MuxError`` or a subclass. The CLI prints it and exits with its ``exit_code``; any other
 exception is our bug and is reported as such.
+
+The subclasses say which part of the library refused (``StoreError``, ``BackendError``,
+``DatasetError``, ``SpecError``, ``DataError``), so a caller can catch one kind. Their messages
+speak of the library (a store, a backend, a dataset), never of command-line flags: the CLI catches
+them and adds the flag that fixes the problem. ``Pos`` lives here too, at the bottom of the layers,
+because both the syntax tree and the checked IR locate what they hold with it.
 """
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True)
+class Pos:
+    """Where a declaration or value was written (1-based line and column)."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+NOWHERE = Pos("<builtin>", 0, 0)
 
 
 @dataclass
@@ -68,6 +89,18 @@ class DataError(MuxError):
 
     def render(self) -> str:
         return f"{self}"
+
+
+class StoreError(MuxError):
+    """The sample store cannot be opened or does not hold what was asked for."""
+
+
+class BackendError(MuxError):
+    """A backend cannot be called as configured (kind, URL, key)."""
+
+
+class DatasetError(MuxError):
+    """A dataset is unknown to the store, unreadable, or does not fit the task."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

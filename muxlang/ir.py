@@ -11,20 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-
-@dataclass(frozen=True)
-class Pos:
-    """Where a declaration or value was written (1-based line and column)."""
-
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-
-NOWHERE = Pos("<builtin>", 0, 0)
+from muxlang.errors import NOWHERE, Pos
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from muxlang.ir import Pos
+from muxlang.errors import Pos
 
 
 @dataclass

@@ -11,7 +11,7 @@ import string
 from typing import Any
 
 from muxlang import ir
-from muxlang.errors import Diagnostic, SpecError, did_you_mean
+from muxlang.errors import Diagnostic, Pos, SpecError, did_you_mean
 from muxlang.lang import ast
 from muxlang.lang.schema import BAD, KINDS, SCHEMAS, valid_count
 
@@ -19,7 +19,7 @@ _ARTICLE = {"backend": "a backend", "model": "a model", "task": "a task", "mux":
             "cascade": "a cascade", "tune": "a tune block"}
 
 
-def _where(pos: ir.Pos) -> str:
+def _where(pos: Pos) -> str:
     """A position as a hint shows it: ``std.gsm8k:5:6`` for a stdlib module (its install path
     means nothing to a user), the file's own path otherwise."""
     from pathlib import Path
@@ -74,8 +74,8 @@ class Checker:
         self._cycles: set[frozenset[str]] = set()
 
     # -- reporting -------------------------------------------------------------------------
-    def report(self, node: ast.Node | ir.Pos, message: str, hint: str | None = None) -> None:
-        pos = node if isinstance(node, ir.Pos) else node.pos
+    def report(self, node: ast.Node | Pos, message: str, hint: str | None = None) -> None:
+        pos = node if isinstance(node, Pos) else node.pos
         lines = self.texts.get(pos.file, "").splitlines()
         line = lines[pos.line - 1] if 0 < pos.line <= len(lines) else None
         self.diagnostics.append(Diagnostic(pos.file, pos.line, pos.column, message, hint, line))
@@ -91,7 +91,7 @@ class Checker:
             for decl in [d for d in self.decls.values() if d.kind == kind]:
                 build(decl)
         if not self.root.decls and not self.root.imports:
-            self.report(ir.Pos(self.root.path, 1, 1), "empty spec: nothing is declared",
+            self.report(Pos(self.root.path, 1, 1), "empty spec: nothing is declared",
                         "declare a backend, models, a task and a mux (see docs/language.md)")
         if self.diagnostics:
             order = {m.path: i for i, m in enumerate(self.modules)}
@@ -260,7 +260,7 @@ class Checker:
                             or f"fields are {', '.join(fields)}")
         return slots
 
-    def _brace_pos(self, node: ast.Str, index: int) -> ir.Pos:
+    def _brace_pos(self, node: ast.Str, index: int) -> Pos:
         """The position of the brace at ``node.value[index]`` in the source literal.
 
         Escapes and the dedent of triple-quoted strings change offsets but never braces, so the
@@ -273,14 +273,14 @@ class Checker:
             return node.pos
         return self._offset_pos(node, raw, braces[nth])
 
-    def _offset_pos(self, node: ast.Str, raw: str, offset: int) -> ir.Pos:
+    def _offset_pos(self, node: ast.Str, raw: str, offset: int) -> Pos:
         before = raw[:offset]
         newlines = before.count("\n")
         if newlines == 0:
-            return ir.Pos(node.pos.file, node.pos.line, node.pos.column + offset)
-        return ir.Pos(node.pos.file, node.pos.line + newlines, offset - before.rfind("\n"))
+            return Pos(node.pos.file, node.pos.line, node.pos.column + offset)
+        return Pos(node.pos.file, node.pos.line + newlines, offset - before.rfind("\n"))
 
-    def _slot_pos(self, node: ast.Str, slot: str) -> ir.Pos:
+    def _slot_pos(self, node: ast.Str, slot: str) -> Pos:
         """The position of ``{slot`` inside the string literal, for a precise caret."""
         raw = self.texts[node.pos.file][node.start:node.end]
         offset = raw.find("{" + slot)

@@ -15,7 +15,7 @@ from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from muxlang.errors import Diagnostic, SpecError
-from muxlang.ir import Pos
+from muxlang.errors import Pos
 from muxlang.lang import ast
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
