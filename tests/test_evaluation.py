@@ -156,7 +156,9 @@ def test_too_few_stored_samples_is_a_clear_error(tmp_path):
 
 def test_costs_from_recorded_tokens(tmp_path):
     # samples collected by a live backend carry tokens; eval prices them per question
-    from muxlang.store import NewSample, SampleKey, load_dataset_file, prompt_hash, render_messages
+    from muxlang.prompts import render
+    from muxlang.samples import SampleKey, prompt_hash
+    from muxlang.store import NewSample, load_dataset_file
 
     q = tmp_path / "c-questions.jsonl"
     q.write_text(json.dumps({"id": "x", "question": "1+1?", "answer": "2"}) + "\n")
@@ -189,7 +191,7 @@ mux m {
     st = Store(str(tmp_path / "c.sqlite"))
     info = load_dataset_file(st, q)
     record = st.items(info)[0].record
-    messages = render_messages(spec.tasks["t"], record)
+    messages = render(spec.tasks["t"], record)
     ka = SampleKey.for_model(spec.models["a"], messages)
     kb = SampleKey.for_model(spec.models["b"], messages)
     st.put_samples([NewSample(ka, 0, "#### 2", 100, 10), NewSample(ka, 1, "#### 3", 100, 30),
@@ -249,7 +251,9 @@ mux outer {
 
 def test_replay_backend_finds_collected_samples(tmp_path):
     """A replay backend replays samples a live backend collected (same task prompt, same id)."""
-    from muxlang.store import NewSample, SampleKey, load_dataset_file, render_messages
+    from muxlang.prompts import render
+    from muxlang.samples import SampleKey
+    from muxlang.store import NewSample, load_dataset_file
 
     task = '''
 task t {
@@ -274,7 +278,7 @@ mux m {
     st = Store(str(tmp_path / "r.sqlite"))
     info = load_dataset_file(st, q)
     for item in st.items(info):
-        key = SampleKey.for_model(live.models["a"], render_messages(live.tasks["t"], item.record))
+        key = SampleKey.for_model(live.models["a"], render(live.tasks["t"], item.record))
         st.put_samples([NewSample(key, 0, f"#### {2 * int(item.key)}"),
                         NewSample(key, 1, "#### 99")])
     a = evaluate(st, live, live.muxes["m"], info)

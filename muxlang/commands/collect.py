@@ -104,7 +104,8 @@ def spend(t: Totals) -> str:
 def run(args: argparse.Namespace) -> int:
     from muxlang.lang import load_spec
     from muxlang.store import Store, load_dataset_file, resolve_dataset
-    from muxlang.store.keys import SampleKey, render_messages
+    from muxlang.prompts import render
+    from muxlang.samples import SampleKey
 
     spec = load_spec(args.spec)
     runnable = select_runnable(spec, args.spec, args.mux)
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             for model, task, k in members:
                 if task.name not in rendered:
                     try:
-                        rendered[task.name] = render_messages(task, item.record)
+                        rendered[task.name] = render(task, item.record)
                     except MuxError as error:
                         rendered[task.name] = None
                         totals.skipped_items.append(f"{item.key}: {error}")
@@ -210,7 +211,7 @@ def _draw(store: Any, run_id: int, runnable: Any, todo: list[Job], totals: Total
     """Draw the missing samples through the runtime (the store is its cache). Returns a status."""
     from muxlang.runtime.executor import Runtime, backends_of
     from muxlang.runtime.progress import Progress
-    from muxlang.runtime.samples import Sample
+    from muxlang.samples import Sample
     from muxlang.store.cache import StoreCache
 
     backends = [b for b in backends_of(runnable) if b.kind != "replay"]

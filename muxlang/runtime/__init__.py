@@ -1,10 +1,11 @@
-"""The runtime: HTTP backends, the sample cache protocol, and the executor of compiled plans.
+"""The runtime: HTTP backends and the executor of compiled plans.
 
 - ``Runtime`` (request layer: backends, limits, retries, n batching, cache) and ``PlanExecutor``
   (record layer: walks ``compiler.build_plan``'s DAG for one record) — ``muxlang.runtime.executor``;
 - ``run_records`` (bounded, ordered streaming of JSONL records) — ``muxlang.runtime.stream``;
-- ``Sample``, ``SampleFailure``, ``SampleKey``, ``SampleCache``, ``NullCache``, ``MemoryCache`` —
-  ``muxlang.runtime.samples``.
+- samples, their keys and the cache protocol (``Sample``, ``SampleFailure``, ``SampleId``,
+  ``SampleCache``, ``NullCache``, ``MemoryCache``) live in ``muxlang.samples``, prompt rendering
+  (``render``) in ``muxlang.prompts``: below the runtime, because the store uses them too.
 
 Use (what ``muxlang run`` does)::
 
@@ -29,10 +30,5 @@ the record's wall time); when relevant also ``failures`` (member → message), `
 confidence), ``path`` (winner down to its model, for nested muxes), ``cached`` (samples served from
 the cache), and for cascades ``step`` (the mux whose answer it is) and ``steps`` (every step run).
 
-Nothing heavy is imported here, so ``import muxlang.runtime`` stays cheap.
+Nothing is imported here, so ``import muxlang.runtime`` stays cheap.
 """
-from muxlang.runtime.samples import (MemoryCache, NullCache, Sample, SampleCache, SampleFailure,
-                                     SampleKey, sample_keys)
-
-__all__ = ["MemoryCache", "NullCache", "Sample", "SampleCache", "SampleFailure", "SampleKey",
-           "sample_keys"]

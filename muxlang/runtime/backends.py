@@ -30,8 +30,9 @@ from asyncio_throttle import Throttler
 
 from muxlang import ir
 from muxlang.errors import MuxError
-from muxlang.runtime.samples import Messages, Sample, SampleFailure
+from muxlang.prompts import Messages
 from muxlang.runtime.secrets import read_key, register_key_env, scrub
+from muxlang.samples import Sample, SampleFailure
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_ERROR_TEXT = 400

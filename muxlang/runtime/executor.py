@@ -25,10 +25,9 @@ import networkx as nx
 from muxlang import ir
 from muxlang.errors import MuxError
 from muxlang.runtime.backends import BackendClient, BackendSettings, RetryPolicy, make_backend
-from muxlang.runtime.samples import (Messages, NullCache, Sample, SampleCache, SampleFailure,
-                                     sample_keys)
+from muxlang.prompts import Messages, RecordError, render
 from muxlang.runtime.secrets import scrub
-from muxlang.runtime.templates import RecordError, render
+from muxlang.samples import NullCache, Sample, SampleCache, SampleFailure, sample_keys
 
 
 # ------------------------------------------------------------------------------------------------

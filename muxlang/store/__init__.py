@@ -9,7 +9,7 @@ Where it lives
     its schema (``migrations.MIGRATIONS``, an ordered list; ``store.version``).
 
 Cache API (for the runtime: ``run`` and ``collect``)
-    key = SampleKey.for_model(model, messages)      # ir.Model + the chat messages sent
+    key = SampleKey.for_model(model, messages)      # muxlang.samples; ir.Model + the messages sent
           # = (backend name, model id, canonical sampling params, prompt_hash(messages))
     stored = store.get_samples(key, k)             # [StoredSample] with index < k, by index
     many = store.get_samples_many(keys, k)          # {key.hash: [StoredSample]}, batched lookups
@@ -21,12 +21,12 @@ Cache API (for the runtime: ``run`` and ``collect``)
     with ``error`` set records a failed request; it counts as *missing* for ``missing_indices``
     (so it is retried) and is replaced when a successful sample for the same index is put.
     Draw index i only for i in ``missing_indices``: k samples are then always k distinct indices,
-    and a stored sample is never requested again. Use ``render_messages(task, record)`` and
-    ``prompt_hash`` from ``muxlang.store.keys`` so every command hashes prompts the same way.
+    and a stored sample is never requested again. Use ``muxlang.prompts.render(task, record)``
+    and ``muxlang.samples.prompt_hash`` so every command hashes prompts the same way.
 
     The runtime plugs the store in as its sample cache with
     ``Runtime(..., cache=muxlang.store.cache.StoreCache(store, run_id))`` (used by ``collect`` and
-    ``run --store``): ``get`` serves stored successful samples, ``put`` stores each request's
+    ``run`` with a store): ``get`` serves stored successful samples, ``put`` stores each request's
     samples as they arrive.
 
 Runs
@@ -52,14 +52,11 @@ from muxlang.store.core import (DatasetInfo, Item, NewSample, Store, StoredSampl
                                 default_dataset_name, load_dataset_file, read_records,
                                 resolve_dataset)
 from muxlang.store.importer import ImportResult, import_samples
-from muxlang.store.keys import (SampleKey, canonical_json, prompt_hash, record_input_hash,
-                                render_messages)
 from muxlang.store.urls import redact_url, resolve_url
 from muxlang.store.votes import answer_signature, load_votes, pool_models
 
 __all__ = [
-    "DatasetInfo", "ImportResult", "Item", "NewSample", "SampleKey", "Store", "StoredSample",
-    "answer_signature", "canonical_json", "default_dataset_name", "import_samples",
-    "load_dataset_file", "load_votes", "pool_models", "prompt_hash", "read_records",
-    "record_input_hash", "redact_url", "render_messages", "resolve_dataset", "resolve_url",
+    "DatasetInfo", "ImportResult", "Item", "NewSample", "Store", "StoredSample",
+    "answer_signature", "default_dataset_name", "import_samples", "load_dataset_file",
+    "load_votes", "pool_models", "read_records", "redact_url", "resolve_dataset", "resolve_url",
 ]

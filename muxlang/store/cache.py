@@ -1,4 +1,4 @@
-"""The store as the runtime's sample cache (``muxlang.runtime.samples.SampleCache``).
+"""The store as the runtime's sample cache (``muxlang.samples.SampleCache``).
 
 ``Runtime(..., cache=StoreCache(store, run_id))``: ``get`` answers from stored successful samples,
 ``put`` stores new ones as they arrive, one transaction per call (the k samples of one model for
@@ -10,14 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable, Sequence
 
+from muxlang.samples import Sample, SampleId
 from muxlang.store.core import NewSample, Store
-from muxlang.store.keys import SampleKey
-
-
-def convert_key(key: Any) -> SampleKey:
-    """The runtime's key (with index) → the store's ``SampleKey`` (without)."""
-    params = key.params_dict if hasattr(key, "params_dict") else dict(key.params)
-    return SampleKey.make(key.backend, key.model, params, key.prompt_hash)
 
 
 class StoreCache:
@@ -25,21 +19,18 @@ class StoreCache:
                  on_put: Callable[[Sequence[Any]], None] | None = None):
         self.store = store
         self.run_id = run_id
-        self.on_put = on_put  # called with the runtime Samples just stored
+        self.on_put = on_put  # called with the Samples just stored
         self.hits = 0
         self.stored = 0
 
-    async def get(self, keys: Sequence[Any]) -> list[Any]:
-        return await asyncio.to_thread(self._get, list(keys))
+    async def get(self, ids: Sequence[SampleId]) -> list[Sample | None]:
+        return await asyncio.to_thread(self._get, list(ids))
 
-    def _get(self, keys: list[Any]) -> list[Any]:
-        from muxlang.runtime.samples import Sample
-
-        converted = [convert_key(k) for k in keys]
-        found = self.store.get_samples_many(converted)
-        out = []
-        for key, mine in zip(keys, converted):
-            hit = next((s for s in found[mine.hash] if s.index == key.index and s.ok), None)
+    def _get(self, ids: list[SampleId]) -> list[Sample | None]:
+        found = self.store.get_samples_many([key for key, _ in ids])
+        out: list[Sample | None] = []
+        for key, index in ids:
+            hit = next((s for s in found[key.hash] if s.index == index and s.ok), None)
             if hit is None:
                 out.append(None)
                 continue
@@ -49,13 +40,13 @@ class StoreCache:
                               latency=hit.latency or 0.0, cached=True))
         return out
 
-    async def put(self, items: Sequence[tuple[Any, Any]], messages: Any = None) -> None:
+    async def put(self, items: Sequence[tuple[SampleId, Sample]], messages: Any = None) -> None:
         await asyncio.to_thread(self._put, list(items))
 
-    def _put(self, items: list[tuple[Any, Any]]) -> None:
-        rows = [NewSample(convert_key(key), key.index, sample.text, sample.input_tokens,
+    def _put(self, items: list[tuple[SampleId, Sample]]) -> None:
+        rows = [NewSample(sample_id.key, sample_id.index, sample.text, sample.input_tokens,
                           sample.output_tokens, sample.latency, sample.finish_reason, None,
-                          self.run_id) for key, sample in items]
+                          self.run_id) for sample_id, sample in items]
         self.stored += self.store.put_samples(rows)
         if self.on_put is not None:
             self.on_put([sample for _, sample in items])

@@ -18,9 +18,9 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from muxlang.errors import DataError, MuxError
+from muxlang.samples import SampleKey, canonical_json, record_input_hash, sha256
 from muxlang.store import migrations
 from muxlang.store import schema as s
-from muxlang.store.keys import SampleKey, canonical_json, record_input_hash, sha256
 from muxlang.store.urls import redact_url, resolve_url
 
 CHUNK = 500  # rows per IN (...) lookup

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 from pathlib import Path
 
 from muxlang.errors import DataError, MuxError
+from muxlang.samples import SampleKey, canonical_json, record_input_hash
 from muxlang.store.core import (Store, default_dataset_name, item_key_of,
                                 iter_records, read_records)
-from muxlang.store.keys import SampleKey, canonical_json, record_input_hash
 
 IMPORT_BACKEND = "import"
 IMPORT_BATCH = 10_000  # rows per insert batch inside the one import transaction

@@ -28,9 +28,10 @@ from sqlalchemy import select
 
 from muxlang import ir
 from muxlang.errors import MuxError
+from muxlang.prompts import render
+from muxlang.samples import SampleKey, canonical_json, prompt_hash
 from muxlang.store import schema as s
 from muxlang.store.core import CHUNK, DatasetInfo, Item, Store, in_values
-from muxlang.store.keys import SampleKey, canonical_json, prompt_hash, render_messages
 from muxlang.votes import StoredVotes
 
 
@@ -239,7 +240,7 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     render_error: str | None = None
     for item in items:
         try:
-            rendered.append(prompt_hash(render_messages(task, item.record)))
+            rendered.append(prompt_hash(render(task, item.record)))
         except MuxError as error:
             rendered.append(None)  # the template does not fit the record: only replay can match
             render_error = render_error or str(error)

@@ -152,7 +152,7 @@ def server_log(url: str) -> list[dict]:
 
 def requested_samples(entries: list[dict]) -> list[tuple[str, str, int]]:
     """(model, prompt hash, sample index) of every sample the server was asked for."""
-    from muxlang.store import prompt_hash
+    from muxlang.samples import prompt_hash
 
     out = []
     for entry in entries:

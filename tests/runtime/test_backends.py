@@ -12,7 +12,7 @@ from muxlang.errors import MuxError
 from muxlang.runtime.backends import (BackendSettings, RetryPolicy, make_backend,
                                       parse_retry_after)
 from muxlang.runtime.executor import Runtime
-from muxlang.runtime.samples import MemoryCache, Sample, SampleFailure
+from muxlang.samples import MemoryCache, Sample, SampleFailure
 from tests.support.helpers import KEY, KEY_ENV
 from tests.support.scripted_server import ScriptedServer
 

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from muxlang.errors import MuxError
-from muxlang.store import (NewSample, SampleKey, Store, canonical_json, load_dataset_file,
-                           prompt_hash, redact_url, resolve_url)
+from muxlang.samples import SampleKey, canonical_json, prompt_hash
+from muxlang.store import NewSample, Store, load_dataset_file, redact_url, resolve_url
 from muxlang.store import migrations
 from muxlang.store import schema as s
 
