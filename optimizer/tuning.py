@@ -1,6 +1,11 @@
 """One tuning run, independent of where the votes come from: search on validation votes, score the
-winner, the Pareto set and the baselines on test votes with the same simulator, and return one
-JSON-ready result (what ``muxlang tune --json`` prints and ``muxlang report`` plots)."""
+winner, the Pareto set and the baselines on test votes with the same simulator, and return a
+``muxlang.results.TuneResult`` (``to_dict()``: what ``muxlang tune --json`` prints and ``muxlang
+report`` plots).
+
+``tune_votes`` runs in steps: ``search`` (the Optuna study), ``score_entries`` (winner, Pareto
+set, accuracy–cost front on validation and test), ``single_baselines``, ``budget_curves`` and
+``best_by_pool_size``; ``render_text`` prints a result from its typed fields."""
 from __future__ import annotations
 
 import math
@@ -12,9 +17,11 @@ import optuna
 
 from muxlang import ir
 from muxlang.errors import MuxError
+from muxlang.results import (BestSingle, CurvePoint, PoolSizeEntry, TuneBaselines, TuneDataset,
+                             TuneEntry, TunePoint, TuneResult)
 from muxlang.optimizer.search import (OBJECTIVES, Space, TrialRecord, pareto_front, run_search,
                                       score_to_dict)
-from muxlang.optimizer.simulator import Config, Simulator, votes_hash
+from muxlang.simulator import Config, Simulator, votes_hash
 from muxlang.votes import StoredVotes
 
 
@@ -89,25 +96,23 @@ def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> S
     return Space(names, budgets, tune.pool_size, list(tune.rules))
 
 
-def _interval_check(val: dict, test: dict) -> bool:
-    """Is the test accuracy inside the validation interval (± 2 combined standard errors)?"""
-    half = 2 * math.sqrt(val["se"] ** 2 + val["se_items"] ** 2)
-    return abs(test["accuracy"] - val["accuracy"]) <= half
+def _half_interval(entry: TuneEntry) -> float:
+    """Half the validation interval: 2 combined standard errors (simulations and items)."""
+    return 2 * math.sqrt(entry.val_se ** 2 + entry.val_se_items ** 2)
 
 
-def _entry(config: Config, val: dict, test: dict | None) -> dict:
-    out = {
-        "pool": config.as_dict(), "rule": config.rule,
-        "val_accuracy": val["accuracy"], "val_se": val["se"], "val_se_items": val["se_items"],
-        "union": val["union"], "contradiction": val["contradiction"],
-        "cost": val["cost"], "tokens": val["tokens"], "samples": sum(config.as_dict().values()),
-        "test_accuracy": None, "test_se": None, "test_se_items": None, "in_val_interval": None,
-    }
+def _entry(config: Config, val: dict, test: dict | None) -> TuneEntry:
+    entry = TuneEntry(
+        pool=config.as_dict(), rule=config.rule, val_accuracy=val["accuracy"],
+        val_se=val["se"], val_se_items=val["se_items"], union=val["union"],
+        contradiction=val["contradiction"], cost=val["cost"], tokens=val["tokens"],
+        samples=sum(config.as_dict().values()))
     if test is not None:
-        out.update({"test_accuracy": test["accuracy"], "test_se": test["se"],
-                    "test_se_items": test["se_items"], "test_cost": test["cost"],
-                    "in_val_interval": _interval_check(val, test)})
-    return out
+        entry.test_accuracy, entry.test_se = test["accuracy"], test["se"]
+        entry.test_se_items, entry.test_cost = test["se_items"], test["cost"]
+        # is the test accuracy inside the validation interval?
+        entry.in_val_interval = abs(test["accuracy"] - val["accuracy"]) <= _half_interval(entry)
+    return entry
 
 
 class _Progress:
@@ -152,10 +157,25 @@ class _Progress:
                             best="-" if self.best is None else f"{self.best:.4f}")
 
 
+class _Scorer:
+    """Scores configurations on validation (and test) votes with the same simulators."""
+
+    def __init__(self, val_sim: Simulator, test_sim: Simulator | None):
+        self.val_sim, self.test_sim = val_sim, test_sim
+
+    def __call__(self, config: Config) -> TuneEntry:
+        val_score = score_to_dict(self.val_sim.score(config))
+        test_score = None
+        if self.test_sim is not None:
+            test_score = score_to_dict(self.test_sim.score(config))
+        return _entry(config, val_score, test_score)
+
+
 def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes | None,
                options: Options, warn: Callable[[str], None] | None = None,
-               fingerprint: dict | None = None) -> dict:
-    """Search on ``val``; score on ``test``. Returns the result object (JSON-ready)."""
+               fingerprint: dict | None = None) -> TuneResult:
+    """Search on ``val``; score on ``test``. Warnings go to ``warn`` as they come and into the
+    result's ``warnings``."""
     warnings: list[str] = []
 
     def note(message: str) -> None:
@@ -180,13 +200,52 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         test_sim = Simulator(test, simulations, seed, accuracies=accuracies,
                              models=[m for m in wanted if m in test.votes])
     space = build_space(tune, val_sim, note)
-    if "cost" in (options.objectives or list(tune.objectives)):
+    if "cost" in objectives:
         unpriced = [m for m in space.candidates if val.cost_per_sample(m) <= 0]
         if unpriced:
             note(f"cost objective: no price or no stored token counts for "
                  f"{', '.join(unpriced)}; their samples count as free")
     if not space.candidates:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in '{val.dataset}'")
+    result = search(tune, val, val_sim, space, objectives, trials, simulations, seed, options,
+                    fingerprint)
+    score = _Scorer(val_sim, test_sim)
+    best = score(result.best.config)
+    if test_sim is not None and not best.in_val_interval:
+        note(f"the winner's test accuracy {best.test_accuracy:.4f} is outside its validation "
+             f"interval {best.val_accuracy:.4f} ± {_half_interval(best):.4f} (2 SE)")
+    # in grid order when there is one (workers walk it in their own orders)
+    feasible = sorted((r for r in result.trials if r.feasible and r.config.pool),
+                      key=lambda r: r.tie_rank)
+    points, front2 = accuracy_cost(feasible, score)
+    singles = single_baselines(space, references, val_sim, test_sim, score)
+    cand_singles = {m: e for m, e in singles.items() if m in space.candidates}
+    best_single = max(cand_singles, key=lambda m: (cand_singles[m].val_accuracy, m))
+    return TuneResult(
+        tune=tune.name, mux=tune.mux.name, objectives=objectives,
+        directions=[OBJECTIVES[o] for o in objectives], sampler=result.sampler,
+        space_size=result.space_size, trials=len(result.trials), simulations=simulations,
+        seed=seed, study=options.study, penalty=tune.penalty,
+        dataset=TuneDataset(name=val.dataset, items=val_sim.n_items,
+                            sha256=votes_hash(val, space.candidates)),
+        test=(TuneDataset(name=test.dataset, items=test_sim.n_items,
+                          sha256=votes_hash(test, space.candidates))
+              if test is not None and test_sim is not None else None),
+        accuracies=accuracies, best=best, front=[score(r.config) for r in result.pareto],
+        front_accuracy_cost=front2,
+        baselines=TuneBaselines(
+            best_single=BestSingle(model=best_single, **vars(cand_singles[best_single])),
+            singles=singles,
+            references={m: singles[m] for m in references if m in singles}),
+        curves=(budget_curves(result.best.config, space, val_sim, test_sim)
+                if options.curves else {}),
+        pool_sizes=best_by_pool_size(feasible, test_sim), points=points, warnings=warnings)
+
+
+def search(tune: ir.Tune, val: StoredVotes, val_sim: Simulator, space: Space,
+           objectives: list[str], trials: int, simulations: int, seed: int, options: Options,
+           fingerprint: dict | None):
+    """The Optuna search on validation votes (``optimizer.search.run_search``'s result)."""
     fp = dict(fingerprint or {})
     fp.update({"val": votes_hash(val, space.candidates), "candidates": space.candidates,
                "objectives": objectives, "simulations": simulations, "seed": seed,
@@ -199,30 +258,18 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
                             callbacks=[progress], fingerprint=fp)
     if result.best is None:
         raise MuxError("no feasible configuration was found; widen pool_size or raise --trials")
+    return result
 
-    def evaluate(config: Config) -> dict:
-        val_score = score_to_dict(val_sim.score(config))
-        test_score = None
-        if test_sim is not None:
-            test_score = score_to_dict(test_sim.score(config))
-        return _entry(config, val_score, test_score)
 
-    best = evaluate(result.best.config)
-    pareto = [evaluate(r.config) for r in result.pareto]
-    if test_sim is not None and not best["in_val_interval"]:
-        note(f"the winner's test accuracy {best['test_accuracy']:.4f} is outside its validation "
-             f"interval {best['val_accuracy']:.4f} ± "
-             f"{2 * math.sqrt(best['val_se'] ** 2 + best['val_se_items'] ** 2):.4f} (2 SE)")
-
-    # accuracy vs cost of every feasible trial, and its 2-D front (for the picture)
-    # in grid order when there is one (workers walk it in their own orders)
-    feasible = sorted((r for r in result.trials if r.feasible and r.config.pool),
-                      key=lambda r: r.tie_rank)
-    points = [{"accuracy": r.score.get("accuracy", 0.0), "cost": r.score.get("cost", 0.0),
-               "tokens": r.score.get("tokens", 0.0),
-               "samples": sum(b for _, b in r.config.pool)} for r in feasible[:5000]]
-    axis = ("cost" if any(p["cost"] > 0 for p in points)
-            else "tokens" if any(p["tokens"] > 0 for p in points) else "samples")
+def accuracy_cost(feasible: list[TrialRecord], score: Callable[[Config], TuneEntry]
+                  ) -> tuple[list[TunePoint], list[TuneEntry]]:
+    """Accuracy vs spend of every feasible trial (the first 5000), and its 2-D front: cost when
+    any is priced, else tokens, else samples."""
+    points = [TunePoint(accuracy=r.score.get("accuracy", 0.0), cost=r.score.get("cost", 0.0),
+                        tokens=r.score.get("tokens", 0.0),
+                        samples=sum(b for _, b in r.config.pool)) for r in feasible[:5000]]
+    axis = ("cost" if any(p.cost > 0 for p in points)
+            else "tokens" if any(p.tokens > 0 for p in points) else "samples")
 
     def x_of(r: TrialRecord) -> float:
         return (sum(b for _, b in r.config.pool) if axis == "samples"
@@ -230,104 +277,100 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
 
     two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0), x_of(r)), r.score,
                          rank=r.rank) for r in feasible]
-    front2 = [evaluate(r.config) for r in pareto_front(two_d, ["maximize", "minimize"])][:60]
+    front = [score(r.config) for r in pareto_front(two_d, ["maximize", "minimize"])][:60]
+    return points, front
 
+
+def single_baselines(space: Space, references: list[str], val_sim: Simulator,
+                     test_sim: Simulator | None, score: Callable[[Config], TuneEntry]
+                     ) -> dict[str, TuneEntry]:
+    """Every candidate and reference alone, one sample, where it has samples on both sets."""
     singles = {}
     for m in space.candidates + references:
         if m not in val_sim.k_stored or (test_sim is not None and m not in test_sim.k_stored):
             continue
-        singles[m] = evaluate(Config(((m, 1),), "slm_mux"))
-    cand_singles = {m: e for m, e in singles.items() if m in space.candidates}
-    best_single = max(cand_singles, key=lambda m: (cand_singles[m]["val_accuracy"], m))
+        singles[m] = score(Config(((m, 1),), "slm_mux"))
+    return singles
 
+
+def budget_curves(config: Config, space: Space, val_sim: Simulator, test_sim: Simulator | None
+                  ) -> dict[str, list[CurvePoint]]:
+    """Per model of the best pool: accuracy as its budget varies, the others fixed (and the
+    model alone with that budget)."""
     curves = {}
-    if options.curves:
-        for m, b in result.best.config.pool:
-            top = space.budgets[m][1]
-            points_m = []
-            for budget in range(1, top + 1):
-                pool = tuple((x, budget if x == m else y) for x, y in result.best.config.pool)
-                cfg = Config(pool, result.best.config.rule)
-                entry = {"budget": budget, "val_accuracy": val_sim.score(cfg, False).accuracy}
-                if test_sim is not None:
-                    entry["test_accuracy"] = test_sim.score(cfg, False).accuracy
-                entry["alone_val_accuracy"] = val_sim.score(Config(((m, budget),)), False).accuracy
-                points_m.append(entry)
-            curves[m] = points_m
+    for m, _ in config.pool:
+        top = space.budgets[m][1]
+        points_m = []
+        for budget in range(1, top + 1):
+            pool = tuple((x, budget if x == m else y) for x, y in config.pool)
+            cfg = Config(pool, config.rule)
+            points_m.append(CurvePoint(
+                budget=budget, val_accuracy=val_sim.score(cfg, False).accuracy,
+                test_accuracy=(test_sim.score(cfg, False).accuracy if test_sim is not None
+                               else None),
+                alone_val_accuracy=val_sim.score(Config(((m, budget),)), False).accuracy))
+        curves[m] = points_m
+    return curves
 
-    # the other scaling dimension: the best pool of each size (per rule), on validation and test
+
+def best_by_pool_size(feasible: list[TrialRecord], test_sim: Simulator | None
+                      ) -> list[PoolSizeEntry]:
+    """The other scaling dimension: the best pool of each size (per rule), on validation and
+    test."""
     by_size: dict[tuple[str, int], TrialRecord] = {}
     for r in feasible:
         key = (r.config.rule, len(r.config.pool))
         mine = (r.score.get("accuracy", 0.0), -r.tie_rank)
         if key not in by_size or mine > (by_size[key].score["accuracy"], -by_size[key].tie_rank):
             by_size[key] = r
-    pool_sizes = []
-    for (rule, size), r in sorted(by_size.items()):
-        entry = {"rule": rule, "size": size, "pool": r.config.as_dict(),
-                 "val_accuracy": r.score.get("accuracy", 0.0), "test_accuracy": None}
-        if test_sim is not None:
-            entry["test_accuracy"] = test_sim.score(r.config, False).accuracy
-        pool_sizes.append(entry)
-
-    return {
-        "tune": tune.name, "mux": tune.mux.name, "objectives": objectives,
-        "directions": [OBJECTIVES[o] for o in objectives],
-        "sampler": result.sampler, "space_size": result.space_size,
-        "trials": len(result.trials), "simulations": simulations, "seed": seed,
-        "study": options.study, "penalty": tune.penalty,
-        "dataset": {"name": val.dataset, "items": val_sim.n_items,
-                    "sha256": votes_hash(val, space.candidates)},
-        "test": ({"name": test.dataset, "items": test_sim.n_items,
-                  "sha256": votes_hash(test, space.candidates)} if test is not None else None),
-        "accuracies": accuracies,
-        "best": best, "pareto": pareto, "front_accuracy_cost": front2,
-        "baselines": {"best_single": {"model": best_single, **cand_singles[best_single]},
-                      "singles": singles,
-                      "references": {m: singles[m] for m in references if m in singles}},
-        "curves": curves, "pool_sizes": pool_sizes, "points": points, "warnings": warnings,
-    }
+    return [PoolSizeEntry(rule=rule, size=size, pool=r.config.as_dict(),
+                          val_accuracy=r.score.get("accuracy", 0.0),
+                          test_accuracy=(test_sim.score(r.config, False).accuracy
+                                         if test_sim is not None else None))
+            for (rule, size), r in sorted(by_size.items())]
 
 
-def render_text(result: dict, out=None) -> None:
+def render_text(result: TuneResult, out=None) -> None:
     """The human-readable summary of a tuning result."""
     out = out or sys.stdout
+
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}%"
 
     def se(x):
         return "" if x is None else f" ± {100 * x:.2f}"
 
-    def pool(e):
-        return ", ".join(f"{m} * {b}" for m, b in e["pool"].items())
+    def pool(e: TuneEntry) -> str:
+        return ", ".join(f"{m} * {b}" for m, b in e.pool.items())
 
-    b = result["best"]
-    ds = result["dataset"]
-    print(f"tune {result['tune']} (mux {result['mux']}): {result['trials']} trials, "
-          f"sampler {result['sampler']}, space {result['space_size']} configurations, "
-          f"{result['simulations']} simulations per configuration", file=out)
-    print(f"validation: {ds['name']} ({ds['items']} items)"
-          + (f"; test: {result['test']['name']} ({result['test']['items']} items)"
-             if result["test"] else ""), file=out)
-    print(f"objectives: {', '.join(result['objectives'])}", file=out)
+    b = result.best
+    ds = result.dataset
+    print(f"tune {result.tune} (mux {result.mux}): {result.trials} trials, "
+          f"sampler {result.sampler}, space {result.space_size} configurations, "
+          f"{result.simulations} simulations per configuration", file=out)
+    print(f"validation: {ds.name} ({ds.items} items)"
+          + (f"; test: {result.test.name} ({result.test.items} items)"
+             if result.test else ""), file=out)
+    print(f"objectives: {', '.join(result.objectives)}", file=out)
     print("", file=out)
-    print(f"best: {b['rule']} [{pool(b)}]", file=out)
-    print(f"  validation accuracy {pct(b['val_accuracy'])}{se(b['val_se'])} (simulations)"
-          f"{se(b['val_se_items'])} (items)", file=out)
-    if b["test_accuracy"] is not None:
-        print(f"  test accuracy       {pct(b['test_accuracy'])}{se(b['test_se'])} (simulations)"
-              f"{se(b['test_se_items'])} (items)", file=out)
-    print(f"  cost {b['cost']:.3g} USD/item, {b['tokens']:.0f} tokens/item, "
-          f"union {pct(b['union'])}, contradiction {pct(b['contradiction'])}", file=out)
-    bs = result["baselines"]["best_single"]
-    print(f"best single model: {bs['model']}: validation {pct(bs['val_accuracy'])}, "
-          f"test {pct(bs['test_accuracy'])}", file=out)
-    for name, ref in result["baselines"]["references"].items():
-        print(f"reference {name}: validation {pct(ref['val_accuracy'])}, "
-              f"test {pct(ref['test_accuracy'])}", file=out)
-    if len(result["pareto"]) > 1:
+    print(f"best: {b.rule} [{pool(b)}]", file=out)
+    print(f"  validation accuracy {pct(b.val_accuracy)}{se(b.val_se)} (simulations)"
+          f"{se(b.val_se_items)} (items)", file=out)
+    if b.test_accuracy is not None:
+        print(f"  test accuracy       {pct(b.test_accuracy)}{se(b.test_se)} (simulations)"
+              f"{se(b.test_se_items)} (items)", file=out)
+    print(f"  cost {b.cost:.3g} USD/item, {b.tokens:.0f} tokens/item, "
+          f"union {pct(b.union)}, contradiction {pct(b.contradiction)}", file=out)
+    bs = result.baselines.best_single
+    if bs is not None:
+        print(f"best single model: {bs.model}: validation {pct(bs.val_accuracy)}, "
+              f"test {pct(bs.test_accuracy)}", file=out)
+    for name, ref in result.baselines.references.items():
+        print(f"reference {name}: validation {pct(ref.val_accuracy)}, "
+              f"test {pct(ref.test_accuracy)}", file=out)
+    if len(result.front) > 1:
         print("", file=out)
         print("Pareto set (validation → test):", file=out)
-        for e in result["pareto"]:
-            print(f"  {pct(e['val_accuracy']):>8} → {pct(e['test_accuracy']):>8}  "
-                  f"cost {e['cost']:.3g}  {e['rule']} [{pool(e)}]", file=out)
+        for e in result.front:
+            print(f"  {pct(e.val_accuracy):>8} → {pct(e.test_accuracy):>8}  "
+                  f"cost {e.cost:.3g}  {e.rule} [{pool(e)}]", file=out)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from muxlang.commands.options import non_negative_int, positive_int, select_runnable
+
+if TYPE_CHECKING:
+    from muxlang.results import EvalReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,34 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from muxlang.evaluation import evaluate
-    from muxlang.lang import load_spec
-    from muxlang.store import Store, resolve_dataset
+    from muxlang.session import Session, load
 
-    spec = load_spec(args.spec)
+    spec = load(args.spec)
     mux = select_runnable(spec, args.spec, args.mux)
-    store = Store(args.store, must_exist=True)
-    try:
-        dataset = resolve_dataset(store, args.dataset, mux.task.gold)
-        validation = None
-        if args.validation:
-            validation = resolve_dataset(store, args.validation, mux.task.gold).name
-        run_id = store.start_run("eval", {"dataset": dataset.name, "mux": mux.name,
-                                          "trials": args.trials, "seed": args.seed,
-                                          "validation": validation},
-                                 spec_path=str(args.spec), spec_text=spec.text)
-        try:
-            report = evaluate(store, spec, mux, dataset, trials=args.trials, seed=args.seed,
-                              validation=validation)
-        except BaseException as error:
-            store.finish_run(run_id, "failed", {"error": str(error)[:500]})
-            raise
-        store.finish_run(run_id, "ok", {"baselines": report["baselines"],
-                                        "mux": report["mux"]["accuracy"]})
-    finally:
-        store.close()
+    report = Session(args.store).evaluate(spec, args.dataset, validation=args.validation, mux=mux,
+                                          trials=args.trials, seed=args.seed)
     if args.json:
-        print(json.dumps(report, sort_keys=True))
+        print(json.dumps(report.to_dict(), sort_keys=True))
     else:
         render(report)
     return 0
@@ -89,7 +72,7 @@ def _money(value: float | None) -> str:
     return "$0" if value == 0 else f"${value:.2g}" if value < 0.01 else f"${value:.4f}"
 
 
-def render(report: dict, file: Any = None) -> None:
+def render(report: EvalReport, file: Any = None) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -97,39 +80,40 @@ def render(report: dict, file: Any = None) -> None:
     stream = file or sys.stdout
     tty = getattr(stream, "isatty", lambda: False)()
     console = Console(file=stream, highlight=False, width=None if tty else 120)
-    mux = report["mux"]
-    data = report["dataset"]
-    trials = report["trials"]
-    kind = "cascade" if mux.get("answered_at_step") else "mux"
-    what = mux["rule"] if kind == "cascade" else f"rule {mux['rule']}"
-    console.print(f"[bold]{kind} {escape(mux['name'])}[/] ({escape(what)}, tie-break "
-                  f"{mux['tie_break']}) on dataset [bold]{escape(data['name'])}[/] "
-                  f"({data['items']} items, {data['content_hash'][:12]}) from "
-                  f"{escape(report['store'])}")
+    mux = report.mux
+    data = report.dataset
+    trials = report.trials
+    cascade = bool(mux.answered_at_step)
+    kind = "cascade" if cascade else "mux"
+    what = mux.rule if cascade else f"rule {mux.rule}"
+    console.print(f"[bold]{kind} {escape(mux.name)}[/] ({escape(what)}, tie-break "
+                  f"{mux.tie_break}) on dataset [bold]{escape(data.name)}[/] "
+                  f"({data.items} items, {data.content_hash[:12]}) from "
+                  f"{escape(report.store)}")
     console.print(f"{trials} trial{'s' if trials != 1 else ''}"
-                  + (f" of seeded resampling (seed {report['seed']})" if report["resampled"]
+                  + (f" of seeded resampling (seed {report.seed})" if report.resampled
                      else " (exactly k samples stored per model: no resampling)")
-                  + f"; validation accuracies: {escape(report['validation']['source'])}")
+                  + f"; validation accuracies: {escape(report.validation.source)}")
 
-    costs = any(row["tokens_in"] is not None or row["tokens_out"] is not None
-                for row in report["models"].values())
-    k_of = {p["model"]: p["samples"] for p in report["pool"]}
+    costs = any(row.tokens_in is not None or row.tokens_out is not None
+                for row in report.models.values())
+    k_of = {p.model: p.samples for p in report.pool}
     models = Table(title="Models (accuracy of one sample, %)", title_justify="left")
     for name, justify in (("model", "left"), ("pool k", "right"), ("accuracy", "right"),
                           ("±items", "right"), ("validation", "right"), ("unreadable %", "right"),
                           *((("tokens/sample", "right"), ("cost/sample", "right")) if costs else ())):
         models.add_column(name, justify=justify, no_wrap=name == "model")
-    val = report["validation"]["accuracies"]
-    for name, row in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
-        tokens = (None if row["tokens_in"] is None and row["tokens_out"] is None
-                  else (row["tokens_in"] or 0) + (row["tokens_out"] or 0))
-        models.add_row(escape(name), str(k_of.get(name, "—")), _pct(row["accuracy"]),
-                       _se(row["item_se"]), _pct(val.get(name)) if name in val else "—",
-                       _pct(row["unreadable"]),
-                       *((_num(tokens), _money(row["cost_per_sample"])) if costs else ()))
+    val = report.validation.accuracies
+    for name, row in sorted(report.models.items(), key=lambda kv: -kv[1].accuracy):
+        tokens = (None if row.tokens_in is None and row.tokens_out is None
+                  else (row.tokens_in or 0) + (row.tokens_out or 0))
+        models.add_row(escape(name), str(k_of.get(name, "—")), _pct(row.accuracy),
+                       _se(row.item_se), _pct(val.get(name)) if name in val else "—",
+                       _pct(row.unreadable),
+                       *((_num(tokens), _money(row.cost_per_sample)) if costs else ()))
     console.print(models)
 
-    d = report["details"]
+    d = report.details
     table = Table(title="Methods on the same draws (accuracy, %)", title_justify="left")
     for name, justify in (("method", "left"), ("accuracy", "right"), ("±trials", "right"),
                           ("±items", "right"),
@@ -139,33 +123,32 @@ def render(report: dict, file: Any = None) -> None:
 
     def row(label: str, key: str, note: str = "") -> None:
         x = d[key]
-        table.add_row(escape(label), _pct(x["accuracy"]), _se(x["se"]) if trials > 1 else "—",
-                      _se(x["item_se"]),
-                      *((_num(x["tokens_per_question"]), _money(x["cost_per_question"]))
+        table.add_row(escape(label), _pct(x.accuracy), _se(x.se) if trials > 1 else "—",
+                      _se(x.item_se),
+                      *((_num(x.tokens_per_question), _money(x.cost_per_question))
                         if costs else ()), escape(note))
 
-    row("Single-Best", "single_best", f"{d['single_best']['model']}, 1 sample")
+    row("Single-Best", "single_best", f"{d['single_best'].model}, 1 sample")
     row("Single-Best-SC", "single_best_sc",
-        f"{d['single_best_sc']['model']}, majority of {d['single_best_sc']['samples']}")
+        f"{d['single_best_sc'].model}, majority of {d['single_best_sc'].samples}")
     row("Agent Forest", "agent_forest", "majority over all samples")
     row("SLM-MUX", "slm_mux", "most self-consistent model")
-    if mux["rule"] != "slm_mux" or mux.get("structured"):
-        row(f"{'cascade' if mux.get('answered_at_step') else 'mux'} {mux['name']}", "mux",
-            mux["rule"] if mux.get("answered_at_step") else f"rule {mux['rule']}")
+    if mux.rule != "slm_mux" or mux.structured:
+        row(f"{kind} {mux.name}", "mux", mux.rule if cascade else f"rule {mux.rule}")
     row("Union (oracle)", "union", "some model right")
     row("Oracle (any sample)", "oracle_any_sample", "some sample right")
-    table.add_row("Contradiction", _pct(report["contradiction"]),
-                  _se(report["contradiction_se"]) if trials > 1 else "—", "",
+    table.add_row("Contradiction", _pct(report.contradiction),
+                  _se(report.contradiction_se) if trials > 1 else "—", "",
                   *(("", "") if costs else ()),
                   "a model consistently wrong, another right")
     console.print(table)
     if not costs:
         console.print("tokens and cost: not recorded for these samples (imported recordings)")
-    if mux.get("answered_at_step"):
-        shares = ", ".join(f"step {i + 1}: {_pct(s)}%" for i, s in enumerate(mux["answered_at_step"]))
+    if cascade:
+        shares = ", ".join(f"step {i + 1}: {_pct(s)}%" for i, s in enumerate(mux.answered_at_step))
         console.print(f"cascade answered at {shares}")
-    if mux["no_answer"]:
-        console.print(f"mux gave no answer on {_pct(mux['no_answer'])}% of items (counted wrong)")
-    for note in report["notes"]:
+    if mux.no_answer:
+        console.print(f"mux gave no answer on {_pct(mux.no_answer)}% of items (counted wrong)")
+    for note in report.notes:
         console.print(f"note: {escape(note)}")
-    console.print(f"({report['seconds']:.2f}s)")
+    console.print(f"({report.seconds:.2f}s)")

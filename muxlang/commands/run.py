@@ -54,44 +54,23 @@ def _count_lines(path: str) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from muxlang.lang import load_spec
+    from muxlang.session import Session, describe_tie_breaks, load
 
-    spec = load_spec(args.spec)
+    spec = load(args.spec)
     runnable = select_runnable(spec, args.spec, args.mux)
-
-    from muxlang.compiler import build_plan
-    from muxlang.runtime.executor import Runtime, backends_of
-
-    plan = build_plan(spec, runnable)
     urls = backend_urls(args.backend, spec)
-    used = backends_of(runnable)
-    urls = {name: url for name, url in urls.items() if name in {b.name for b in used}}
-    store = run_id = cache = None
-    if args.store is not None:
-        from muxlang.store import Store
-        from muxlang.store.cache import StoreCache
-
-        store = Store(args.store or None)
-        run_id = store.start_run("run", {"mux": runnable.name, "input": args.input},
-                                 spec_path=str(args.spec), spec_text=spec.text)
-        cache = StoreCache(store, run_id)
+    session = Session(args.store or None, urls, cache=args.store is not None,
+                      concurrency=args.concurrency, rate=args.rate, in_flight=args.in_flight,
+                      warn=_warn)
+    runner = session.runner(spec, runnable, source=args.input)
     try:
-        accuracies = tie_break_accuracies(spec, runnable, store, args.store, _warn)
-        runtime = Runtime(used, urls=urls, concurrency=args.concurrency, rate=args.rate,
-                          cache=cache)
-        status = _run_files(args, plan, runtime, accuracies)
+        for line in describe_tie_breaks(runner.info):
+            print(line, file=sys.stderr, flush=True)
+        status = _run_files(args, runner)
     except BaseException as error:
-        if store is not None:
-            from muxlang.runtime.secrets import scrub
-
-            # keys never reach the store, even inside an error nobody expected
-            store.finish_run(run_id, "failed", {"error": scrub(error)[:500]})
-            store.close()
+        runner.close(error=error)
         raise
-    if store is not None:
-        store.finish_run(run_id, {0: "ok", 130: "interrupted"}.get(status, "failed"),
-                         {"exit_status": status, "cache_hits": runtime.cache_hits})
-        store.close()
+    runner.close({0: "ok", 130: "interrupted"}.get(status, "failed"), {"exit_status": status})
     return status
 
 
@@ -99,77 +78,7 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def muxes_in(runnable: Any) -> list[Any]:
-    """Every mux a run selects with: the cascade's steps, and muxes nested as pool members."""
-    from muxlang import ir
-
-    found: list[Any] = []
-    todo = list(runnable.steps) if isinstance(runnable, ir.Cascade) else [runnable]
-    while todo:
-        mux = todo.pop(0)
-        if mux in found:
-            continue
-        found.append(mux)
-        todo.extend(m.member for m in mux.pool if not m.is_model)
-    return found
-
-
-def tie_break_accuracies(spec: Any, runnable: Any, store: Any, store_arg: str | None,
-                         warn: Any) -> dict[str, float]:
-    """Validation accuracies (model name -> accuracy) for the muxes whose ties go by accuracy.
-
-    A mux's ``validation`` names a store dataset: the accuracies are measured there, exactly as
-    ``eval`` measures them, from the ``--store`` store or else the default one when it exists.
-    A model measured there wins over an ``accuracy`` typed on it, as in eval. When they cannot
-    be measured, the run goes on, but says that ties go by typed accuracies or pool order, rather
-    than silently breaking ties differently from the figures eval and tune reported.
-    """
-    from muxlang.evaluation import validation_accuracies
-
-    wanted = [mux for mux in muxes_in(runnable) if mux.tie_break == "accuracy" and mux.validation]
-    if not wanted:
-        return {}
-    opened = None
-    if store is None:
-        from muxlang.store import Store
-        from muxlang.store.urls import resolve_url
-
-        url = resolve_url(store_arg or None)
-        if url.startswith("sqlite:///") and not Path(url.split(":///", 1)[1]).exists():
-            for mux in wanted:
-                warn(f"mux '{mux.name}': validation dataset '{mux.validation}' needs the sample "
-                     "store (--store URL, or $MUXLANG_STORE); ties go by typed accuracies, "
-                     "else pool order")
-            return {}
-        store = opened = Store(store_arg or None)
-    accuracies: dict[str, float] = {}
-    try:
-        for mux in wanted:
-            models = [m.member for m in mux.pool if m.is_model]
-            if store.get_dataset(mux.validation) is None:
-                warn(f"mux '{mux.name}': validation dataset '{mux.validation}' is not in store "
-                     f"{store.display_url} (`muxlang collect` it first); ties go by typed "
-                     "accuracies, else pool order")
-                continue
-            measured, sources, _ = validation_accuracies(store, spec, mux, models, None)
-            for model in models:
-                value = measured.get(model.name)
-                if value is not None and sources[model.name].startswith("store"):
-                    accuracies.setdefault(model.name, value)
-            shown = ", ".join(f"{m.name} {100 * measured[m.name]:.1f}%" if measured.get(m.name)
-                              is not None else f"{m.name} (none)" for m in models)
-            print(f"tie-breaks of mux '{mux.name}': validation accuracies on "
-                  f"{mux.validation}: {shown}", file=sys.stderr, flush=True)
-    finally:
-        if opened is not None:
-            opened.close()
-    return accuracies
-
-
-def _run_files(args: argparse.Namespace, plan: Any, runtime: Any,
-               accuracies: dict[str, float]) -> int:
-    from muxlang.runtime.executor import PlanExecutor
-
+def _run_files(args: argparse.Namespace, runner: Any) -> int:
     if args.input != "-" and args.output != "-" and Path(args.output).exists():
         try:
             same = Path(args.input).samefile(args.output)
@@ -196,8 +105,7 @@ def _run_files(args: argparse.Namespace, plan: Any, runtime: Any,
             except OSError as error:
                 raise MuxError(f"cannot write {args.output}: {error.strerror}") from None
         try:
-            executor = PlanExecutor(plan, runtime, accuracies=accuracies)
-            status = _run_loop(executor, runtime, in_stream, out_stream, source, total, args)
+            status = _run_loop(runner, in_stream, out_stream, source, total, args)
         except BaseException:
             if out_stream is not sys.stdout:
                 try:
@@ -216,15 +124,14 @@ def _run_files(args: argparse.Namespace, plan: Any, runtime: Any,
             in_stream.close()
 
 
-def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[str], source: str,
+def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
               total: int | None, args: argparse.Namespace) -> int:
     from muxlang.runtime.progress import Progress
     from muxlang.runtime.stream import RunSummary, read_lines, run_records
 
     progress = Progress(total, enabled=not args.no_progress)
     summary = RunSummary()
-    in_flight = args.in_flight or max(
-        16, 2 * -(-runtime.total_concurrency // max(1, executor.requests_per_record)) + 8)
+    executor, runtime = runner.executor, runner.runtime
 
     def write(line: str) -> None:
         out_stream.write(line)
@@ -250,9 +157,9 @@ def _run_loop(executor: Any, runtime: Any, in_stream: IO[str], out_stream: IO[st
             pass
         beat = asyncio.ensure_future(progress.heartbeat())
         try:
-            async with runtime:
+            async with runner:
                 await run_records(executor, read_lines(in_stream), write, source=source,
-                                  in_flight=in_flight, report=progress.message,
+                                  in_flight=runner.in_flight, report=progress.message,
                                   on_done=lambda _result, failed: progress.advance(failed),
                                   summary=summary)
         except asyncio.CancelledError:

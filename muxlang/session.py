@@ -1,0 +1,919 @@
+"""The Python API: load specs, and run, collect, evaluate and tune them through one ``Session``.
+
+::
+
+    import muxlang
+
+    spec = muxlang.load("specs/gsm8k.mux")           # raises muxlang.SpecError (diagnostics)
+    session = muxlang.Session(store="muxlang.sqlite", backends={"local": "http://gpu:8000/v1"})
+    for result in session.run(spec, [{"id": 1, "question": "2 + 2?"}]):
+        print(result.answer, result.model, result.confidence)
+    report = session.evaluate(spec, "gsm8k-test", validation="gsm8k-val")
+    tuned = session.tune(spec, "gsm8k-val", split=0.5)
+
+The command line is a thin layer over this module: ``muxlang run`` streams files through a
+``Session.runner``, ``collect`` drives a ``Session.collection``, ``eval`` prints
+``Session.evaluate``'s report and ``tune`` ``Session.tune``'s result. What is decided (which
+store, which tie-break accuracies, which samples to draw) is decided here, once for both.
+
+Library code never prints: warnings go to the session's ``warn`` callback (default: Python's
+``warnings.warn`` with ``MuxWarning``) and, where a result has one, into its ``warnings`` list.
+
+Importing this module is cheap (the spec front end only); the runtime, the store, the evaluator
+and the optimizer are imported by the methods that use them.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import warnings as _warnings
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Optional, Union
+
+from muxlang import ir
+from muxlang.errors import MuxError, SpecError, did_you_mean
+from muxlang.results import (CollectResult, EvalReport, RecordResult, RunInfo, TuneResult)
+
+__all__ = ["Spec", "SpecError", "load", "loads", "Session", "Runner", "Collection", "MuxWarning",
+           "tie_break_accuracies", "muxes_in"]
+
+Records = Union[Iterable[Any], AsyncIterable[Any]]
+
+
+class MuxWarning(UserWarning):
+    """A warning from muxlang (ties that cannot go by validation accuracies, a capped budget...)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# specs
+class Spec(ir.Spec):
+    """A checked spec (``muxlang.ir.Spec``) that prints as a short summary.
+
+    ``backends``, ``models``, ``tasks``, ``muxes``, ``cascades``, ``tunes``: name → declaration;
+    ``path`` and ``text``: the root file; ``runnable(name=None)``: the mux or cascade to run.
+    """
+
+    @classmethod
+    def of(cls, spec: ir.Spec) -> "Spec":
+        """The same checked spec as a ``Spec`` (the declarations are shared, not copied)."""
+        if isinstance(spec, cls):
+            return spec
+        made = cls.__new__(cls)
+        made.__dict__.update(spec.__dict__)
+        return made
+
+    def __repr__(self) -> str:
+        def names(table: Mapping[str, Any]) -> str:
+            return "[" + ", ".join(table) + "]"
+
+        return (f"<Spec {self.path!r}: backends {names(self.backends)}, models "
+                f"{names(self.models)}, muxes {names(self.muxes)}"
+                + (f", cascades {names(self.cascades)}" if self.cascades else "")
+                + (f", tunes {names(self.tunes)}" if self.tunes else "") + ">")
+
+    def __str__(self) -> str:
+        lines = [f"Spec {self.path}"]
+        lines += [f"  backend {b.name}: {b.kind}" + (f" {b.url}" if b.url else "")
+                  for b in self.backends.values()]
+        lines += [f"  model {m.name}: {m.id!r} on {m.backend.name}, temperature {m.temperature:g}"
+                  + (f", accuracy {m.accuracy:g}" if m.accuracy is not None else "")
+                  for m in self.models.values()]
+        for mux in self.muxes.values():
+            pool = ", ".join(f"{p.name} * {p.samples}" if p.is_model else p.name
+                             for p in mux.pool)
+            lines.append(f"  mux {mux.name}: {mux.rule} over [{pool}], task {mux.task.name}, "
+                         f"tie-break {mux.tie_break}"
+                         + (f" (validation {mux.validation})" if mux.validation else ""))
+        for cascade in self.cascades.values():
+            lines.append(f"  cascade {cascade.name}: "
+                         f"[{', '.join(s.name for s in cascade.steps)}] threshold "
+                         f"{cascade.threshold:g}")
+        for tune in self.tunes.values():
+            lines.append(f"  tune {tune.name}: mux {tune.mux.name}, "
+                         f"{len(tune.candidates)} candidates, samples "
+                         f"{tune.samples[0]}..{tune.samples[1]}")
+        try:
+            lines.append(f"  runs by default: {self.runnable().name}")
+        except KeyError:
+            pass
+        return "\n".join(lines)
+
+
+def load(path: Union[str, os.PathLike]) -> Spec:
+    """Load, parse and check a spec file and its imports (what ``muxlang check`` checks).
+
+    Raises ``SpecError``; its ``diagnostics`` carry ``file``, ``line``, ``column``, ``message``
+    (and ``hint``) for every error found."""
+    from muxlang.lang import load_spec
+
+    return Spec.of(load_spec(path))
+
+
+def loads(text: str, name: str = "<string>") -> Spec:
+    """Check spec text; ``name`` is the file name its diagnostics give. Imports of ``std.*`` work,
+    and quoted file imports are read relative to the working directory."""
+    from muxlang.lang import check_text
+
+    return Spec.of(check_text(text, name))
+
+
+def _spec(spec: Union[ir.Spec, str, os.PathLike]) -> ir.Spec:
+    if isinstance(spec, ir.Spec):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return load(spec)
+    raise TypeError(f"expected a Spec or the path of a .mux file, not {type(spec).__name__}")
+
+
+def runnable_of(spec: ir.Spec, mux: Union[str, ir.Mux, ir.Cascade, None]) -> ir.Runnable:
+    """The mux or cascade ``mux`` names (default: the last one the spec declares)."""
+    if isinstance(mux, (ir.Mux, ir.Cascade)):
+        return mux
+    try:
+        return spec.runnable(mux)
+    except KeyError:
+        pass
+    names = [*spec.muxes, *spec.cascades]
+    if mux is None:
+        raise MuxError(f"{spec.path}: declares no mux or cascade")
+    hint = did_you_mean(mux, names)
+    raise MuxError(f"{spec.path}: no mux or cascade named '{mux}'"
+                   + (f"; {hint}" if hint else
+                      f" (there are: {', '.join(names)})" if names else ""))
+
+
+def tune_of(spec: ir.Spec, name: Optional[str]) -> ir.Tune:
+    """The tune block ``name`` names (default: the last one the root file declares)."""
+    if not spec.tunes:
+        raise MuxError(f"{spec.path} has no tune block")
+    if name is not None:
+        if name not in spec.tunes:
+            hint = did_you_mean(name, spec.tunes)
+            raise MuxError(f"no tune block '{name}' in {spec.path}"
+                           + (f"; {hint}" if hint else
+                              f" (tune blocks: {', '.join(spec.tunes)})"))
+        return spec.tunes[name]
+    for candidate in reversed(spec.root_names):
+        if candidate in spec.tunes:
+            return spec.tunes[candidate]
+    return list(spec.tunes.values())[-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# tie-breaks: the same validation accuracies for `run`, `Session.run` and `eval`
+def muxes_in(runnable: ir.Runnable) -> list[ir.Mux]:
+    """Every mux a run selects with: the cascade's steps, and muxes nested as pool members."""
+    found: list[ir.Mux] = []
+    todo = list(runnable.steps) if isinstance(runnable, ir.Cascade) else [runnable]
+    while todo:
+        mux = todo.pop(0)
+        if mux in found:
+            continue
+        found.append(mux)
+        todo.extend(m.member for m in mux.pool if not m.is_model)
+    return found
+
+
+def store_exists(url: Optional[str]) -> bool:
+    """Whether the store ``url`` names (None: the default rules) may hold data: a SQLite file
+    that exists, or any server URL. Nothing is created."""
+    from muxlang.store.urls import resolve_url
+
+    resolved = resolve_url(url)
+    return not (resolved.startswith("sqlite:///")
+                and not Path(resolved.split(":///", 1)[1]).exists())
+
+
+def tie_break_accuracies(spec: ir.Spec, runnable: ir.Runnable, store: Any = None,
+                         store_url: Optional[str] = None) -> RunInfo:
+    """Validation accuracies (model → accuracy) for the muxes whose ties go by accuracy.
+
+    A mux's ``validation`` names a store dataset: the accuracies are measured there exactly as
+    ``eval`` measures them (``muxlang.evaluation.validation_accuracies``), in ``store`` or else
+    the store ``store_url`` names (None: the default rules) when it exists; none is created. A
+    model measured there wins over an ``accuracy`` typed on it, as in eval. When they cannot be
+    measured the run goes on, and ``warnings`` say that ties go by typed accuracies or pool order
+    rather than silently breaking ties differently from the figures eval and tune report.
+    """
+    info = RunInfo(mux=runnable.name)
+    wanted = [mux for mux in muxes_in(runnable) if mux.tie_break == "accuracy" and mux.validation]
+    if not wanted:
+        return info
+    opened = None
+    if store is None:
+        if not store_exists(store_url):
+            for mux in wanted:
+                info.warnings.append(
+                    f"mux '{mux.name}': validation dataset '{mux.validation}' needs the sample "
+                    "store (--store URL, or $MUXLANG_STORE); ties go by typed accuracies, "
+                    "else pool order")
+            return info
+        from muxlang.store import Store
+
+        store = opened = Store(store_url)
+    from muxlang.evaluation import validation_accuracies
+
+    try:
+        for mux in wanted:
+            models = [m.member for m in mux.pool if m.is_model]
+            if store.get_dataset(mux.validation) is None:
+                info.warnings.append(
+                    f"mux '{mux.name}': validation dataset '{mux.validation}' is not in store "
+                    f"{store.display_url} (`muxlang collect` it first); ties go by typed "
+                    "accuracies, else pool order")
+                continue
+            measured, sources, _ = validation_accuracies(store, spec, mux, models, None)
+            for model in models:
+                value = measured.get(model.name)
+                if value is not None and sources[model.name].startswith("store"):
+                    info.accuracies.setdefault(model.name, value)
+            info.measured[mux.name] = {m.name: measured.get(m.name) for m in models}
+            info.datasets[mux.name] = mux.validation
+    finally:
+        if opened is not None:
+            opened.close()
+    return info
+
+
+def describe_tie_breaks(info: RunInfo) -> list[str]:
+    """One line per mux whose tie-break accuracies were measured (what ``muxlang run`` says)."""
+    lines = []
+    for mux, measured in info.measured.items():
+        shown = ", ".join(f"{name} {100 * value:.1f}%" if value is not None else f"{name} (none)"
+                          for name, value in measured.items())
+        lines.append(f"tie-breaks of mux '{mux}': validation accuracies on "
+                     f"{info.datasets[mux]}: {shown}")
+    return lines
+
+
+def chosen_text(result: Any) -> Optional[str]:
+    """The full text of a sample of the chosen member whose answer is the selected one, from the
+    executor's record result (when its output line carries no ``text``)."""
+    r = getattr(result, "result", None)
+    if r is None:
+        return None
+    text = getattr(r, "text", None)
+    if text is not None:
+        return text
+    votes = getattr(r, "winner_votes", None)
+    key = getattr(r, "key", None)
+    if votes is None or key is None:
+        return None
+    for sample, k in zip(votes.samples, votes.keys):
+        if k == key:
+            return sample.text
+    return None
+
+
+def to_record_result(result: Any) -> RecordResult:
+    """The API's ``RecordResult`` for the executor's result of one record."""
+    out = result.output()
+    return RecordResult.from_output(out, None if "text" in out else chosen_text(result))
+
+
+# ------------------------------------------------------------------------------------------------
+# the session
+def _run_sync(make: Callable[[], Any]) -> Any:
+    """Run the coroutine ``make()`` returns to the end, also from inside a running event loop
+    (a notebook): then in a thread of its own, with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        from muxlang.runtime.loop import run as run_loop
+
+        return run_loop(make())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="muxlang") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
+class Session:
+    """Where samples come from and go: the sample store, backend URL overrides, runtime limits.
+
+    ``store``: a store URL (``postgresql://...``) or SQLite path; None takes the default rules
+    (``$MUXLANG_STORE``, else ``./muxlang.sqlite``). Nothing is created until a call needs it:
+    ``run`` stores samples only when ``cache`` says so (default: when ``store`` was given),
+    ``evaluate`` and ``tune`` read an existing store, ``collect`` creates it.
+
+    ``backends``: ``{backend name: URL}`` overrides, like ``--backend NAME=URL`` (keys still
+    come from each backend's ``api_key`` variable, or ``MUXLANG_BACKEND_<NAME>_KEY``).
+
+    Runtime knobs, as the command line's: ``concurrency`` and ``rate`` (requests per second) per
+    backend override the spec's; ``in_flight`` bounds the records in progress at once (default:
+    from the concurrency). ``warn(message)`` receives warnings (default: ``warnings.warn`` with
+    ``MuxWarning``).
+    """
+
+    def __init__(self, store: Union[str, os.PathLike, None] = None,
+                 backends: Optional[Mapping[str, str]] = None, *, cache: Optional[bool] = None,
+                 concurrency: Optional[int] = None, rate: Optional[float] = None,
+                 in_flight: Optional[int] = None,
+                 warn: Optional[Callable[[str], None]] = None):
+        self.store = None if store is None else os.fspath(store)
+        self.backends = {str(k): str(v) for k, v in (backends or {}).items()}
+        self.cache = (store is not None) if cache is None else bool(cache)
+        for name, value in (("concurrency", concurrency), ("in_flight", in_flight)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise MuxError(f"{name} must be a whole number >= 1, not {value!r}")
+        if rate is not None and not rate > 0:
+            raise MuxError(f"rate must be > 0 requests per second, not {rate!r}")
+        self.concurrency = concurrency
+        self.rate = rate
+        self.in_flight = in_flight
+        self._warn = warn
+
+    def __repr__(self) -> str:
+        from muxlang.store.urls import redact_url, resolve_url
+
+        try:
+            where = redact_url(resolve_url(self.store))
+        except MuxError as error:
+            where = f"<{error}>"
+        return (f"Session(store={where!r}, backends={self.backends!r}, cache={self.cache}"
+                + "".join(f", {k}={getattr(self, k)!r}" for k in ("concurrency", "rate",
+                                                                  "in_flight")
+                          if getattr(self, k) is not None) + ")")
+
+    def warn(self, message: str) -> None:
+        if self._warn is not None:
+            self._warn(message)
+        else:
+            _warnings.warn(message, MuxWarning, stacklevel=3)
+
+    def open_store(self, *, must_exist: bool = False) -> Any:
+        """The session's ``muxlang.store.Store`` (close it when done)."""
+        from muxlang.store import Store
+
+        return Store(self.store, must_exist=must_exist)
+
+    # -- run ---------------------------------------------------------------------------------
+    def runner(self, spec: Union[ir.Spec, str], mux: Union[str, ir.Runnable, None] = None, *,
+               source: str = "<python>") -> "Runner":
+        """A prepared run of one mux or cascade: ``async with runner:`` then
+        ``await runner.run(record)`` per record (any order, concurrently), ``runner.close(status)``
+        at the end. ``Session.arun`` and ``muxlang run`` are built on it."""
+        return Runner(self, _spec(spec), mux, source)
+
+    async def arun(self, spec: Union[ir.Spec, str], records: Records,
+                   mux: Union[str, ir.Runnable, None] = None) -> AsyncIterator[RecordResult]:
+        """Run ``records`` (dicts; an iterable or async iterable) through the mux or cascade
+        ``mux`` (default: the last one declared), yielding one ``RecordResult`` per record in
+        input order as soon as it and every earlier one are done; at most ``in_flight`` records
+        are in progress at once. A record that cannot run gets a result with ``error``."""
+        runner = self.runner(spec, mux)
+        status = "failed"
+        tasks: deque[asyncio.Task] = deque()
+        try:
+            failed = 0
+            async with runner:
+                limit = runner.in_flight
+                async for record in _aiter(records):
+                    if len(tasks) >= limit:
+                        result = await tasks.popleft()
+                        failed += result.error is not None
+                        yield result
+                    tasks.append(asyncio.ensure_future(runner.run(record)))
+                while tasks:
+                    result = await tasks.popleft()
+                    failed += result.error is not None
+                    yield result
+            status = "ok" if not failed else "failed"
+        except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
+            status = "interrupted"
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            runner.close(status)
+
+    def run(self, spec: Union[ir.Spec, str], records: Iterable[Any],
+            mux: Union[str, ir.Runnable, None] = None) -> list[RecordResult]:
+        """``arun`` to the end: the list of ``RecordResult``, in input order."""
+        async def collect() -> list[RecordResult]:
+            return [result async for result in self.arun(spec, records, mux)]
+
+        return _run_sync(collect)
+
+    # -- collect -----------------------------------------------------------------------------
+    def collection(self, spec: Union[ir.Spec, str], dataset: str,
+                   samples: Optional[int] = None, *, mux: Union[str, ir.Runnable, None] = None,
+                   name: Optional[str] = None) -> "Collection":
+        """A prepared collection: what is stored and what is still to draw (``counts``), drawn by
+        ``draw()`` / ``await adraw()``. Use as a context manager (it holds the store open)."""
+        return Collection(self, _spec(spec), dataset, samples, mux, name)
+
+    def collect(self, spec: Union[ir.Spec, str], dataset: str, samples: Optional[int] = None, *,
+                mux: Union[str, ir.Runnable, None] = None, name: Optional[str] = None,
+                on_progress: Optional[Callable[[CollectResult], None]] = None) -> CollectResult:
+        """Store ``samples`` samples (default: each member's count in the pool) per pool model for
+        every item of ``dataset`` (a JSONL file, registered by content hash, or the name of a
+        dataset in the store). What is stored is never drawn again, so a collection that was
+        interrupted is continued by calling it again. Models on replay backends are skipped."""
+        with self.collection(spec, dataset, samples, mux=mux, name=name) as collection:
+            return collection.draw(on_progress)
+
+    # -- import ------------------------------------------------------------------------------
+    def import_samples(self, samples: Union[str, os.PathLike], questions: Union[str, os.PathLike],
+                       dataset: Optional[str] = None) -> Any:
+        """Import recorded outputs (ZeroEval JSON lines ``{"id", "model", "sample",
+        "temperature", "text"}``, optionally gzipped) with their questions file into the store,
+        as ``muxlang import`` does; ``dataset`` defaults to the questions file's name. Returns
+        ``muxlang.store.ImportResult`` (dataset, items, samples read and written, per model)."""
+        from muxlang.store import import_samples
+
+        store = self.open_store()
+        try:
+            return import_samples(store, samples, questions, dataset)
+        finally:
+            store.close()
+
+    # -- evaluate ----------------------------------------------------------------------------
+    def evaluate(self, spec: Union[ir.Spec, str], dataset: str, validation: Optional[str] = None,
+                 mux: Union[str, ir.Runnable, None] = None, trials: Optional[int] = None, *,
+                 seed: int = 0) -> EvalReport:
+        """A mux or cascade and the paper's baselines on stored samples (no model is called).
+
+        ``dataset`` and ``validation``: a dataset in the store or a questions file; validation
+        accuracies (tie-breaks, Single-Best) from ``validation``, else the mux's ``validation``,
+        else typed accuracies. ``trials``: seeded resampling trials (default: 100 when more
+        samples are stored than the mux draws, else 1)."""
+        from muxlang.evaluation import evaluate
+        from muxlang.store import resolve_dataset
+
+        spec = _spec(spec)
+        runnable = runnable_of(spec, mux)
+        if trials is not None and (not isinstance(trials, int) or trials < 1):
+            raise MuxError(f"trials must be a whole number >= 1, not {trials!r}")
+        store = self.open_store(must_exist=True)
+        try:
+            info = resolve_dataset(store, dataset, runnable.task.gold)
+            validation_name = None
+            if validation:
+                validation_name = resolve_dataset(store, validation, runnable.task.gold).name
+            run_id = store.start_run("eval", {"dataset": info.name, "mux": runnable.name,
+                                              "trials": trials, "seed": seed,
+                                              "validation": validation_name},
+                                     spec_path=str(spec.path), spec_text=spec.text)
+            try:
+                report = evaluate(store, spec, runnable, info, trials=trials, seed=seed,
+                                  validation=validation_name)
+            except BaseException as error:
+                store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+                raise
+            store.finish_run(run_id, "ok", {"baselines": report["baselines"],
+                                            "mux": report["mux"]["accuracy"]})
+        finally:
+            store.close()
+        return EvalReport.from_dict(report)
+
+    # -- tune --------------------------------------------------------------------------------
+    def tune(self, spec: Union[ir.Spec, str], dataset: str, test: Optional[str] = None,
+             split: Optional[float] = None, tune: Optional[str] = None, *, split_seed: int = 0,
+             trials: Optional[int] = None, simulations: Optional[int] = None,
+             seed: Optional[int] = None, sampler: Optional[str] = None,
+             objectives: Optional[list[str]] = None, references: Optional[list[str]] = None,
+             storage: Optional[str] = None, study: Optional[str] = None,
+             progress: bool = False) -> TuneResult:
+        """Search pools, per-model sample budgets and the rule of a tune block (default: the last
+        one) on the stored samples of ``dataset`` (validation), and score the winner on ``test``
+        (or, with ``split``, on the other part of ``dataset``). Unset options come from the tune
+        block. ``references``: non-candidate models to compare with (default: every other model
+        of the spec with stored samples). ``storage``/``study``: an Optuna RDB storage shared by
+        workers (the study is resumed when it exists; the result is saved with it)."""
+        from muxlang.optimizer.tuning import Options, tune_votes
+        from muxlang.simulator import split_votes
+
+        spec = _spec(spec)
+        block = tune_of(spec, tune)
+        if split is not None and test:
+            raise MuxError("give either --test or --split, not both")
+        if split is not None and not 0 < split < 1:
+            raise MuxError(f"split must be between 0 and 1 (the validation share), not {split}")
+        for label, value in (("trials", trials), ("simulations", simulations)):
+            if value is not None and value < 1:
+                raise MuxError(f"--{label} must be at least 1")
+        storage = storage_url(storage)
+        if storage and not study:
+            study = f"{Path(spec.path).stem}-{block.name}"
+        val, test_votes, store_url, content_hash, refs = self._tune_votes(
+            spec, block, dataset, test, references)
+        if split is not None:
+            val, test_votes = split_votes(val, split, split_seed)
+        options = Options(trials=trials, simulations=simulations, seed=seed, sampler=sampler,
+                          objectives=list(objectives) if objectives else None, storage=storage,
+                          study=study, references=refs, progress=progress)
+        fingerprint = {"tune": block.name, "dataset": dataset, "split": split,
+                       "split_seed": split_seed if split is not None else None, "test": test}
+        result = tune_votes(spec, block, val, test_votes, options, warn=self.warn,
+                            fingerprint=fingerprint)
+        result.spec = str(spec.path)
+        result.store = store_url
+        result.dataset.content_sha256 = content_hash
+        result.split = {"fraction": split, "seed": split_seed} if split is not None else None
+        if storage and study:
+            self._save_to_study(storage, study, result)
+        return result
+
+    def _tune_votes(self, spec: ir.Spec, block: ir.Tune, dataset: str, test: Optional[str],
+                    references: Optional[list[str]]):
+        """(val votes, test votes or None, store display URL, dataset content hash, references)."""
+        from muxlang.store import load_votes, resolve_dataset
+
+        store = self.open_store()
+        try:
+            candidates = list(block.candidates)
+            names = {m.name for m in candidates}
+            if references is not None:
+                refs = []
+                for r in references:
+                    if r not in spec.models:
+                        hint = did_you_mean(r, spec.models)
+                        raise MuxError(f"--reference {r}: no such model in the spec"
+                                       + (f"; {hint}" if hint else ""))
+                    refs.append(spec.models[r])
+            else:
+                refs = [m for n, m in spec.models.items() if n not in names]
+            gold = block.mux.task.gold
+            info = resolve_dataset(store, dataset, gold)
+            test_info = resolve_dataset(store, test, gold) if test else None
+            if test_info is not None and test_info.content_hash == info.content_hash:
+                # scoring the winner on the data it was chosen on would report a biased figure
+                raise MuxError(f"--test {test} holds the same questions as --dataset "
+                               f"{dataset}; give held-out data, or --split 0.5 to hold out "
+                               f"part of {dataset}")
+            val = load_votes(store, spec, block.mux, info, models=candidates)
+            test_votes = (load_votes(store, spec, block.mux, test_info, models=candidates)
+                          if test_info else None)
+            if test_votes is not None:
+                shared = len(set(val.items) & set(test_votes.items))
+                if shared:
+                    self.warn(f"{shared} of the {len(test_votes.items)} questions of --test "
+                              f"{test} are also in --dataset {dataset}: the test figure is not "
+                              "fully held out")
+            kept = []
+            for ref in refs:
+                try:
+                    rv = load_votes(store, spec, block.mux, info, models=[ref])
+                    rt = (load_votes(store, spec, block.mux, test_info, models=[ref])
+                          if test_info else None)
+                except MuxError:
+                    if references is not None:
+                        raise
+                    continue
+                if not any(rv.votes[ref.name][i] for i in range(len(rv.items))):
+                    if references is not None:
+                        self.warn(f"reference {ref.name}: no stored samples in '{info.name}'")
+                    continue
+                _merge_votes(val, rv, ref.name)
+                if rt is not None:
+                    _merge_votes(test_votes, rt, ref.name)
+                kept.append(ref.name)
+            return val, test_votes, store.display_url, info.content_hash, kept
+        finally:
+            store.close()
+
+    def _save_to_study(self, storage: str, study: str, result: TuneResult) -> None:
+        """Keep the result with the study, so ``muxlang report --storage --study`` can plot it."""
+        import optuna
+
+        try:
+            stored = optuna.load_study(study_name=study, storage=storage)
+            slim = {k: v for k, v in result.to_dict().items() if k != "points"}
+            stored.set_user_attr("result", slim)
+        except Exception as error:  # the study itself is complete; the picture data is a bonus
+            self.warn(f"could not save the result with study '{study}': {error}"
+                      .splitlines()[0])
+
+
+def storage_url(url: Optional[str]) -> Optional[str]:
+    """An Optuna storage URL: a plain path is a SQLite file, ``postgresql://`` uses psycopg 3."""
+    if url is None:
+        return None
+    if "://" not in url:
+        return "sqlite:///" + str(Path(url).expanduser().absolute())
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    return url
+
+
+def _merge_votes(into: Any, other: Any, model: str) -> None:
+    into.models.append(model)
+    into.votes[model] = other.votes[model]
+    for table in ("input_tokens", "output_tokens", "price_input", "price_output"):
+        if model in getattr(other, table):
+            getattr(into, table)[model] = getattr(other, table)[model]
+
+
+async def _aiter(records: Records) -> AsyncIterator[Any]:
+    if hasattr(records, "__aiter__"):
+        async for record in records:  # type: ignore[union-attr]
+            yield record
+    else:
+        for record in records:  # type: ignore[union-attr]
+            yield record
+
+
+# ------------------------------------------------------------------------------------------------
+# a prepared run
+class Runner:
+    """One mux or cascade ready to run records: backends, the store as sample cache (when the
+    session caches), and tie-break accuracies measured once (``info``; its ``warnings`` were
+    also given to the session's ``warn``).
+
+    ``async with runner:`` opens the backends' connections; inside, ``await runner.run(record)``
+    gives a ``RecordResult`` (``await runner.run_record(record)`` the executor's own result, whose
+    ``output()`` is the line ``muxlang run`` writes). ``close(status, summary)`` ends the run in
+    the store (``ok``, ``failed``, ``interrupted``); it is called on errors by itself.
+    """
+
+    def __init__(self, session: Session, spec: ir.Spec, mux: Union[str, ir.Runnable, None],
+                 source: str):
+        from muxlang.compiler import build_plan
+        from muxlang.runtime.executor import PlanExecutor, Runtime, backends_of
+
+        self.session = session
+        self.spec = spec
+        self.runnable = runnable_of(spec, mux)
+        for name in session.backends:
+            if name not in spec.backends:
+                hint = did_you_mean(name, spec.backends)
+                raise MuxError(f"backend URL override '{name}': the spec has no backend "
+                               f"'{name}'" + (f"; {hint}" if hint else
+                                              f" (backends: {', '.join(spec.backends)})"))
+        plan = build_plan(spec, self.runnable)
+        used = backends_of(self.runnable)
+        urls = {name: url for name, url in session.backends.items()
+                if name in {b.name for b in used}}
+        self.store = self.run_id = None
+        cache = None
+        if session.cache:
+            from muxlang.store.cache import StoreCache
+
+            self.store = session.open_store()
+            self.run_id = self.store.start_run("run", {"mux": self.runnable.name,
+                                                       "input": source},
+                                               spec_path=str(spec.path), spec_text=spec.text)
+            cache = StoreCache(self.store, self.run_id)
+        self._closed = False
+        try:
+            self.info = tie_break_accuracies(spec, self.runnable, self.store, session.store)
+            for message in self.info.warnings:
+                session.warn(message)
+            self.runtime = Runtime(used, urls=urls, concurrency=session.concurrency,
+                                   rate=session.rate, cache=cache)
+            self.executor = PlanExecutor(plan, self.runtime, accuracies=self.info.accuracies)
+        except BaseException as error:
+            self.close("failed", error=error)
+            raise
+        self.in_flight = session.in_flight or max(
+            16, 2 * -(-self.runtime.total_concurrency // max(1, self.executor.requests_per_record))
+            + 8)
+
+    @property
+    def accuracies(self) -> dict[str, float]:
+        return self.info.accuracies
+
+    async def __aenter__(self) -> "Runner":
+        await self.runtime.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.runtime.close()
+
+    async def run_record(self, record: Any) -> Any:
+        """The executor's result for one record (``.output()``: the ``muxlang run`` line)."""
+        return await self.executor.run_record(record)
+
+    async def run(self, record: Any) -> RecordResult:
+        return to_record_result(await self.executor.run_record(record))
+
+    @property
+    def cache_hits(self) -> int:
+        return self.runtime.cache_hits if hasattr(self, "runtime") else 0
+
+    def close(self, status: str = "ok", summary: Optional[Mapping[str, Any]] = None, *,
+              error: Optional[BaseException] = None) -> None:
+        """End the run in the store (when it caches there) and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.store is None:
+            return
+        try:
+            if error is not None:
+                from muxlang.runtime.secrets import scrub
+
+                # keys never reach the store, even inside an error nobody expected
+                self.store.finish_run(self.run_id, "failed", {"error": scrub(error)[:500]})
+            else:
+                self.store.finish_run(self.run_id, status,
+                                      {"cache_hits": self.cache_hits, **(summary or {})})
+        finally:
+            self.store.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# a prepared collection
+@dataclass
+class _Job:
+    model: Any  # ir.Model
+    messages: list[dict[str, str]]
+    missing: list[int]
+
+
+def pool_members(runnable: ir.Runnable, k: Optional[int]) -> list[tuple[Any, Any, int]]:
+    """(model, task, samples) for every model reachable from a mux or cascade, deduplicated."""
+    found: dict[tuple[str, str], tuple[Any, Any, int]] = {}
+
+    def visit(mux: ir.Mux) -> None:
+        for member in mux.pool:
+            if isinstance(member.member, ir.Mux):
+                visit(member.member)
+                continue
+            count = k or member.samples
+            key = (member.member.name, mux.task.name)
+            if key not in found or found[key][2] < count:
+                found[key] = (member.member, mux.task, count)
+
+    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
+        visit(mux)
+    return list(found.values())
+
+
+class Collection:
+    """A collection planned against the store: ``counts`` says what is wanted, stored and still
+    to draw before anything is drawn; ``draw()`` (or ``await adraw()``) draws the rest, storing
+    each request's samples as they arrive, and returns the final ``CollectResult``. Close it (or
+    use ``with``) to end the run record and close the store."""
+
+    def __init__(self, session: Session, spec: ir.Spec, dataset: str, samples: Optional[int],
+                 mux: Union[str, ir.Runnable, None], name: Optional[str]):
+        from muxlang.prompts import render
+        from muxlang.samples import SampleKey
+        from muxlang.store import load_dataset_file, resolve_dataset
+
+        if samples is not None and (not isinstance(samples, int) or samples < 1):
+            raise MuxError(f"samples must be a whole number >= 1, not {samples!r}")
+        self.session = session
+        self.spec = spec
+        self.runnable = runnable_of(spec, mux)
+        self.samples = samples
+        for override in session.backends:
+            if override not in spec.backends:
+                raise MuxError(f"backend URL override '{override}': the spec has no backend "
+                               f"'{override}'")
+        members = pool_members(self.runnable, samples)
+        replay = [m for m, _, _ in members if m.backend.kind == "replay"]
+        self.members = [entry for entry in members if entry[0].backend.kind != "replay"]
+        counts = CollectResult(models=[m.name for m, _, _ in self.members])
+        if replay:
+            counts.notes.append("skipped (replay backend; use `muxlang import`): "
+                                + ", ".join(m.name for m in replay))
+        if not self.members:
+            raise MuxError(f"{spec.path}: every pool model uses a replay backend: nothing to "
+                           "collect")
+        self.counts = counts
+        self.store = session.open_store()
+        self._closed = False
+        self.run_id = None
+        try:
+            counts.store = self.store.display_url
+            gold = self.members[0][1].gold or "answer"
+            if name is None and not os.path.isfile(dataset):
+                info = resolve_dataset(self.store, dataset, gold)  # a dataset in the store
+            else:
+                info = load_dataset_file(self.store, dataset, name=name, gold_field=gold)
+            items = self.store.items(info)
+            counts.dataset, counts.items = info.name, len(items)
+            jobs: list[tuple[Any, _Job]] = []
+            for item in items:
+                rendered: dict[str, Any] = {}
+                for model, task, k in self.members:
+                    if task.name not in rendered:
+                        try:
+                            rendered[task.name] = render(task, item.record)
+                        except MuxError as error:
+                            rendered[task.name] = None
+                            counts.skipped.append(f"{item.key}: {error}")
+                    messages = rendered[task.name]
+                    if messages is None:
+                        continue
+                    jobs.append((SampleKey.for_model(model, messages),
+                                 _Job(model, messages, list(range(k)))))
+            counts.skipped_items = len(counts.skipped)
+            stored = self.store.get_samples_many([key for key, _ in jobs])
+            self.todo: list[_Job] = []
+            for key, job in jobs:
+                k = len(job.missing)
+                counts.wanted += k
+                job.missing = self.store.missing_indices(key, k, stored[key.hash])
+                counts.stored_before += k - len(job.missing)
+                if job.missing:
+                    self.todo.append(job)
+            self.run_id = self.store.start_run("collect", {
+                "dataset": info.name, "dataset_hash": info.content_hash, "samples": samples,
+                "models": counts.models}, spec_path=str(spec.path), spec_text=spec.text)
+        except BaseException:
+            self.store.close()
+            self._closed = True
+            raise
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, kind: Any, error: Any, tb: Any) -> None:
+        self.close(error=error)
+
+    async def adraw(self, on_progress: Optional[Callable[[CollectResult], None]] = None
+                    ) -> CollectResult:
+        """Draw what is missing (the store is the runtime's cache); ``on_progress(counts)`` after
+        each request. Cancelling it stops the collection: ``status`` ``interrupted``."""
+        from muxlang.runtime.executor import Runtime, backends_of
+        from muxlang.samples import Sample
+        from muxlang.store.cache import StoreCache
+
+        totals = self.counts
+        started = time.perf_counter()
+        if not self.todo:
+            totals.seconds = round(time.perf_counter() - started, 3)
+            return self._settle()
+        backends = [b for b in backends_of(self.runnable) if b.kind != "replay"]
+        urls = {n: u for n, u in self.session.backends.items() if n in {b.name for b in backends}}
+        runtime = Runtime(backends, urls=urls, concurrency=self.session.concurrency,
+                          rate=self.session.rate, cache=StoreCache(self.store, self.run_id))
+
+        async def one(job: _Job) -> None:
+            results = await runtime.sample(job.model, job.messages, job.missing)
+            for result in results:
+                if isinstance(result, Sample):
+                    if result.cached:  # another process stored it meanwhile
+                        totals.from_cache += 1
+                        continue
+                    totals.drawn += 1
+                    totals.tokens_in += result.input_tokens or 0
+                    totals.tokens_out += result.output_tokens or 0
+                    totals.cost += ((result.input_tokens or 0) * job.model.price_input
+                                    + (result.output_tokens or 0) * job.model.price_output)
+                else:
+                    totals.failed += 1
+                    message = f"{job.model.name}: {result.error}"
+                    totals.errors[message] = totals.errors.get(message, 0) + 1
+            if on_progress is not None:
+                on_progress(totals)
+
+        queue: asyncio.Queue[_Job] = asyncio.Queue()
+        for job in self.todo:
+            queue.put_nowait(job)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    job = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                await one(job)
+
+        workers = min(len(self.todo), 2 * runtime.total_concurrency + 4)
+        try:
+            async with runtime:
+                await asyncio.gather(*(worker() for _ in range(workers)))
+        except asyncio.CancelledError:
+            totals.status = "interrupted"
+        finally:
+            totals.seconds = round(time.perf_counter() - started, 3)
+        return self._settle()
+
+    def draw(self, on_progress: Optional[Callable[[CollectResult], None]] = None
+             ) -> CollectResult:
+        """``adraw`` to the end (Ctrl-C: ``status`` ``interrupted``, what was stored stays)."""
+        try:
+            return _run_sync(lambda: self.adraw(on_progress))
+        except KeyboardInterrupt:
+            self.counts.status = "interrupted"
+            return self._settle()
+
+    def _settle(self) -> CollectResult:
+        if self.counts.status == "ok" and self.counts.failed:
+            self.counts.status = "failed"
+        self.close()
+        return self.counts
+
+    def close(self, error: Optional[BaseException] = None) -> None:
+        """End the run record (``counts.status``, or failed with ``error``); close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if error is not None:
+                self.store.finish_run(self.run_id, "failed", {"error": str(error)[:500]})
+            else:
+                self.store.finish_run(self.run_id, self.counts.status, self.counts.summary())
+        finally:
+            self.store.close()
