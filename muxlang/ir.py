@@ -5,13 +5,31 @@ what it *means*: references are resolved to objects, units are converted (durati
 rates to requests per second, prices to USD per token), defaults are filled in. Nothing here ever
 holds a secret: a backend names the environment variable its key lives in, and the runtime reads
 it at the last moment.
+
+Every default of a spec key is written once, as the default of its dataclass field here: the
+checker passes only the keys a spec sets, and the runtime (``BackendSettings``) and the optimizer
+read the rest from these classes (``default(Backend, "timeout")``). Here rather than in the
+schema, because this module is below the language front end and the runtime both: they can read
+it, and it can read neither.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Union
 
 from muxlang.errors import NOWHERE, Pos
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``cls`` (the one place it is written)."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+            break
+    raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,7 @@ class Tune:
     mux: Mux
     candidates: list[Model]
     samples: tuple[int, int] = (0, 3)  # budget range per candidate; 0 = not in the pool
-    pool_size: tuple[int, int] = (1, 5)
+    pool_size: tuple[int, int] = (1, 5)  # a spec that leaves it out gets 1..len(candidates)
     objectives: list[str] = field(default_factory=lambda: ["accuracy"])
     rules: list[str] = field(default_factory=lambda: ["slm_mux"])
     trials: int = 100  # optimizer trials (configurations tried)

@@ -163,6 +163,16 @@ class Checker:
         value = self.values[decl.name].get(key, default)
         return None if value is BAD else value
 
+    def _given(self, decl: ast.Decl, **keys: str) -> dict[str, Any]:
+        """``{ir field: value}`` for the spec keys ``decl`` sets (``ir_field="spec_key"``).
+
+        A key left out keeps the default of its ``muxlang.ir`` dataclass field: defaults are
+        written there once, never here (and the runtime reads the same ones).
+        """
+        values = self.values[decl.name]
+        return {name: values[key] for name, key in keys.items()
+                if key in values and values[key] is not BAD}
+
     def _bad(self, decl: ast.Decl, *keys: str) -> bool:
         return any(self.values[decl.name].get(k) is BAD for k in keys)
 
@@ -176,10 +186,10 @@ class Checker:
         if kind is None:
             return
         backend = ir.Backend(
-            name=decl.name, kind=kind, url=get("url", ""), api_key_env=get("api_key"),
-            concurrency=get("concurrency", 8), rate=get("rate"), timeout=get("timeout", 60.0),
-            retries=get("retries", 3), retry_time=get("retry_time", 120.0),
-            supports_n=get("n"), pos=decl.name_pos)
+            name=decl.name, kind=kind, pos=decl.name_pos,
+            **self._given(decl, url="url", api_key_env="api_key", concurrency="concurrency",
+                          rate="rate", timeout="timeout", retries="retries",
+                          retry_time="retry_time", supports_n="n"))
         self.spec.backends[decl.name] = backend
 
     def _model(self, decl: ast.Decl) -> None:
@@ -188,15 +198,15 @@ class Checker:
         backend = self.spec.backends.get(target.name) if target is not None else None
         if backend is None:
             return
-        get = lambda key, default=None: self._get(decl, key, default)  # noqa: E731
-        per_million = 1e-6
+        given = self._given(decl, temperature="temperature", top_p="top_p",
+                            max_tokens="max_tokens", seed="seed", price_input="input_price",
+                            price_output="output_price", accuracy="accuracy")
+        for price in ("price_input", "price_output"):  # the spec says USD per million tokens
+            if price in given:
+                given[price] *= 1e-6
         self.spec.models[decl.name] = ir.Model(
-            name=decl.name, backend=backend, id=get("id", decl.name),
-            temperature=get("temperature", 0.3), top_p=get("top_p"),
-            max_tokens=get("max_tokens"), seed=get("seed"),
-            price_input=get("input_price", 0.0) * per_million,
-            price_output=get("output_price", 0.0) * per_million,
-            accuracy=get("accuracy"), pos=decl.name_pos)
+            name=decl.name, backend=backend, id=self._get(decl, "id", decl.name),
+            pos=decl.name_pos, **given)
 
     def _task(self, decl: ast.Decl) -> None:
         fields = self._get(decl, "fields")
@@ -211,14 +221,14 @@ class Checker:
             attr = decl.get("gold")
             self.report(attr.value, f"gold field '{gold}' is not among the task's fields",
                         did_you_mean(gold, fields) or f"fields are {', '.join(fields)}")
-        extract = self._function(decl, "extract", "extractor", ir.Call("final_number"))
-        equivalence = self._function(decl, "equivalence", "equivalence", ir.Call("exact"))
+        functions = {"extract": self._function(decl, "extract", "extractor"),
+                     "equivalence": self._function(decl, "equivalence", "equivalence")}
         if self._bad(decl, "user"):
             return
         self.spec.tasks[decl.name] = ir.Task(
             name=decl.name, user=self._get(decl, "user", ""), system=self._get(decl, "system"),
-            extract=extract, equivalence=equivalence, gold=gold,
-            fields=tuple(dict.fromkeys(slots)), pos=decl.name_pos)
+            gold=gold, fields=tuple(dict.fromkeys(slots)), pos=decl.name_pos,
+            **{k: v for k, v in functions.items() if v is not None})
 
     def _slots(self, node: ast.Str, fields: list[str] | None) -> list[str]:
         brace = _unmatched_brace(node.value)
@@ -288,11 +298,12 @@ class Checker:
             return node.pos
         return self._offset_pos(node, raw, offset)
 
-    def _function(self, decl: ast.Decl, key: str, table: str, default: ir.Call) -> ir.Call:
+    def _function(self, decl: ast.Decl, key: str, table: str) -> ir.Call | None:
+        """The stdlib function ``key`` names; None when unset or wrong (the ir default applies)."""
         node = self._get(decl, key)
         if node is None:
-            return default
-        return self._stdlib_call(node, table) or default
+            return None
+        return self._stdlib_call(node, table)
 
     def _stdlib_call(self, node: ast.Ref | ast.Call, table: str) -> ir.Call | None:
         from muxlang.stdlib.registry import EQUIVALENCES, EXTRACTORS, RULES
@@ -400,13 +411,13 @@ class Checker:
         task_decl = self._resolve(task_ref, ("task",)) if task_ref is not None else None
         task = self.spec.tasks.get(task_decl.name) if task_decl else None
         pool = self._pool(decl, task)
-        rule = self._function(decl, "rule", "rule", ir.Call("slm_mux"))
+        rule = self._function(decl, "rule", "rule")
         if task is None or pool is None:
             return None
-        mux = ir.Mux(name=decl.name, task=task, pool=pool, rule=rule,
-                     tie_break=self._get(decl, "tie_break", "accuracy"),
-                     validation=self._get(decl, "validation"),
-                     accuracy=self._get(decl, "accuracy"), pos=decl.name_pos)
+        mux = ir.Mux(name=decl.name, task=task, pool=pool, pos=decl.name_pos,
+                     **({"rule": rule} if rule is not None else {}),
+                     **self._given(decl, tie_break="tie_break", validation="validation",
+                                   accuracy="accuracy"))
         self.spec.muxes[decl.name] = mux
         return mux
 
@@ -475,7 +486,7 @@ class Checker:
             steps.append(mux)
         if len(steps) == len(refs):
             self.spec.cascades[decl.name] = ir.Cascade(
-                decl.name, steps, self._get(decl, "threshold", 0.5), decl.name_pos)
+                decl.name, steps, pos=decl.name_pos, **self._given(decl, threshold="threshold"))
 
     def _tune(self, decl: ast.Decl) -> None:
         mux_ref = self._get(decl, "mux")
@@ -491,7 +502,8 @@ class Checker:
             return
         if not self.values[decl.name].get("candidates"):
             candidates = [m.member for m in mux.pool if isinstance(m.member, ir.Model)]
-        samples = self._get(decl, "samples", (0, 3))
+        samples = self._get(decl, "samples", ir.default(ir.Tune, "samples"))
+        # unset, the pool may hold from one to every candidate (a default that depends on them)
         pool_size = self._get(decl, "pool_size", (1, len(candidates)))
         if pool_size[0] > len(candidates):
             attr = decl.get("pool_size")
@@ -505,11 +517,11 @@ class Checker:
             return
         self.spec.tunes[decl.name] = ir.Tune(
             name=decl.name, mux=mux, candidates=candidates, samples=samples,
-            pool_size=pool_size, objectives=self._get(decl, "objectives", ["accuracy"]),
-            rules=[r.name for r in rules] or [mux.rule.name], trials=self._get(decl, "trials", 100),
-            simulations=self._get(decl, "simulations", 100), penalty=self._get(decl, "penalty", 1.0),
-            sampler=self._get(decl, "sampler", "auto"), seed=self._get(decl, "seed", 0),
-            pos=decl.name_pos)
+            pool_size=pool_size, rules=[r.name for r in rules] or [mux.rule.name],
+            pos=decl.name_pos,
+            **self._given(decl, objectives="objectives", trials="trials",
+                          simulations="simulations", penalty="penalty", sampler="sampler",
+                          seed="seed"))
 
 
 def check_modules(modules: list[ast.Module]) -> ir.Spec:

@@ -73,12 +73,13 @@ class BackendSettings:
     kind: str
     url: str
     key_envs: tuple[str, ...] = ()  # environment variables to read the key from, first set wins
-    concurrency: int = 8
-    rate: float | None = None
-    timeout: float = 60.0
-    retries: int = 3
-    retry_time: float = 120.0
-    supports_n: bool | None = None
+    # the spec's defaults, written once in muxlang.ir
+    concurrency: int = ir.default(ir.Backend, "concurrency")
+    rate: float | None = ir.default(ir.Backend, "rate")
+    timeout: float = ir.default(ir.Backend, "timeout")
+    retries: int = ir.default(ir.Backend, "retries")
+    retry_time: float = ir.default(ir.Backend, "retry_time")
+    supports_n: bool | None = ir.default(ir.Backend, "supports_n")
 
     @classmethod
     def resolve(cls, backend: ir.Backend, *, url: str | None = None,
