@@ -215,7 +215,7 @@ def test_grid_walk_leaves_claimed_configurations_to_live_workers(sim, tmp_path):
     import subprocess
     import sys
 
-    from muxlang.optimizer.search import GridWalk
+    from muxlang.optimizer.grid import GridWalk
 
     url = f"sqlite:///{tmp_path / 'claims.db'}"
     space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
@@ -245,16 +245,16 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
     """Two workers that claimed the same configuration: the later claim (higher trial number)
     gives way, so the configuration is written once."""
     import os
+    import socket
 
-    from muxlang.optimizer import search
+    from muxlang.optimizer.grid import GridWalk
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
     space = _space(sim, budgets=(1, 2), pool=(1, 2), rules=("slm_mux",))
     grid = list(space.enumerate())
     n = len(grid)
     study = _grid_study(sim, space, url, "r")
-    walk = search.GridWalk(study, grid, n, seed=0, shared=True, stale_after=1e9, patience=30,
-                           poll=0.05)
+    walk = GridWalk(study, grid, n, seed=0, shared=True, stale_after=1e9, patience=30, poll=0.05)
     target = walk.order[0]  # this walk's first pick
     calls = []
     other = None
@@ -262,17 +262,17 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
     def evaluate(config):
         nonlocal other
         calls.append(grid.index(config))
-        me = f"{search.socket.gethostname()}:1"
+        me = f"{socket.gethostname()}:1"
         if len(calls) == 1:  # meanwhile another worker (this host, alive) claims it earlier
             other = next(i for i in range(n) if i != target)
             _claim(study, n, other, me, target)
         elif len(calls) == 3:  # this walk claimed calls[2] (with calls[1]): a later claim
             later = next(i for i in range(n) if i not in (target, other, *calls))  # gives way
-            _claim(study, n, later, f"{search.socket.gethostname()}:{os.getppid()}", calls[2])
+            _claim(study, n, later, f"{socket.gethostname()}:{os.getppid()}", calls[2])
         return [0.5], {"pool": config.as_dict(), "score": {"accuracy": 0.5}}
 
     def finish_for_the_other():  # the other worker writes its claimed configuration
-        _claim(study, n, target, f"{search.socket.gethostname()}:1", None)
+        _claim(study, n, target, f"{socket.gethostname()}:1", None)
 
     # pid 1 is alive; after walking everything else this walk waits for index ``target``
     import threading
