@@ -4,7 +4,7 @@ Store: 500 items × 5 models × 9 stored samples (synthetic, seeded), 100 simula
 configuration. Configurations: every pool of 1–5 models with budgets 1..9 and rule slm_mux, in a
 seeded random order (the same list for both implementations). Measured:
 
-* the vectorised simulator (``muxlang.optimizer.simulator.Simulator.score``, caches warm as they
+* the vectorised simulator (``muxlang.simulator.Simulator.score``, caches warm as they
   are in a search: the per-(model, budget) tables are built on first use and counted in the time);
 * a plain per-item Python loop (``plain_correct_per_trial``: the same draws through the stdlib
   ``slm_mux`` rule), on a few configurations, and checks the two agree exactly.
@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from muxlang.optimizer.search import Space
-from muxlang.optimizer.simulator import Config, Simulator, plain_correct_per_trial
+from muxlang.simulator import Config, Simulator, plain_correct_per_trial
 from muxlang.votes import StoredVotes
 
 

@@ -10,7 +10,7 @@ Definitions (``/work/shared/docs/slm-mux.md``; "right" = equivalence key equal t
 - ``slm_mux``: the paper's rule over the pool (stdlib ``slm_mux``); the spec's own rule is
   reported as ``mux`` (the same number when the spec says ``rule = slm_mux``);
 - ``union`` (oracle): some pool model is right, a model being right when its most frequent drawn
-  answer is gold (ties between answers: the smallest key, as the selection rules break them);
+  answer is gold (ties between answers: the one sampled first, as the selection rules break them);
 - ``oracle_any_sample``: some drawn sample of some pool model is right;
 - ``contradiction``: some pool model is consistently wrong (all its k drawn samples give the same
   readable wrong answer) while another pool model is right.
@@ -20,16 +20,20 @@ model's count in the pool). With more samples stored than drawn, trials are seed
 figures are mean ± standard error over trials; every baseline of a trial sees the same draws.
 ``item_se`` is the standard error over items (std over items of the per-item share right, / sqrt
 N): the uncertainty from the size of the dataset, which resampling does not reduce. Items whose
-gold answer cannot be read are left out (and the report says how many).
+gold answer cannot be read are left out (and the report says how many). Without resampling (exactly
+the drawn samples stored), the one trial takes them in sample-index order, so ``eval`` answers
+each record as ``run`` did; ``records`` lists, per scored item, what the mux answered in the first
+trial (equivalence key, gold, correct, chosen member, confidence).
 
-The trials run on the optimizer's vectorised simulator (``muxlang.optimizer.simulator``), so
+The trials run on the optimizer's vectorised simulator (``muxlang.simulator``), so
 ``eval`` and ``tune`` give the same numbers for the same pool, seed and trials; a plain per-item
 loop through the stdlib rules (``simulate_trial``) is used when the simulator cannot express the
 case (a custom rule, or a model with different numbers of stored samples across items).
 
-Cascades and muxes with muxes in their pool are simulated per item as a tree (``make_runner``): a
-nested mux is one vote in its parent's pool, a cascade stops at the first step whose confidence
-reaches its threshold; its accuracy, per-question spend (only the steps it reached) and the share
+Cascades and muxes with muxes in their pool are simulated per item as a tree through
+``muxlang.semantics`` (the one meaning ``run`` uses too: a nested mux is one member whose answer
+carries its own confidence, a cascade stops at the first step whose confidence reaches its
+threshold); its accuracy, per-question spend (only the steps it reached) and the share
 of items answered at each step are reported as ``mux``, while the flat baselines run over every
 model the tree uses (each with the largest count it is drawn with).
 
@@ -46,8 +50,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from muxlang import ir
+from muxlang import ir, semantics
 from muxlang.errors import MuxError
+from muxlang.stdlib.selection import top_answer
 from muxlang.votes import StoredVotes
 
 BASELINES = ("single_best", "single_best_sc", "agent_forest", "slm_mux", "union",
@@ -78,28 +83,17 @@ def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Opti
     return (total / count if count else None), count
 
 
-def _top_answer(keys: Sequence[Optional[str]]) -> Optional[str]:
-    """The most frequent readable key (ties: the smallest), as the selection rules read it."""
-    counts: dict[str, int] = {}
-    for key in keys:
-        if key is not None:
-            counts[key] = counts.get(key, 0) + 1
-    if not counts:
-        return None
-    top = max(counts.values())
-    return min(key for key, n in counts.items() if n == top)
-
-
 def _draw_indices(stored: list[list[Optional[str]]], k: int, rng: np.random.Generator | None
                   ) -> list[list[int]]:
     """Per item, k distinct positions into the stored samples, in random order (the first is a
-    uniformly drawn single sample); all of them, in index order, without an rng."""
+    uniformly drawn single sample); in index order without an rng or when all are drawn (the
+    order they were sampled in, as ``run`` saw them)."""
     out: list[list[int]] = [[] for _ in stored]
     by_n: dict[int, list[int]] = {}
     for i, keys in enumerate(stored):
         by_n.setdefault(len(keys), []).append(i)
     for n, rows in sorted(by_n.items()):
-        if rng is None or n == 0:
+        if rng is None or n <= k:
             for i in rows:
                 out[i] = list(range(min(n, k)))
         else:
@@ -112,34 +106,55 @@ def _draw_indices(stored: list[list[Optional[str]]], k: int, rng: np.random.Gene
 NAMES = (*BASELINES, "mux", "contradiction", "no_answer")
 
 
-def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
-                   rng: np.random.Generator | None, best: int, scored: Sequence[int],
-                   runner: Any = None) -> dict[str, np.ndarray]:
-    """One trial, item by item through the stdlib rules: per figure, a bool per scored item.
-    With a ``runner`` (see ``make_runner``) the "mux" figure is the runnable's tree; its
-    per-item tokens/cost inputs ("used": samples per model) and cascade step are recorded."""
+@dataclass(frozen=True)
+class RecordOutcome:
+    """What the mux answered on one scored item in the first trial (``EvalReport.records``)."""
+
+    id: str
+    answer: Optional[str]  # equivalence key
+    gold: Optional[str]
+    correct: bool
+    model: Optional[str]  # the chosen pool member (a nested mux by its name)
+    confidence: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "answer": self.answer, "gold": self.gold, "correct": self.correct,
+                "model": self.model, "confidence": self.confidence}
+
+
+def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.Runnable,
+                   accuracies: dict[str, Optional[float]], rng: np.random.Generator | None,
+                   best: int, scored: Sequence[int]) -> dict[str, Any]:
+    """One trial, item by item: the runnable through ``muxlang.semantics`` (the "mux" figure,
+    with the samples each item used, the cascade step and the per-record outcome) and the flat
+    baselines through the stdlib rules: per figure, a bool per scored item."""
     from muxlang.stdlib.selection import majority, single, slm_mux
 
-    accuracies = [m.accuracy for m in members]
+    member_accs = [m.accuracy for m in members]
     draws = [_draw_indices(votes.votes[m.name], m.k, rng) for m in members]
-    out = {name: np.zeros(len(scored), dtype=bool) for name in NAMES}
+    single_draws = _draw_indices(votes.votes[members[best].name], 1, rng)
+    out: dict[str, Any] = {name: np.zeros(len(scored), dtype=bool) for name in NAMES}
+    out["used"], out["step"], out["records"] = [], np.zeros(len(scored), dtype=np.int16), []
     for row, i in enumerate(scored):
         g = votes.gold[i]
         pool = [[votes.votes[m.name][i][j] for j in draws[p][i]] for p, m in enumerate(members)]
-        sel = slm_mux(pool, accuracies)
-        out["slm_mux"][row] = sel.answer == g
-        if runner is not None:
-            answer, used, step = runner({m.name: pool[p] for p, m in enumerate(members)})
-            out.setdefault("used", [None] * len(scored))[row] = used
-            out.setdefault("step", np.zeros(len(scored), dtype=np.int16))[row] = step
-        else:
-            answer = (sel if rule is slm_mux else rule(pool, accuracies)).answer
+        outcome = semantics.decide(runnable, {m.name: pool[p] for p, m in enumerate(members)},
+                                   accuracies)
+        decision = outcome.decision
+        answer = outcome.answer
+        out["used"].append(outcome.used)
+        out["step"][row] = outcome.step
+        out["records"].append(RecordOutcome(
+            votes.items[i], answer, g, answer == g, decision.member if decision else None,
+            decision.confidence if decision else 0.0))
         out["mux"][row] = answer == g
         out["no_answer"][row] = answer is None
-        out["agent_forest"][row] = majority(pool, accuracies).answer == g
-        out["single_best_sc"][row] = single(pool, accuracies).answer == g
-        out["single_best"][row] = bool(pool[best]) and pool[best][0] == g
-        right = [_top_answer(keys) == g for keys in pool]
+        out["slm_mux"][row] = slm_mux(pool, member_accs).answer == g
+        out["agent_forest"][row] = majority(pool, member_accs).answer == g
+        out["single_best_sc"][row] = single(pool, member_accs).answer == g
+        one = [votes.votes[members[best].name][i][j] for j in single_draws[i]]
+        out["single_best"][row] = bool(one) and one[0] == g
+        right = [top_answer(keys)[0] == g for keys in pool]
         wrong = [bool(keys) and keys[0] is not None and keys[0] != g
                  and all(key == keys[0] for key in keys) for keys in pool]
         out["union"][row] = any(right)
@@ -148,39 +163,59 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, rule: Any,
     return out
 
 
-def simulate_plain(members: Sequence[Member], votes: StoredVotes, rule: Any, trials: int,
-                   seed: int, best: int, scored: Sequence[int], resampled: bool,
-                   runner: Any = None) -> dict[str, Any]:
-    """(trials, scored items) bool per figure, from ``simulate_trial``."""
-    runs = [simulate_trial(members, votes, rule,
-                           np.random.default_rng([seed, t]) if resampled else None, best, scored,
-                           runner)
+def simulate_plain(members: Sequence[Member], votes: StoredVotes, runnable: ir.Runnable,
+                   accuracies: dict[str, Optional[float]], trials: int, seed: int, best: int,
+                   scored: Sequence[int], resampled: bool) -> dict[str, Any]:
+    """(trials, scored items) bool per figure, from ``simulate_trial``; ``records`` from the
+    first trial."""
+    runs = [simulate_trial(members, votes, runnable, accuracies,
+                           np.random.default_rng([seed, t]) if resampled else None, best, scored)
             for t in range(trials)]
     out: dict[str, Any] = {name: np.stack([r[name] for r in runs]) for name in NAMES}
-    if runner is not None:
-        out["used"] = [r["used"] for r in runs]
-        out["step"] = np.stack([r["step"] for r in runs])
+    out["used"] = [r["used"] for r in runs]
+    out["step"] = np.stack([r["step"] for r in runs])
+    out["records"] = runs[0]["records"]
     return out
 
 
-def simulate_fast(members: Sequence[Member], votes: StoredVotes, rule_name: str, trials: int,
-                  seed: int, best: int) -> dict[str, np.ndarray]:
-    """The same figures on the optimizer's vectorised simulator (same draws for every figure)."""
-    from muxlang.optimizer.simulator import UNREADABLE, Config, Simulator
+def _resampled(votes: StoredVotes, name: str, k: int) -> bool:
+    """Whether drawing k of the model's stored samples is a resampling (more are stored)."""
+    return any(len(keys) > k for keys in votes.votes[name])
 
-    sim = Simulator(votes, simulations=trials, seed=seed,
-                    accuracies={m.name: m.accuracy for m in members},
-                    models=[m.name for m in members])
+
+def simulate_fast(members: Sequence[Member], votes: StoredVotes, rule_name: str, trials: int,
+                  seed: int, best: int) -> dict[str, Any]:
+    """The same figures on the vectorised simulator (same draws for every figure). A model with
+    exactly the drawn samples stored keeps their stored order in every trial, as ``run`` drew
+    them; Single-Best draws its one sample at random when more are stored."""
+    from muxlang.simulator import UNREADABLE, Config, Simulator
+
+    accuracies = {m.name: m.accuracy for m in members}
+    names = [m.name for m in members]
+    sim = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies, models=names,
+                    shuffle=[m.name for m in members if _resampled(votes, m.name, m.k)])
+    one = members[best].name
+    single_sim = sim
+    if _resampled(votes, one, 1) and one not in sim.shuffled:
+        single_sim = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies,
+                               models=[one], shuffle=True)
     pool = tuple((m.name, m.k) for m in members)
-    out: dict[str, np.ndarray] = {
+    out: dict[str, Any] = {
         "slm_mux": sim.correct(Config(pool, "slm_mux")),
         "agent_forest": sim.correct(Config(pool, "majority")),
         "single_best_sc": sim.correct(Config(pool, "single")),
-        "single_best": sim.correct(Config(((members[best].name, 1),), "single")),
+        "single_best": single_sim.correct(Config(((one, 1),), "single")),
     }
     out["mux"] = out[{"slm_mux": "slm_mux", "majority": "agent_forest",
                       "single": "single_best_sc"}[rule_name]]
-    out["no_answer"] = sim.answers(Config(pool, rule_name)) == UNREADABLE
+    answer, member, confidence = sim.outcomes(Config(pool, rule_name))
+    out["no_answer"] = answer == UNREADABLE
+    out["records"] = [
+        RecordOutcome(votes.items[i], sim.key_of(row, int(answer[0, row])), votes.gold[i],
+                      bool(out["mux"][0, row]),
+                      members[int(member[0, row])].name if member[0, row] >= 0 else None,
+                      float(confidence[0, row]))
+        for row, i in enumerate(sim.item_index)]
     gold = sim.gold[None, :]
     any_right = any_wrong = any_sample = None
     for m in members:
@@ -235,46 +270,6 @@ def is_structured(runnable: ir.Runnable) -> bool:
     return isinstance(runnable, ir.Cascade) or any(not m.is_model for m in runnable.pool)
 
 
-def make_runner(runnable: ir.Runnable, accuracies: dict[str, Optional[float]]):
-    """``run(drawn) -> (answer, samples used per model, step)`` for one item, where ``drawn``
-    maps each model to its drawn keys (a member drawn k times uses the first k). A nested mux
-    is one vote (its answer) in its parent's pool, with the nested mux's typed accuracy; a
-    cascade stops at the first step whose confidence reaches its threshold."""
-    from muxlang.stdlib.registry import get_rule
-
-    rules: dict[str, Any] = {}
-
-    def run_mux(mux: ir.Mux, drawn: dict[str, list], used: dict[str, int]):
-        votes: list[list[Optional[str]]] = []
-        accs: list[Optional[float]] = []
-        by_order = mux.tie_break == "order"
-        for member in mux.pool:
-            if member.is_model:
-                votes.append(drawn[member.name][:member.samples])
-                used[member.name] = max(used.get(member.name, 0), member.samples)
-                accs.append(None if by_order else accuracies.get(member.name))
-            else:
-                inner = run_mux(member.member, drawn, used)
-                votes.append([inner.answer])
-                accs.append(None if by_order else member.member.accuracy)
-        if mux.name not in rules:
-            rules[mux.name] = get_rule(mux.rule)
-        return rules[mux.name](votes, accs)
-
-    def run(drawn: dict[str, list]) -> tuple[Optional[str], dict[str, int], int]:
-        used: dict[str, int] = {}
-        if isinstance(runnable, ir.Cascade):
-            step = 0
-            for step, mux in enumerate(runnable.steps):
-                selection = run_mux(mux, drawn, used)
-                if selection.confidence >= runnable.threshold:
-                    break
-            return selection.answer, used, step
-        return run_mux(runnable, drawn, used).answer, used, 0
-
-    return run
-
-
 def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models: Sequence[ir.Model],
                           validation: str | None) -> tuple[dict[str, Optional[float]],
                                                             dict[str, str], str]:
@@ -320,16 +315,29 @@ def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models:
     return accuracies, sources, summary
 
 
-def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: int | None = None,
-             seed: int = 0, validation: str | None = None,
-             extra_models: Sequence[ir.Model] | None = None) -> dict[str, Any]:
-    """The full evaluation report (a JSON-ready dict); see the module docstring."""
-    from muxlang.stdlib.registry import get_rule
+@dataclass
+class _Loaded:
+    """A runnable's stored votes on one dataset, and what evaluating it needs to know."""
+
+    info: Any  # the dataset (DatasetInfo)
+    runnable: ir.Runnable
+    root: ir.Mux  # the mux itself, or a cascade's first step
+    pool: list[ir.PoolMember]  # every model the runnable uses, flattened
+    others: list[ir.Model]  # the spec's other models, for per-model figures
+    votes: StoredVotes
+    structured: bool  # a cascade or nested muxes: the "mux" figure runs the tree
+    scored: list[int]  # items with a readable gold answer
+
+    @property
+    def pool_models(self) -> list[ir.Model]:
+        return [member.member for member in self.pool]
+
+
+def _load(store: Any, spec: ir.Spec | None, runnable: ir.Runnable, dataset: Any,
+          extra_models: Sequence[ir.Model] | None) -> _Loaded:
     from muxlang.store.votes import load_votes
 
-    started = time.perf_counter()
     info = store.require_dataset(dataset)
-    runnable = mux
     root = runnable.steps[0] if isinstance(runnable, ir.Cascade) else runnable
     task = runnable.task
     for step in (runnable.steps if isinstance(runnable, ir.Cascade) else []):
@@ -337,45 +345,55 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
             raise MuxError(f"cascade {runnable.name}: its steps use different tasks "
                            f"({task.name}, {step.task.name}); eval reads one task's answers")
     pool = flat_members(runnable)
-    pool_models = [member.member for member in pool]
-    structured = is_structured(runnable) or len(pool) != len(root.pool)
+    names = {p.name for p in pool}
     others = [m for m in (extra_models if extra_models is not None else
-                          (spec.models.values() if spec else []))
-              if m.name not in {p.name for p in pool_models}]
-    votes = load_votes(store, spec, root, info, models=[*pool_models, *others], task=task)
-    n_items = len(votes.items)
-    if n_items == 0:
+                          (spec.models.values() if spec else [])) if m.name not in names]
+    votes = load_votes(store, spec, root, info, models=[*(p.member for p in pool), *others],
+                       task=task)
+    if not votes.items:
         raise MuxError(f"dataset {info.name} has no items")
-    notes: list[str] = []
+    scored = [i for i, g in enumerate(votes.gold) if g is not None]
+    loaded = _Loaded(info, runnable, root, pool, others, votes,
+                     is_structured(runnable) or len(pool) != len(root.pool), scored)
+    _require_samples(loaded)
+    if not scored:
+        raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
+    return loaded
 
-    # every pool model needs k stored samples on every item
-    for member in pool:
+
+def _require_samples(loaded: _Loaded) -> None:
+    """Every pool model needs as many stored samples as the mux draws, on every item."""
+    votes, n_items, name = loaded.votes, len(loaded.votes.items), loaded.info.name
+    for member in loaded.pool:
         stored = votes.votes[member.name]
         short = [(votes.items[i], len(keys)) for i, keys in enumerate(stored)
                  if len(keys) < member.samples]
-        if short:
-            have = sum(1 for keys in stored if keys)
-            example = ", ".join(f"{item!r} has {n}" for item, n in short[:3])
-            raise MuxError(
-                f"model {member.name} ({member.member.id!r}): the mux draws {member.samples} "
-                f"sample(s) per item but {len(short)} of {n_items} items of dataset {info.name} "
-                f"have fewer stored ({example}); {have} items have any. Collect them with "
-                f"`muxlang collect SPEC --dataset FILE --samples {member.samples}`"
-                + (" (a replay backend replays the store: check the model id)"
-                   if member.member.backend.kind == "replay" and have == 0 else ""))
+        if not short:
+            continue
+        have = sum(1 for keys in stored if keys)
+        example = ", ".join(f"{item!r} has {n}" for item, n in short[:3])
+        raise MuxError(
+            f"model {member.name} ({member.member.id!r}): the mux draws {member.samples} "
+            f"sample(s) per item but {len(short)} of {n_items} items of dataset {name} "
+            f"have fewer stored ({example}); {have} items have any. Collect them with "
+            f"`muxlang collect SPEC --dataset FILE --samples {member.samples}`"
+            + (" (a replay backend replays the store: check the model id)"
+               if member.member.backend.kind == "replay" and have == 0 else ""))
 
-    scored = [i for i, g in enumerate(votes.gold) if g is not None]
-    if not scored:
-        raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
 
-    # per-model figures (all spec models with samples), on the scored items like the baselines
-    models_report: dict[str, dict[str, Any]] = {}
+def _model_figures(loaded: _Loaded, notes: list[str]) -> tuple[dict[str, float],
+                                                                 dict[str, dict[str, Any]]]:
+    """Per model with samples (pool and others), on the scored items like the baselines:
+    accuracy and the per-model report entry."""
+    votes, n_items, name = loaded.votes, len(loaded.votes.items), loaded.info.name
     per_model: dict[str, float] = {}
-    for model in [*pool_models, *others]:
+    report: dict[str, dict[str, Any]] = {}
+    pool_models = loaded.pool_models
+    for model in [*pool_models, *loaded.others]:
         stored = votes.votes[model.name]
         covered = sum(1 for keys in stored if keys)
         if covered == 0:
-            notes.append(f"model {model.name}: no stored samples on {info.name}; left out")
+            notes.append(f"model {model.name}: no stored samples on {name}; left out")
             continue
         acc, n_scored_model = model_accuracy(stored, votes.gold)
         if acc is None:
@@ -385,7 +403,7 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
         per_model[model.name] = acc
         counts = [len(keys) for keys in stored if keys]
         unreadable = sum(1 for keys in stored for key in keys if key is None)
-        models_report[model.name] = {
+        report[model.name] = {
             "accuracy": acc, "item_se": _item_se(acc, n_scored_model), "items": n_scored_model,
             "samples_per_item": [min(counts), max(counts)],
             "unreadable": unreadable / sum(counts),
@@ -397,24 +415,52 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
         }
         if covered < n_items:
             notes.append(f"model {model.name}: samples on {covered} of {n_items} items only")
+    return per_model, report
 
-    # validation accuracies → tie-breaks and Single-Best
-    accuracies, sources, source_summary = validation_accuracies(
-        store, spec, root, pool_models, validation)
-    val_name = validation or root.validation
+
+@dataclass
+class _Accuracies:
+    """Validation accuracies → tie-breaks and Single-Best."""
+
+    by_model: dict[str, Optional[float]]
+    sources: dict[str, str]
+    summary: str
+    dataset: Optional[str]
+    members: list[Member]
+    best: int  # position in members of Single-Best
+
+
+def _accuracies(store: Any, spec: ir.Spec | None, loaded: _Loaded, validation: str | None,
+                notes: list[str]) -> _Accuracies:
+    by_model, sources, summary = validation_accuracies(store, spec, loaded.root,
+                                                       loaded.pool_models, validation)
+    val_name = validation or loaded.root.validation
     if val_name:
         val_info = store.get_dataset(val_name)
-        if val_info is not None and val_info.content_hash == info.content_hash:
+        if val_info is not None and val_info.content_hash == loaded.info.content_hash:
             notes.append(f"validation dataset {val_name} is the evaluation dataset: tie-breaks and "
                          "Single-Best are chosen on the test data (optimistic)")
-    members = [Member(m.name, m.samples, accuracies[m.name]) for m in pool]
+    members = [Member(m.name, m.samples, by_model[m.name]) for m in loaded.pool]
     best = 0
     for p, member in enumerate(members):
         a, b = member.accuracy, members[best].accuracy
         if a is not None and (b is None or a > b):
             best = p
+    return _Accuracies(by_model, sources, summary, val_name, members, best)
 
-    # trials
+
+@dataclass
+class _Simulated:
+    figures: dict[str, Any]
+    engine: str  # "vectorised" | "plain"
+    trials: int
+    resampled: bool
+
+
+def _simulate(loaded: _Loaded, acc: _Accuracies, trials: int | None, seed: int,
+              notes: list[str]) -> _Simulated:
+    """Run the trials, on the vectorised simulator where it can express the case."""
+    votes, members, best = loaded.votes, acc.members, acc.best
     # resampling matters when a model has more samples stored than drawn, Single-Best included
     # (it draws one sample of its model)
     resampled = any(len(keys) > (1 if p == best else member.k)
@@ -422,34 +468,40 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
     if trials is None:
         trials = DEFAULT_RESAMPLING_TRIALS if resampled else 1
     if trials < 1:
-        raise MuxError("--trials must be >= 1")
+        raise MuxError(f"trials must be at least 1, got {trials}")
     if not resampled and trials > 1:
         notes.append(f"exactly the drawn samples are stored for every pool model: the {trials} "
                      "trials would be identical (standard error 0); one is run")
         trials = 1
-    if len(scored) < n_items:
-        notes.append(f"{n_items - len(scored)} items have no readable gold answer: left out")
-    ragged = any(len({len(votes.votes[m.name][i]) for i in scored}) > 1 for m in members)
-    rule_name = "" if structured or root.rule.args else root.rule.name
-    engine = "vectorised"
-    try:
-        if ragged or rule_name not in ("slm_mux", "majority", "single"):
-            raise ImportError
-        figures = simulate_fast(members, votes, rule_name, trials, seed, best)
-    except ImportError:
-        engine = "plain"
-        runner = make_runner(runnable, accuracies) if structured else None
-        figures = simulate_plain(members, votes, get_rule(root.rule), trials, seed, best, scored,
-                                 resampled, runner)
-    n_scored = len(scored)
+    n_items = len(votes.items)
+    if len(loaded.scored) < n_items:
+        notes.append(f"{n_items - len(loaded.scored)} items have no readable gold answer: left out")
+    ragged = any(len({len(votes.votes[m.name][i]) for i in loaded.scored}) > 1 for m in members)
+    root = loaded.root
+    rule_name = "" if loaded.structured or root.rule.args else root.rule.name
+    if not ragged and rule_name in ("slm_mux", "majority", "single"):
+        try:
+            figures = simulate_fast(members, votes, rule_name, trials, seed, best)
+            return _Simulated(figures, "vectorised", trials, resampled)
+        except ImportError:  # the plain engine needs nothing beyond the stdlib rules
+            pass
+    figures = simulate_plain(members, votes, loaded.runnable, acc.by_model, trials, seed, best,
+                             loaded.scored, resampled)
+    return _Simulated(figures, "plain", trials, resampled)
 
-    def figure(name: str) -> dict[str, Any]:
-        table = figures[name]
-        mean, se = _mean_se(table.mean(axis=1))
-        per_item = table.mean(axis=0)
-        item_se = (float(np.std(per_item, ddof=1) / math.sqrt(n_scored)) if n_scored > 1
-                   else 0.0)
-        return {"accuracy": mean, "se": se, "item_se": item_se}
+
+def _figure(table: np.ndarray) -> dict[str, Any]:
+    mean, se = _mean_se(table.mean(axis=1))
+    n_scored = table.shape[1]
+    per_item = table.mean(axis=0)
+    item_se = float(np.std(per_item, ddof=1) / math.sqrt(n_scored)) if n_scored > 1 else 0.0
+    return {"accuracy": mean, "se": se, "item_se": item_se}
+
+
+def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
+           ) -> tuple[dict[str, tuple[Optional[float], Optional[float]]], list[float] | None]:
+    """(tokens, USD) per question for each figure, and a cascade's share answered per step."""
+    votes = loaded.votes
 
     def cost(pairs: Sequence[tuple[str, int]]) -> tuple[Optional[float], Optional[float]]:
         tokens, money = 0.0, 0.0
@@ -460,71 +512,89 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Mux, dataset: Any, *, trials: in
             money += k * votes.cost_per_sample(name)
         return tokens, money
 
-    all_pairs = [(m.name, m.k) for m in members]
-    best_member = members[best]
-    spend = {
-        "single_best": cost([(best_member.name, 1)]),
-        "single_best_sc": cost([(best_member.name, best_member.k)]),
-        "agent_forest": cost(all_pairs), "slm_mux": cost(all_pairs), "mux": cost(all_pairs),
-        "union": cost(all_pairs), "oracle_any_sample": cost(all_pairs),
-    }
+    all_pairs = [(m.name, m.k) for m in acc.members]
+    best = acc.members[acc.best]
+    spend = {name: cost(all_pairs) for name in (*BASELINES, "mux")}
+    spend["single_best"] = cost([(best.name, 1)])
+    spend["single_best_sc"] = cost([(best.name, best.k)])
     steps: list[float] | None = None
-    if structured:
+    if loaded.structured:
         # the tree's spend: the samples each item actually used (a cascade stops early)
-        spent = [cost(list(used.items())) for trial in figures["used"] for used in trial]
+        spent = [cost(list(used.items())) for trial in sim.figures["used"] for used in trial]
         spend["mux"] = ((None, None) if any(s[0] is None for s in spent) else
                         (float(np.mean([s[0] for s in spent])),
                          float(np.mean([s[1] for s in spent]))))
-        if isinstance(runnable, ir.Cascade):
-            counts = np.bincount(figures["step"].ravel(), minlength=len(runnable.steps))
+        if isinstance(loaded.runnable, ir.Cascade):
+            counts = np.bincount(sim.figures["step"].ravel(),
+                                 minlength=len(loaded.runnable.steps))
             steps = (counts / counts.sum()).tolist()
+    return spend, steps
+
+
+def evaluate(store: Any, spec: ir.Spec, mux: ir.Runnable, dataset: Any, *,
+             trials: int | None = None, seed: int = 0, validation: str | None = None,
+             extra_models: Sequence[ir.Model] | None = None) -> dict[str, Any]:
+    """The full evaluation report (a JSON-ready dict); see the module docstring.
+
+    The steps: stored votes (``_load``) → per-model figures → validation accuracies →
+    trials (``_simulate``) → the report."""
+    started = time.perf_counter()
+    notes: list[str] = []
+    loaded = _load(store, spec, mux, dataset, extra_models)
+    per_model, models_report = _model_figures(loaded, notes)
+    acc = _accuracies(store, spec, loaded, validation, notes)
+    sim = _simulate(loaded, acc, trials, seed, notes)
+    spend, steps = _spend(loaded, acc, sim)
+
     details: dict[str, dict[str, Any]] = {}
     for name in (*BASELINES, "mux"):
-        details[name] = figure(name)
+        details[name] = _figure(sim.figures[name])
         details[name]["tokens_per_question"], details[name]["cost_per_question"] = spend[name]
+    members, best_member = acc.members, acc.members[acc.best]
     details["single_best"]["model"] = best_member.name
     details["single_best_sc"]["model"] = best_member.name
     details["single_best_sc"]["samples"] = best_member.k
-    contradiction = _mean_se(figures["contradiction"].mean(axis=1))
-    mux_no_answer = float(figures["no_answer"].mean())
+    contradiction = _mean_se(sim.figures["contradiction"].mean(axis=1))
 
     if all(m.k == 1 for m in members):
         notes.append("the mux draws one sample per model: SLM-MUX's self-consistency is not "
                      "exercised (every confidence is 1, so the validation-accuracy tie-break "
                      "decides; Single-Best-SC equals Single-Best)")
-    if source_summary.startswith("none"):
-        notes.append("no validation accuracies (no --validation, no mux validation, none typed): "
+    if acc.summary.startswith("none"):
+        notes.append("no validation accuracies (none given, no mux validation, none typed): "
                      "ties go by pool order and Single-Best is the first pool model")
 
-    report = {
+    runnable, root, votes, info = loaded.runnable, loaded.root, loaded.votes, loaded.info
+    return {
         "spec": spec.path if spec else None,
         "mux": {"name": runnable.name,
                 "rule": (f"cascade [{', '.join(s.name for s in runnable.steps)}] threshold "
                          f"{runnable.threshold:g}" if isinstance(runnable, ir.Cascade)
                          else str(runnable.rule)),
-                "tie_break": root.tie_break, "structured": structured,
+                "tie_break": root.tie_break, "structured": loaded.structured,
                 "answered_at_step": steps,
                 "accuracy": details["mux"]["accuracy"], "se": details["mux"]["se"],
-                "item_se": details["mux"]["item_se"], "no_answer": mux_no_answer,
+                "item_se": details["mux"]["item_se"],
+                "no_answer": float(sim.figures["no_answer"].mean()),
                 "tokens_per_question": details["mux"]["tokens_per_question"],
                 "cost_per_question": details["mux"]["cost_per_question"]},
-        "dataset": {"name": info.name, "content_hash": info.content_hash, "items": n_items,
-                    "scored_items": n_scored},
-        "engine": engine,
+        "dataset": {"name": info.name, "content_hash": info.content_hash,
+                    "items": len(votes.items), "scored_items": len(loaded.scored)},
+        "engine": sim.engine,
         "store": store.display_url,
-        "trials": trials, "seed": seed, "resampled": resampled,
+        "trials": sim.trials, "seed": seed, "resampled": sim.resampled,
         "pool": [{"model": m.name, "samples": m.k,
                   "stored_per_item": [min(map(len, votes.votes[m.name])),
                                       max(map(len, votes.votes[m.name]))]} for m in members],
-        "validation": {"source": source_summary, "dataset": val_name,
-                       "accuracies": accuracies, "sources": sources},
+        "validation": {"source": acc.summary, "dataset": acc.dataset,
+                       "accuracies": acc.by_model, "sources": acc.sources},
         "per_model": per_model,
         "models": models_report,
         "baselines": {name: details[name]["accuracy"] for name in BASELINES},
         "contradiction": contradiction[0],
         "contradiction_se": contradiction[1],
         "details": details,
+        "records": [r.as_dict() for r in sim.figures["records"]],
         "notes": notes,
         "seconds": time.perf_counter() - started,
     }
-    return report

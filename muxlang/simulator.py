@@ -5,18 +5,24 @@ replacement (seeded); the selection rule picks an answer per item; the answer is
 The result is the mean accuracy over ``simulations`` trials with its standard error, the paper's
 UnionAcc and Contradiction, and the expected tokens and cost per item.
 
+The draws of a trial are its samples in sample-index order: slot j of a trial is that trial's
+j-th sample, so "ties go to the answer sampled first" (``muxlang.stdlib.selection.top_answer``)
+is "ties go to the earliest slot" here, random across trials and therefore unbiased. With
+``shuffle=False`` (or for the models not named in ``shuffle``) every trial takes the stored
+samples in their stored order, as a live run drew them: ``eval`` on exactly the drawn samples then
+answers what ``run`` answered.
+
 How it is fast:
 
-* answers are mapped once to integer classes per item; class ids follow the sorted order of the
-  equivalence keys, so "ties go to the lexicographically smallest key" is "ties go to the smallest
-  id" and ``argmax`` (first maximum) breaks them; ``-1`` is an unreadable sample;
+* answers are mapped once to integer classes per item (``-1`` is an unreadable sample);
 * draws are one random permutation of each model's stored samples per (trial, item), generated once
   with NumPy; a budget ``b`` takes the first ``b`` slots, so budgets are nested and share draws;
 * per (model, budget), the model's top class and its count among the drawn samples are computed
   once for all trials and items and cached; a configuration is then an argmax over a few models.
 
-``plain_score`` replays the same draws item by item through the real stdlib selection rules; the
-tests check both agree exactly.
+``plain_score`` replays the same draws item by item through the real stdlib selection rules, and
+``outcomes`` gives the answer, chosen member and confidence per (trial, item) for differential
+tests against ``muxlang.semantics``; the tests check they agree exactly.
 """
 from __future__ import annotations
 
@@ -170,13 +176,16 @@ class Simulator:
 
     def __init__(self, votes: StoredVotes, simulations: int = 100, seed: int = 0,
                  accuracies: Mapping[str, float | None] | None = None,
-                 models: Iterable[str] | None = None):
+                 models: Iterable[str] | None = None, shuffle: bool | Iterable[str] = True):
         if simulations < 1:
             raise MuxError(f"simulations must be at least 1, got {simulations}")
         self.votes = votes
         self.simulations = int(simulations)
         self.seed = int(seed)
         wanted = list(models) if models is not None else list(votes.models)
+        # the models whose draws are random permutations; the others keep the stored order
+        self.shuffled = (set(wanted) if shuffle is True else set() if shuffle is False
+                         else set(shuffle))
         missing = [m for m in wanted if m not in votes.votes]
         if missing:
             raise MuxError(f"no stored samples of {', '.join(missing)} in dataset "
@@ -255,6 +264,10 @@ class Simulator:
         """(simulations, items, k_stored) slot order per trial and item; budget b takes [..., :b]."""
         if model not in self._draws:
             k = max(self.k_stored[model], 1)
+            if model not in self.shuffled:  # the stored order, in every trial
+                order = np.arange(k, dtype=np.int16)
+                self._draws[model] = np.broadcast_to(order, (self.simulations, self.n_items, k))
+                return self._draws[model]
             rng = np.random.default_rng(_stable_seed(self.seed, model))
             noise = rng.random((self.simulations, self.n_items, k))
             self._draws[model] = np.argsort(noise, axis=-1, kind="stable").astype(np.int16)
@@ -303,13 +316,20 @@ class Simulator:
         return self._counts[key]
 
     def top(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per (trial, item): the model's most frequent class among its drawn samples (ties to the
-        smallest key; -1 when none is readable) and that class's count."""
+        """Per (trial, item): the model's most frequent class among its drawn samples (ties to
+        the class drawn first; -1 when none is readable) and that class's count."""
         key = (model, budget)
         if key not in self._top:
             counts = self.class_counts(model, budget)
-            top = counts.argmax(axis=-1).astype(np.int32)
-            count = counts.max(axis=-1).astype(np.int32)
+            drawn = self.drawn(model, budget)
+            # each slot's class count; the first slot holding a top-count class is that class's
+            # first draw, and the earliest such first draw (argmax keeps the first maximum)
+            at_slot = np.take_along_axis(counts, np.maximum(drawn, 0), axis=-1).astype(np.int32)
+            at_slot[drawn < 0] = -1
+            first = at_slot.argmax(axis=-1)[..., None]
+            top = np.take_along_axis(drawn, first, axis=-1)[..., 0].astype(np.int32)
+            count = np.take_along_axis(at_slot, first, axis=-1)[..., 0]
+            count = np.maximum(count, 0).astype(np.int32)
             top[count == 0] = UNREADABLE
             self._top[key] = (top, count)
         return self._top[key]
@@ -397,6 +417,49 @@ class Simulator:
         winner = conf.argmax(axis=0)
         return np.take_along_axis(tops, winner[None], axis=0)[0]
 
+    def outcomes(self, config: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(simulations, items) arrays: the selected class (-1: none), the pool position of the
+        chosen member (-1: none) and the confidence — what ``muxlang.semantics`` reports per
+        record, for differential tests and per-record reports."""
+        shape = (self.simulations, self.n_items)
+        answer = self.answers(config)
+        member = np.full(shape, -1, np.int32)
+        confidence = np.zeros(shape, np.float64)
+        if not config.pool:
+            return answer, member, confidence
+        models = config.models
+        budgets = [b for _, b in config.pool]
+        order = self.priority(models)
+        if config.rule == "majority":
+            total = sum(budgets)
+            for i in reversed(order):  # the best-priority voter for the answer is written last
+                counts = self.class_counts(models[i], budgets[i])
+                voted = np.take_along_axis(counts, np.maximum(answer, 0)[..., None],
+                                           axis=-1)[..., 0] > 0
+                member[voted & (answer >= 0)] = i
+            for m, b in config.pool:
+                counts = self.class_counts(m, b)
+                confidence += np.take_along_axis(counts, np.maximum(answer, 0)[..., None],
+                                                 axis=-1)[..., 0]
+            confidence = np.where(answer >= 0, confidence / total, 0.0)
+            return answer, member, confidence
+        if config.rule == "single" or len(order) == 1:
+            first = order[0]
+            chosen = np.full(shape, first, np.int32)
+            confidence = self.confidence(models[first], budgets[first]).copy()
+        else:
+            conf = np.stack([self.confidence(models[i], budgets[i]) for i in order])
+            winner = conf.argmax(axis=0)
+            chosen = np.asarray(order, np.int32)[winner]
+            confidence = np.take_along_axis(conf, winner[None], axis=0)[0]
+        member = np.where(answer >= 0, chosen, -1).astype(np.int32)
+        confidence = np.where(answer >= 0, confidence, 0.0)
+        return answer, member, confidence
+
+    def key_of(self, row: int, cls: int) -> str | None:
+        """The equivalence key of class ``cls`` on scored item ``row`` (None for -1)."""
+        return None if cls < 0 else self.keys[row][cls]
+
     def accuracy_levels(self, models: list[str]) -> tuple[list[int], int]:
         """Dense rank of each model's validation accuracy (0 = best; equal accuracies share a
         rank; None ranks last) and the number of ranks."""
@@ -407,21 +470,34 @@ class Simulator:
                  for m in models]
         return ranks, len(values) + 1
 
+    def _first_slots(self, model: str, budget: int) -> np.ndarray:
+        """(simulations, items, classes) the first slot each class was drawn in (``budget``
+        when never)."""
+        drawn = self.drawn(model, budget)
+        c = self.n_classes
+        first = np.full((*drawn.shape[:2], c + 1), budget, np.int32)  # column c: unreadable
+        slots = np.where(drawn < 0, c, drawn)
+        for j in range(budget - 1, -1, -1):  # backwards: the earliest slot is written last
+            np.put_along_axis(first, slots[..., j:j + 1], j, axis=-1)
+        return first[..., :c]
+
     def _majority(self, config: Config) -> np.ndarray:
         """Agent Forest: most votes over all drawn samples; ties to the answer whose best voter
-        has the highest validation accuracy, then to the smallest key."""
+        has the highest validation accuracy, then to the answer voted first (pool order, then
+        slot order)."""
         ranks, n_ranks = self.accuracy_levels(config.models)
-        total = None
-        voter = None  # per class: best (lowest) accuracy rank among the models that voted for it
-        for (m, b), rank in zip(config.pool, ranks):
+        span = max(b for _, b in config.pool) + 1  # positions: pool index * span + slot
+        never = len(config.pool) * span
+        total = voter = first = None
+        for p, ((m, b), rank) in enumerate(zip(config.pool, ranks)):
             counts = self.class_counts(m, b)
-            total = counts.astype(np.int32) if total is None else total + counts
-            mine = np.where(counts > 0, np.int32(rank), np.int32(n_ranks))
+            total = counts.astype(np.int64) if total is None else total + counts
+            mine = np.where(counts > 0, np.int64(rank), np.int64(n_ranks))
             voter = mine if voter is None else np.minimum(voter, mine)
-        if n_ranks > 1:
-            key = total * np.int32(n_ranks + 1) + (np.int32(n_ranks) - voter)
-        else:
-            key = total
+            slots = self._first_slots(m, b)
+            seen = np.where(slots < b, p * span + slots, never).astype(np.int64)
+            first = seen if first is None else np.minimum(first, seen)
+        key = (total * (n_ranks + 1) + (n_ranks - voter)) * (never + 1) + (never - first)
         answer = key.argmax(axis=-1).astype(np.int32)
         answer[total.max(axis=-1) == 0] = UNREADABLE
         return answer

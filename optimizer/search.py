@@ -32,7 +32,7 @@ import optuna
 from muxlang.errors import MuxError
 from muxlang.optimizer.grid import (DONE_STATES, WORKER, GridWalk, fail_dead_workers,
                                    wait_for_running)
-from muxlang.optimizer.simulator import RULES, Config, Score, Simulator
+from muxlang.simulator import RULES, Config, Score, Simulator
 
 OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize"}
 SAMPLERS = ("auto", "grid", "tpe", "nsga2")

@@ -19,7 +19,7 @@ from muxlang.errors import MuxError
 from muxlang.lang import ast
 from muxlang.lang.loader import read_source
 from muxlang.lang.parser import parse
-from muxlang.optimizer.simulator import Config
+from muxlang.simulator import Config
 
 HEADER_START = "# ---- tuned by `muxlang tune` "
 HEADER_END = "# ---- end of tuning record"

@@ -1,24 +1,31 @@
-"""Selection rules: the pool's votes on one question → one chosen answer.
+"""Selection rules: the pool's ballots on one question → one chosen answer.
 
-A rule is ``f(votes, accuracies) -> Selection``:
+A rule is ``f(ballots, accuracies) -> Selection``:
 
-- ``votes[i]`` holds pool member i's samples as equivalence keys (``None`` = no readable answer);
-  ``len(votes[i])`` is k_i, the number of samples drawn from member i.
+- ``ballots[i]`` is what pool member i puts before the rule (a ``Ballot``): the equivalence keys
+  of its drawn samples in sample-index order (``None`` = no readable answer; ``len(keys)`` is
+  k_i), its answer ``top`` and its confidence. A plain list of keys is accepted as the ballot of a
+  model that drew those samples. A nested mux's ballot is its one answer with the confidence its
+  own rule gave it (``Ballot.of_answer``): one member, one answer, as ``scores`` reports it.
 - ``accuracies[i]`` is member i's validation accuracy, or ``None`` when unknown (ranks lowest).
 
-Rules (all deterministic: no randomness, no dependence on set or dict iteration order, and the
-result never depends on the order of a member's samples):
+A member's answer (``top_answer``): its most frequent readable key. When several keys tie for the
+top count, the one whose first sample came first in sample-index order wins. Unlike "the smallest
+key", which favours answers that sort first (small numbers, negatives, ``0.x``: more often wrong on
+GSM8K), this is unbiased: within a run the order is the order samples were drawn in, and across
+the simulator's resampling trials it is random, so each tied answer wins equally often.
+
+Rules (deterministic for given ballots; no dependence on set or dict iteration order):
 
 ``slm_mux`` — the paper's Algorithm 1. f_i(y) = count_i(y) / k_i, where unreadable samples count
-  in k_i but are never an answer; y_i* = argmax_y f_i(y); s_i = f_i(y_i*). The member with the
+  in k_i but are never an answer; y_i* = ``top_answer``; s_i = f_i(y_i*). The member with the
   highest s_i wins; ties go to the highest validation accuracy (None lowest), then to the lowest
-  pool index. Within a member, answers with equal counts are tied: the lexicographically
-  smallest key is y_i* (an arbitrary but order-independent choice; such a member's s_i is the same
-  whichever answer is picked).
-``majority`` — Agent Forest: every sample of every member is one vote. The answer with the most
-  votes wins; ties go to the answer whose best voter has the highest accuracy, then to the
-  smallest key. ``index`` is the best-accuracy (then lowest-index) member that voted for it and
-  ``confidence`` is the winner's share of all samples drawn (unreadable ones included).
+  pool index.
+``majority`` — Agent Forest: every sample of every member is one vote (a nested mux: one vote for
+  its answer). The answer with the most votes wins; ties go to the answer whose best voter has the
+  highest accuracy, then to the answer voted first (pool order, then sample order: the same
+  unbiased order as within a member). ``index`` is the best-accuracy (then lowest-index) member
+  that voted for it and ``confidence`` is the winner's share of all votes (unreadable included).
 ``single`` — self-consistency of the member with the best validation accuracy (ties: lowest
   index): its y* and s. Members with no samples are skipped when choosing it.
 
@@ -28,31 +35,63 @@ answer, ``index`` and ``answer`` are ``None`` and ``confidence`` is 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 _NO_ACC = float("-inf")
+
+Key = Optional[str]
+
+
+def top_answer(keys: Sequence[Key]) -> tuple[Key, int]:
+    """A member's answer: its most frequent readable key and that key's count; among keys tied
+    for the top count, the one whose first sample came first. ``(None, 0)`` when none is
+    readable. The one definition every implementation (runtime, replay, simulator) follows."""
+    counts: dict[str, int] = {}
+    for key in keys:
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    best: Key = None
+    best_n = 0
+    for key in counts:  # dicts keep first-insertion order: strict > keeps the earliest on ties
+        if counts[key] > best_n:
+            best, best_n = key, counts[key]
+    return best, best_n
+
+
+@dataclass(frozen=True)
+class Ballot:
+    """What one pool member puts before its mux's rule (see the module docstring)."""
+
+    keys: tuple[Key, ...]  # votes in sample-index order (a nested mux: its one answer)
+    top: Key  # the member's answer
+    confidence: float  # s_i: top count / k for a model; a nested mux's own confidence
+
+    @staticmethod
+    def of_samples(keys: Sequence[Key]) -> "Ballot":
+        keys = tuple(keys)
+        top, count = top_answer(keys)
+        return Ballot(keys, top, count / len(keys) if top is not None else 0.0)
+
+    @staticmethod
+    def of_answer(answer: Key, confidence: float) -> "Ballot":
+        """A nested mux: one vote, for its answer, carrying its own rule's confidence."""
+        return Ballot((answer,), answer, float(confidence) if answer is not None else 0.0)
+
+
+BallotLike = Union[Ballot, Sequence[Key]]
 
 
 @dataclass(frozen=True)
 class Selection:
     index: Optional[int]  # pool position of the chosen member; None if nobody has a readable answer
-    answer: Optional[str]  # the chosen equivalence key
-    confidence: float  # slm_mux/single: chosen member's f(y*) = count/k; majority: share of all samples
+    answer: Key  # the chosen equivalence key
+    confidence: float  # slm_mux/single: chosen member's s; majority: winner's share of all votes
     scores: tuple  # per member: (its top answer, its confidence), tuple[tuple[str | None, float], ...]
 
 
-def _top(samples: Sequence[Optional[str]]) -> tuple[Optional[str], int]:
-    """A member's most frequent readable key (ties: smallest key) and its count."""
-    counts: dict[str, int] = {}
-    for key in samples:
-        if key is not None:
-            counts[key] = counts.get(key, 0) + 1
-    best: Optional[str] = None
-    best_n = 0
-    for key, n in counts.items():
-        if n > best_n or (n == best_n and key < best):  # type: ignore[operator]
-            best, best_n = key, n
-    return best, best_n
+def ballots_of(votes: Sequence[BallotLike]) -> list[Ballot]:
+    """Ballots as given, plain key lists read as a model's samples."""
+    return [v if isinstance(v, Ballot) else Ballot.of_samples(v) for v in votes]
 
 
 def _acc(accuracies: Sequence[Optional[float]], i: int) -> float:
@@ -64,82 +103,73 @@ def _acc(accuracies: Sequence[Optional[float]], i: int) -> float:
     return float(a)
 
 
-def _member_scores(votes: Sequence[Sequence[Optional[str]]]) -> tuple:
-    scores = []
-    for samples in votes:
-        k = len(samples)
-        if k == 0:
-            scores.append((None, 0.0))
-            continue
-        answer, n = _top(samples)
-        scores.append((answer, n / k if answer is not None else 0.0))
-    return tuple(scores)
+def _scores(ballots: Sequence[Ballot]) -> tuple:
+    return tuple((b.top, b.confidence) for b in ballots)
 
 
-def slm_mux(votes: Sequence[Sequence[Optional[str]]],
-            accuracies: Sequence[Optional[float]]) -> Selection:
+def slm_mux(votes: Sequence[BallotLike], accuracies: Sequence[Optional[float]]) -> Selection:
     """SLM-MUX (Algorithm 1): the most self-consistent member wins; ties by accuracy, then index."""
-    scores = _member_scores(votes)
+    ballots = ballots_of(votes)
     best = -1
     best_s = 0.0
     best_a = _NO_ACC
-    for i, (answer, s) in enumerate(scores):
-        if answer is None:
+    for i, ballot in enumerate(ballots):
+        if ballot.top is None:
             continue
-        a = _acc(accuracies, i)
+        s, a = ballot.confidence, _acc(accuracies, i)
         # strictly better only: on a full tie the earlier (lower) index stays
         if best < 0 or s > best_s or (s == best_s and a > best_a):
             best, best_s, best_a = i, s, a
+    scores = _scores(ballots)
     if best < 0:
         return Selection(None, None, 0.0, scores)
-    return Selection(best, scores[best][0], best_s, scores)
+    return Selection(best, ballots[best].top, best_s, scores)
 
 
-def single(votes: Sequence[Sequence[Optional[str]]],
-           accuracies: Sequence[Optional[float]]) -> Selection:
+def single(votes: Sequence[BallotLike], accuracies: Sequence[Optional[float]]) -> Selection:
     """Self-consistency of the member with the best validation accuracy (ties: lowest index)."""
-    scores = _member_scores(votes)
+    ballots = ballots_of(votes)
+    scores = _scores(ballots)
     best = -1
     best_a = _NO_ACC
-    for i, samples in enumerate(votes):
-        if not samples:
+    for i, ballot in enumerate(ballots):
+        if not ballot.keys:
             continue
         a = _acc(accuracies, i)
         if best < 0 or a > best_a:
             best, best_a = i, a
-    if best < 0 or scores[best][0] is None:
+    if best < 0 or ballots[best].top is None:
         return Selection(None, None, 0.0, scores)
-    answer, s = scores[best]
-    return Selection(best, answer, s, scores)
+    return Selection(best, ballots[best].top, ballots[best].confidence, scores)
 
 
-def majority(votes: Sequence[Sequence[Optional[str]]],
-             accuracies: Sequence[Optional[float]]) -> Selection:
-    """Agent Forest: one vote per sample over all members; ties by best voter's accuracy, then key."""
-    scores = _member_scores(votes)
-    counts: dict[str, int] = {}
+def majority(votes: Sequence[BallotLike], accuracies: Sequence[Optional[float]]) -> Selection:
+    """Agent Forest: one vote per sample over all members; ties by best voter's accuracy, then by
+    the answer voted first (pool order, then sample order)."""
+    ballots = ballots_of(votes)
+    counts: dict[str, int] = {}  # insertion order = order first voted
     # per answer: (best voter's accuracy, its index) — highest accuracy, then lowest index
     voter: dict[str, tuple[float, int]] = {}
     total = 0
-    for i, samples in enumerate(votes):
-        total += len(samples)
+    for i, ballot in enumerate(ballots):
+        total += len(ballot.keys)
         a = _acc(accuracies, i)
-        for key in samples:
+        for key in ballot.keys:
             if key is None:
                 continue
             counts[key] = counts.get(key, 0) + 1
             seen = voter.get(key)
             if seen is None or a > seen[0]:
                 voter[key] = (a, i)
+    scores = _scores(ballots)
     if not counts:
         return Selection(None, None, 0.0, scores)
-    best: Optional[str] = None
+    best: Key = None
     best_n = 0
     best_a = _NO_ACC
-    for key, n in counts.items():
+    for key, n in counts.items():  # strict comparisons: the first voted stays on a full tie
         a = voter[key][0]
-        if (best is None or n > best_n or (n == best_n and a > best_a)
-                or (n == best_n and a == best_a and key < best)):
+        if best is None or n > best_n or (n == best_n and a > best_a):
             best, best_n, best_a = key, n, a
     assert best is not None
     return Selection(voter[best][1], best, best_n / total, scores)

@@ -65,7 +65,7 @@ def test_hand_worked_three_models(tmp_path):
     # q3: A consistent 9 -> wrong; AF: 9 and 3 three votes each, 9's voter A (.9) beats
     #     3's best voter B (.8) -> wrong; union: C's top is 3; contradiction (A wrong, C right).
     # q4: A unreadable; B consistent 6 -> wrong; AF 6 wrong; union: C ties 4/6 -> its top answer
-    #     is the smallest key, "4" -> right; contradiction (B consistently wrong, C right).
+    #     is the one sampled first, "4" -> right; contradiction (B consistently wrong, C right).
     st = store_with(tmp_path, GOLD, HAND)
     spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)})
     report = evaluate(st, spec, spec.muxes["m"], "tiny")
@@ -91,14 +91,18 @@ def test_hand_worked_three_models(tmp_path):
 
 
 def test_tie_break_by_order_changes_agent_forest_ties(tmp_path):
-    # without accuracies, majority ties go to the smallest key: on q3 "3" beats "9" -> right
+    # pool [c, b, a]. With accuracies, majority ties go to the best voter: q1 "1" (A .9) beats
+    # "2" (B .8) -> right; q3 "9" (A) beats "3" (B) -> wrong: 2/4. By order, ties go to the
+    # answer voted first: q1 C's "1" -> right, q3 C's "3" -> right; q4 "6" -> wrong: 3/4.
     st = store_with(tmp_path, GOLD, HAND)
-    spec = spec_for({"a": ("A", 0.9, 3), "b": ("B", 0.8, 3), "c": ("C", 0.5, 3)},
-                    tie_break="order")
+    models = {"c": ("C", 0.5, 3), "b": ("B", 0.8, 3), "a": ("A", 0.9, 3)}
+    by_accuracy = spec_for(models)
+    report = evaluate(st, by_accuracy, by_accuracy.muxes["m"], "tiny")
+    assert report["baselines"]["agent_forest"] == pytest.approx(0.5)
+    spec = spec_for(models, tie_break="order")
     report = evaluate(st, spec, spec.muxes["m"], "tiny")
     assert report["validation"]["source"].startswith("pool order")
     assert report["baselines"]["agent_forest"] == pytest.approx(0.75)
-    assert report["baselines"]["slm_mux"] == pytest.approx(0.5)
 
 
 def test_single_best_follows_validation_from_the_store(tmp_path):
@@ -125,11 +129,13 @@ def test_single_best_follows_validation_from_the_store(tmp_path):
 
 def test_resampling_matches_the_exact_expectation(tmp_path):
     # one model, 4 stored samples [1, 1, 2, 2], gold 1, k = 2: of the 6 pairs, {2,2} is wrong,
-    # {1,1} right, and the 4 mixed pairs tie -> smallest key "1" -> right: 5/6.
+    # {1,1} right, and the 4 mixed pairs tie -> the one drawn first, "1" half the time: 3/6.
+    # (The smallest-key tie-break made it 5/6: "1" sorts first.)
     st = store_with(tmp_path, {"q": "1"}, {"A": {"q": [1, 1, 2, 2]}})
     spec = spec_for({"a": ("A", None, 2)})
-    exact = sum(1 for pair in combinations([1, 1, 2, 2], 2) if min(pair) == 1 or pair == (1, 1)) / 6
-    assert exact == pytest.approx(5 / 6)
+    pairs = list(combinations([1, 1, 2, 2], 2))
+    exact = sum(1.0 if pair == (1, 1) else 0.5 if 1 in pair else 0.0 for pair in pairs) / 6
+    assert exact == pytest.approx(3 / 6)
     report = evaluate(st, spec, spec.muxes["m"], "tiny", trials=2000, seed=7)
     assert report["resampled"] and report["trials"] == 2000
     d = report["details"]["single_best_sc"]
@@ -239,10 +245,15 @@ mux outer {
     assert report["mux"]["accuracy"] == pytest.approx(0.75) and report["mux"]["se"] == 0
     assert report["mux"]["answered_at_step"] == pytest.approx([0.5, 0.5])
     assert [p["model"] for p in report["pool"]] == ["a", "c"]
-    # nested: inner answers 1, 2, 9, 4 (each one vote, s = 1, accuracy .95); B is fully
-    # consistent on q1 (2) and q4 (6) but loses the tie to inner's accuracy: 3/4 right
+    # nested: inner is one member whose answer carries its own confidence (typed accuracy .95):
+    # q1 A's 1 (s 1), q2 C's 2 (s 1), q3 A's 9 (s 1), q4 C's tie 4/6 -> "4" sampled first (s 1/3).
+    # B is fully consistent on q1 (2), losing the tie to inner's accuracy, and on q4 (6), beating
+    # inner's 1/3: right on q1, q2 only
     report = evaluate(st, spec, spec.muxes["outer"], "tiny", trials=5)
-    assert report["mux"]["accuracy"] == pytest.approx(0.75)
+    assert report["mux"]["accuracy"] == pytest.approx(0.5)
+    assert [(r["id"], r["answer"], r["model"], r["confidence"]) for r in report["records"]] == [
+        ("q1", "1", "inner", 1.0), ("q2", "2", "inner", 1.0), ("q3", "9", "inner", 1.0),
+        ("q4", "6", "b", 1.0)]
     assert report["mux"]["answered_at_step"] is None
     # the flat baselines run over every model the tree uses, here a, c and b
     assert sorted(p["model"] for p in report["pool"]) == ["a", "b", "c"]

@@ -5,10 +5,13 @@ import math
 
 import numpy as np
 import pytest
-from opt_helpers import synthetic_votes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.optimizer.opt_helpers import synthetic_votes
 
-from muxlang.optimizer.simulator import (Config, Simulator, plain_correct_per_trial, split_votes,
+from muxlang.simulator import (Config, Simulator, plain_correct_per_trial, split_votes,
                                          votes_hash)
+from muxlang.stdlib.selection import majority, single, slm_mux
 from muxlang.votes import StoredVotes
 
 
@@ -95,3 +98,66 @@ def test_split_is_seeded_and_disjoint():
     other, _ = split_votes(votes, 0.5, 1)
     assert other.items != val.items
     assert votes_hash(val) != votes_hash(test)
+
+
+# ---- per record: answer, member and confidence, against the stdlib rules ---------------------
+@st.composite
+def small_stores(draw):
+    """A few items and models with few distinct answers, so within-model and cross-model ties
+    are common; some samples unreadable, some items with fewer samples stored."""
+    n_models = draw(st.integers(1, 4))
+    n_items = draw(st.integers(1, 6))
+    k = draw(st.integers(1, 5))
+    answer = st.sampled_from(["1", "2", "3"]) | st.none()
+    models = [f"m{j}" for j in range(n_models)]
+    votes = {m: [draw(st.lists(answer, min_size=k, max_size=k)) for _ in range(n_items)]
+             for m in models}
+    gold = [draw(st.sampled_from(["1", "2"])) for _ in range(n_items)]
+    stored = StoredVotes("h", [f"q{i}" for i in range(n_items)], models, votes, gold)
+    budgets = {m: draw(st.integers(1, k)) for m in models}
+    accs = {m: draw(st.none() | st.sampled_from([0.4, 0.6, 0.6])) for m in models}
+    return stored, budgets, accs
+
+
+@settings(max_examples=150, deadline=None)
+@given(small_stores(), st.sampled_from(["slm_mux", "majority", "single"]), st.booleans(),
+       st.integers(0, 3))
+def test_outcomes_equal_the_stdlib_rules_record_by_record(store, rule_name, shuffle, seed):
+    votes, budgets, accs = store
+    sim = Simulator(votes, simulations=3, seed=seed, accuracies=accs, shuffle=shuffle)
+    config = Config.of(budgets, rule_name)
+    answer, member, confidence = sim.outcomes(config)
+    rule = {"slm_mux": slm_mux, "majority": majority, "single": single}[rule_name]
+    for t in range(sim.simulations):
+        for row, i in enumerate(sim.item_index):
+            pool = [[votes.votes[m][i][j] for j in sim.draws(m)[t, row, :b].tolist()]
+                    for m, b in config.pool]
+            sel = rule(pool, [sim.accuracies.get(m) for m in config.models])
+            got = (sim.key_of(row, int(answer[t, row])),
+                   None if member[t, row] < 0 else int(member[t, row]),
+                   float(confidence[t, row]))
+            assert got == (sel.answer, sel.index, sel.confidence)
+
+
+def test_without_shuffle_every_trial_takes_the_stored_order():
+    votes = StoredVotes("d", ["q"], ["m"], {"m": [["b", "a", "a", "b"]]}, ["a"])
+    sim = Simulator(votes, simulations=5, shuffle=False)
+    answer, _, confidence = sim.outcomes(Config.of({"m": 4}))
+    assert {sim.key_of(0, int(c)) for c in answer[:, 0]} == {"b"}  # sampled first, every trial
+    assert confidence.tolist() == [[0.5]] * 5
+
+
+@pytest.mark.parametrize("rule", ["slm_mux", "majority", "single"])
+def test_tied_answers_are_each_chosen_half_the_time(rule):
+    """No bias between tied answers: over many resampling trials of a member whose samples tie
+    two answers (2 of each, any order), each wins 50% ± noise. The smallest-key rule chose "-3"
+    (it sorts first) every time."""
+    votes = StoredVotes("d", ["q"], ["m"], {"m": [["7", "-3", "7", "-3"]]}, ["7"])
+    sim = Simulator(votes, simulations=4000, seed=11)
+    answer, _, _ = sim.outcomes(Config.of({"m": 4}, rule))
+    share = float(np.mean([sim.key_of(0, int(c)) == "7" for c in answer[:, 0]]))
+    assert abs(share - 0.5) < 4 * math.sqrt(0.25 / 4000)  # 4 standard errors
+    # and the same through the plain rule on the same draws
+    draws = sim.draws("m")[:, 0, :4].tolist()
+    plain = [slm_mux([[votes.votes["m"][0][j] for j in d]], [None]).answer for d in draws]
+    assert abs(plain.count("7") / len(plain) - 0.5) < 4 * math.sqrt(0.25 / 4000)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import networkx as nx
 
-from muxlang import ir
+from muxlang import ir, semantics
 from muxlang.errors import MuxError
 from muxlang.runtime.backends import BackendClient, BackendSettings, RetryPolicy, make_backend
 from muxlang.prompts import Messages, RecordError, render
@@ -181,7 +181,8 @@ class MuxResult:
     keys: dict[str, list[str | None]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
-    winner_votes: MemberVotes | None = None
+    decision: semantics.Decision | None = None
+    text: str | None = None  # full text of the first sample of the chosen member giving the answer
     samples: list[Sample] = field(default_factory=list)  # every sample drawn under this mux
     error: str | None = None
 
@@ -215,6 +216,7 @@ class RecordResult:
             "answer": r.answer if r else None,
             "model": r.model if r else None,
             "confidence": r.confidence if r else None,
+            "text": r.text if r else None,
             "votes": dict(r.votes) if r else {},
             "missing": list(r.missing) if r else [],
             "error": self.error,
@@ -244,15 +246,6 @@ class RecordResult:
 
 # ------------------------------------------------------------------------------------------------
 # The record layer
-def _selection_fields(selection: Any) -> tuple[int | None, str | None, float | None, Any]:
-    if isinstance(selection, Mapping):
-        get = selection.get
-    else:
-        def get(name: str, default: Any = None) -> Any:
-            return getattr(selection, name, default)
-    return get("index"), get("answer"), get("confidence"), get("scores")
-
-
 class PlanExecutor:
     """Runs one plan template for records. Thread-unsafe; one per run (per event loop)."""
 
@@ -346,9 +339,8 @@ class PlanExecutor:
                     values[node] = self._select(node, data, values)
                 elif op == "gate":
                     prev = values[preds[0]]
-                    passed = (prev.error is not None or prev.confidence is None
-                              or prev.confidence < data["threshold"])
-                    values[node] = True if passed else SKIP
+                    escalate = semantics.escalates(prev.decision, data["threshold"])
+                    values[node] = True if escalate else SKIP
                 elif op == "cascade":
                     values[node] = self._cascade(node, values)
                 else:  # an op this executor does not know: pass the predecessor's value on
@@ -416,59 +408,46 @@ class PlanExecutor:
         return member.member.accuracy
 
     def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
+        """The mux's decision (``muxlang.semantics``) over its members' votes and nested results."""
         mux: ir.Mux = data["mux"]
         result = MuxResult(mux=mux.name)
-        answered: list[tuple[ir.PoolMember, MemberVotes]] = []
-        for _, pred, member in self.members[node]:
+        given: dict[int, MemberVotes | MuxResult] = {}
+        inputs: list[semantics.MemberInput] = []
+        for index, pred, member in self.members[node]:
             value = values[pred]
-            if isinstance(value, MuxResult):  # a nested mux: its winner's samples are its votes
-                result.samples.extend(value.samples)
-                if value.error is not None or value.winner_votes is None:
-                    votes = MemberVotes(name=member.name, error=value.error or "no answer")
-                else:
-                    inner = value.winner_votes
-                    votes = MemberVotes(name=member.name, answers=list(inner.answers),
-                                        keys=list(inner.keys), samples=list(inner.samples),
-                                        path=[member.name, *inner.path])
+            given[index] = value
+            result.samples.extend(value.samples)
+            if isinstance(value, MuxResult):  # a nested mux: one member, its decision
+                inputs.append(value.decision if value.decision is not None
+                              else semantics.Failed(value.error or "no result"))
+                if value.error is None:
+                    result.votes[member.name] = [value.answer]
+                    result.keys[member.name] = [value.key]
+            elif value.error is not None:
+                inputs.append(semantics.Failed(value.error))
             else:
-                votes = value
-                result.samples.extend(votes.samples)
-            if votes.error is not None:
-                result.missing.append(member.name)
-                result.failures[member.name] = scrub(votes.error)
-                continue
-            answered.append((member, votes))
-            result.votes[member.name] = list(votes.answers)
-            result.keys[member.name] = list(votes.keys)
-        if not answered:
-            detail = "; ".join(f"{name}: {text}" for name, text in result.failures.items())
-            result.error = f"mux '{mux.name}': every pool member failed" + (
-                f" ({detail})" if detail else "")
-            return result
-        if mux.tie_break == "order":
-            accuracies: list[float | None] = [None] * len(answered)
+                inputs.append(value.keys)
+                result.votes[member.name] = list(value.answers)
+                result.keys[member.name] = list(value.keys)
+        decision = semantics.decide_mux(mux, inputs, self.accuracies, self._rules[mux.name])
+        result.decision = decision
+        result.confidence = decision.confidence
+        result.scores = dict(decision.scores)
+        result.missing = list(decision.missing)
+        result.failures = {name: scrub(text) for name, text in decision.failures.items()}
+        result.error = decision.error
+        if decision.error is not None or decision.index is None:
+            return result  # every member failed, or nobody gave a readable answer
+        result.model = decision.member
+        result.path = decision.path if len(decision.path) > 1 else [decision.member]
+        result.key = decision.answer
+        winner = given[decision.index]
+        if isinstance(winner, MuxResult):
+            result.answer, result.text = winner.answer, winner.text
         else:
-            accuracies = [self._accuracy(member) for member, _ in answered]
-        rule = self._rules[mux.name]
-        selection = rule([v.keys for _, v in answered], accuracies)
-        index, key, confidence, scores = _selection_fields(selection)
-        result.scores = _scores(scores, answered)
-        if index is None or not (0 <= int(index) < len(answered)):
-            # nobody gave a readable answer: no answer, confidence 0, not an error; as a nested
-            # member such a mux votes with unreadable samples (they count, they never win)
-            result.confidence = 0.0 if confidence is None else float(confidence)
-            result.winner_votes = answered[0][1]
-            return result
-        member, winner = answered[int(index)]
-        result.model = member.name
-        result.path = winner.path if len(winner.path) > 1 else [member.name]
-        result.key = key
-        result.confidence = None if confidence is None else float(confidence)
-        result.winner_votes = winner
-        if key is not None:
-            for answer, k in zip(winner.answers, winner.keys):
-                if k == key:
-                    result.answer = answer
+            for answer, key, sample in zip(winner.answers, winner.keys, winner.samples):
+                if key == decision.answer:  # the first sample that gave the chosen answer
+                    result.answer, result.text = answer, sample.text
                     break
         return result
 
@@ -481,29 +460,8 @@ class PlanExecutor:
                 steps.append((step, values[pred]))
         steps.sort(key=lambda pair: pair[0])
         ran = [value for _, value in steps]
-        answered = [value for value in ran if value.error is None]
-        # the last step that answered (a failed escalation falls back to the step before it)
-        chosen = answered[-1] if answered else (ran[-1] if ran else None)
-        return chosen, ran
-
-
-def _scores(scores: Any, answered: list) -> dict[str, float]:
-    """Per member confidence from a Selection's scores (floats, or (answer, confidence) pairs)."""
-    out: dict[str, float] = {}
-    if isinstance(scores, Mapping):
-        items = list(scores.items())
-    elif isinstance(scores, Sequence) and len(scores) == len(answered):
-        items = [(m.name, s) for (m, _), s in zip(answered, scores)]
-    else:
-        return out
-    for name, value in items:
-        if isinstance(value, (tuple, list)) and value:
-            value = value[-1]
-        try:
-            out[str(name)] = float(value)
-        except (TypeError, ValueError):
-            continue
-    return out
+        chosen = semantics.chosen_step([value.decision for value in ran])
+        return next((value for value in ran if value.decision is chosen), None), ran
 
 
 def _sink(plan: nx.DiGraph) -> str:

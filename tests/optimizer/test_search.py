@@ -9,7 +9,7 @@ from opt_helpers import synthetic_votes
 
 from muxlang.errors import MuxError
 from muxlang.optimizer.search import Space, dominates, run_search
-from muxlang.optimizer.simulator import Config, Simulator
+from muxlang.simulator import Config, Simulator
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +288,7 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
 
 def test_budgets_stop_at_the_samples_stored_on_every_item():
     from muxlang.lang import check_text
-    from muxlang.optimizer.simulator import Simulator
+    from muxlang.simulator import Simulator
     from muxlang.optimizer.tuning import build_space
 
     votes = synthetic_votes(n_items=40, n_models=2, k=5, seed=3)

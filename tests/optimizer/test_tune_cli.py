@@ -9,7 +9,7 @@ from opt_helpers import synthetic_votes
 
 from muxlang.cli import main
 from muxlang.lang import load_spec
-from muxlang.optimizer.simulator import Simulator, split_votes
+from muxlang.simulator import Simulator, split_votes
 from muxlang.optimizer.tuned_spec import config_of_spec, redact_url
 
 SPEC = """\

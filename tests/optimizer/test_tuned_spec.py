@@ -5,7 +5,7 @@ import pytest
 
 from muxlang.errors import MuxError
 from muxlang.lang import load_spec
-from muxlang.optimizer.simulator import Config
+from muxlang.simulator import Config
 from muxlang.optimizer.tuned_spec import (HEADER_END, Record, config_of_spec, tuned_text,
                                           write_tuned_spec)
 

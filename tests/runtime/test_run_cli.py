@@ -311,8 +311,8 @@ def test_cascade_escalates_only_when_confidence_is_low(server, api_key, write_sp
     assert strong_prompts and all("hard one" in p for p in strong_prompts)
 
 
-def test_nested_mux_member_votes_with_its_selected_members_samples(server, api_key, write_spec,
-                                                                     write_records, tmp_path):
+def test_nested_mux_member_is_one_answer_with_its_own_confidence(server, api_key, write_spec,
+                                                                   write_records, tmp_path):
     def answer(model, prompt, seed):
         return {"id-a": "#### 5", "id-b": f"#### {seed}", "id-c": f"#### {seed % 2}"}[model]
 
@@ -329,9 +329,11 @@ mux outer {
                  "--output", out)
     assert rc == 0
     (line,) = read_jsonl(out)
-    assert line["votes"]["pool"] == ["5", "5", "5"]  # its winner's (a's) samples
+    assert line["votes"]["pool"] == ["5"]  # one member, one answer (docs/language.md)
+    assert line["scores"]["pool"] == 1.0  # with the confidence its own rule gave it
     assert line["model"] == "pool" and line["path"] == ["pool", "a"]
     assert line["answer"] == "5" and line["confidence"] == 1.0
+    assert line["text"] == "#### 5"
 
 
 # ---- Ctrl-C --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from muxlang.stdlib import registry
-from muxlang.stdlib.selection import Selection, majority, single, slm_mux
+from muxlang.stdlib.selection import Ballot, Selection, majority, single, slm_mux, top_answer
 
 # --------------------------------------------------------------------------------------------
 # slm_mux: hand-worked
@@ -58,11 +58,14 @@ def test_members_without_samples_or_answers_are_never_chosen():
     assert sel.scores[0] == (None, 0.0) and sel.scores[1] == (None, 0.0)
 
 
-def test_within_member_tie_takes_smallest_key():
-    votes = [["b", "a", "b", "a"]]
-    sel = slm_mux(votes, [0.5])
-    assert (sel.answer, sel.confidence) == ("a", 0.5)
+def test_within_member_tie_takes_the_answer_sampled_first():
+    # not the smallest key: that favours answers that sort first (small numbers, negatives)
+    sel = slm_mux([["b", "a", "b", "a"]], [0.5])
+    assert (sel.answer, sel.confidence) == ("b", 0.5)
     assert slm_mux([["a", "b", "a", "b"]], [0.5]).answer == "a"
+    assert slm_mux([[None, "9", "10", "10", "9"]], [0.5]).answer == "9"
+    assert top_answer(["-1", "3", "-1", "3", "3"]) == ("3", 3)  # a clear top is a clear top
+    assert top_answer([None, None]) == (None, 0)
 
 
 def test_different_sample_counts_use_each_members_k():
@@ -83,6 +86,16 @@ def test_majority_and_slm_mux_differ_on_the_same_votes():
     assert forest.index == 0  # the best-accuracy member that voted "5" (0.5 > 0.4)
 
 
+def test_a_nested_mux_ballot_is_one_answer_with_its_confidence():
+    nested = Ballot.of_answer("7", 0.6)
+    assert (nested.keys, nested.top, nested.confidence) == (("7",), "7", 0.6)
+    sel = slm_mux([nested, ["5", "5", "6"]], [None, None])
+    assert (sel.index, sel.answer) == (1, "5")  # 2/3 beats the nested mux's 0.6
+    assert slm_mux([Ballot.of_answer("7", 0.7), ["5", "5", "6"]], [None, None]).index == 0
+    assert majority([Ballot.of_answer("7", 1.0), ["5", "7"]], [None, None]).answer == "7"
+    assert Ballot.of_answer(None, 0.9).confidence == 0.0
+
+
 # --------------------------------------------------------------------------------------------
 # majority and single: hand-worked
 
@@ -95,11 +108,12 @@ def test_majority_counts_every_sample():
     assert sel.confidence == pytest.approx(2 / 9)  # share of all samples drawn
 
 
-def test_majority_ties_by_best_voter_then_smallest_key():
+def test_majority_ties_by_best_voter_then_first_voted():
     votes = [["b"], ["a"]]
-    assert majority(votes, [0.5, 0.5]).answer == "a"  # equal voters: smallest key
-    assert majority(votes, [0.9, 0.5]).answer == "b"  # b's voter is better
+    assert majority(votes, [0.5, 0.5]).answer == "b"  # equal voters: voted first (pool order)
+    assert majority(votes, [0.5, 0.9]).answer == "a"  # a's voter is better
     assert majority(votes, [None, 0.1]).answer == "a"
+    assert majority([["c", "a", "a", "c"]], [0.5]).answer == "c"  # then sample order
     assert majority([["x", "x"], ["x"]], [0.3, 0.3]).index == 0  # equal accuracy: lowest index
 
 
@@ -146,11 +160,21 @@ def pools(draw):
 
 @settings(max_examples=400, deadline=None)
 @given(pools(), st.randoms(use_true_random=False))
-def test_result_does_not_depend_on_sample_order(pool, rnd):
+def test_sample_order_only_breaks_ties(pool, rnd):
+    """Shuffling a member's samples changes no confidence, and no answer unless it was tied."""
     votes, accs = pool
     shuffled = [rnd.sample(list(s), len(s)) for s in votes]
     for rule in RULES:
-        assert rule(shuffled, accs) == rule(votes, accs)
+        before, after = rule(votes, accs), rule(shuffled, accs)
+        assert before.confidence == after.confidence
+        assert [s for _, s in before.scores] == [s for _, s in after.scores]
+    for samples, mixed in zip(votes, shuffled):
+        top, count = top_answer(samples)
+        tied = sum(1 for key in set(samples) if key is not None and samples.count(key) == count)
+        if tied == 1:
+            assert top_answer(mixed) == (top, count)
+        else:
+            assert top_answer(mixed)[1] == count
 
 
 @settings(max_examples=300, deadline=None)
@@ -194,7 +218,7 @@ def test_slm_mux_matches_algorithm_1(pool):
         if not answers:
             continue
         f = {y: samples.count(y) / len(samples) for y in answers}
-        y_star = max(answers, key=lambda y: (f[y], [-ord(c) for c in y]))
+        y_star = max(answers, key=lambda y: (f[y], -samples.index(y)))  # ties: sampled first
         rank = (f[y_star], -1 if accs[i] is None else accs[i], -i)
         if best is None or rank > best[0]:
             best = (rank, i, y_star)

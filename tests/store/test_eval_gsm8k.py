@@ -82,9 +82,8 @@ def test_pool_baselines_match_a_plain_loop(gsm8k_store, spec, raw):
         right = [a is not None and a == g for a in answers]
         union += any(right)
         counts = Counter(a for a in answers if a is not None)
-        if counts:  # no accuracies: ties go to the smallest key
-            top = max(counts.values())
-            forest += min(a for a, n in counts.items() if n == top) == g
+        if counts:  # no accuracies: ties go to the answer voted first (pool order)
+            forest += max(counts, key=counts.get) == g
         contradiction += any(answers[p] is not None and not right[p] and
                              any(right[q] for q in range(len(pool)) if q != p)
                              for p in range(len(pool)))
