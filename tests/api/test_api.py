@@ -272,6 +272,31 @@ def test_run_caches_in_the_store_and_breaks_ties_as_the_cli(server, tmp_path):
     assert not (tmp_path / "muxlang.sqlite").exists()  # nothing created unasked
 
 
+def test_a_runner_answers_records_concurrently_and_ends_its_run_in_the_store(server, tmp_path):
+    """What a long-lived service does: prepare once, answer records as they come."""
+    server.answer = varied
+    spec = muxlang.loads(spec_text(server.openai_url, models=("a", "b"), samples=2))
+    session = muxlang.Session(store=tmp_path / "s.sqlite")
+    runner = session.runner(spec)
+    assert runner.runnable.name == "pool" and runner.info.warnings == []
+
+    async def serve() -> list:
+        async with runner:
+            return await asyncio.gather(*(runner.run({"id": i, "question": f"q{i % 2}"})
+                                          for i in range(4)))
+
+    results = asyncio.run(serve())
+    runner.close("ok")
+    runner.close("failed")  # once only
+    assert [r.id for r in results] == [0, 1, 2, 3] and all(r.ok for r in results)
+    assert results[0].answer == results[2].answer  # the same question: the same samples
+    from muxlang.store import Store
+
+    with Store(str(tmp_path / "s.sqlite")) as store:
+        (run,) = store.runs()
+    assert run["command"] == "run" and run["status"] == "ok"
+
+
 # ---- collect -----------------------------------------------------------------------------------
 def test_collect_counts_and_resumes(server, tmp_path):
     server.answer = varied
