@@ -1,0 +1,81 @@
+"""The layer order of muxlang, checked by import-linter (the contract is in pyproject.toml).
+
+Nothing imports a layer above it, lazy imports inside functions included. muxlang.stdlib and
+muxlang.optimizer are installed from stdlib/ and optimizer/ (pyproject's package-dir), where grimp,
+which walks the muxlang/ folder, cannot see them; so ``lint-imports`` runs in a folder of links
+that puts them back under muxlang/, with that folder first on the path.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = ROOT / "pyproject.toml"
+
+
+def _package_dirs() -> dict[str, Path]:
+    """``{subpackage of muxlang: its folder}`` from pyproject's package-dir."""
+    line = re.search(r"^package-dir\s*=\s*\{(.*)\}", PYPROJECT.read_text(), re.MULTILINE)
+    assert line, "pyproject.toml has no [tool.setuptools] package-dir"
+    pairs = re.findall(r'"([\w.]+)"\s*=\s*"([\w./-]+)"', line.group(1))
+    return {name.split(".", 1)[1]: ROOT / folder for name, folder in pairs if "." in name}
+
+
+def _link_tree(target: Path, source: Path, extra: dict[str, str],
+               skip: Iterable[str] = ()) -> None:
+    """``target`` mirrors ``source`` with links; folders that get an ``extra`` file are real."""
+    target.mkdir()
+    for entry in source.iterdir():
+        if entry.name == "__pycache__" or entry.name in skip:
+            continue
+        inner = {k.split("/", 1)[1]: v for k, v in extra.items()
+                 if k.startswith(entry.name + "/")}
+        if inner:
+            _link_tree(target / entry.name, entry, inner)
+        else:
+            (target / entry.name).symlink_to(entry)
+    for name, text in extra.items():
+        if "/" not in name:
+            (target / name).write_text(text)
+
+
+def lint(tmp_path: Path, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    view = tmp_path / "view"
+    view.mkdir()
+    extra = dict(extra or {})
+    _link_tree(view / "muxlang", ROOT / "muxlang", {
+        k: v for k, v in extra.items() if k.split("/", 1)[0] not in _package_dirs()},
+        skip=_package_dirs())
+    for name, folder in _package_dirs().items():
+        inner = {k.split("/", 1)[1]: v for k, v in extra.items() if k.startswith(name + "/")}
+        _link_tree(view / "muxlang" / name, folder, inner)
+    exe = Path(sys.executable).parent / ("lint-imports.exe" if os.name == "nt" else "lint-imports")
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: install the test extra (pip install -e '.[test]')")
+    env = {**os.environ, "PYTHONPATH": str(view)}
+    return subprocess.run([str(exe), "--no-cache", str(PYPROJECT)], cwd=view, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_no_module_imports_a_layer_above_it(tmp_path):
+    done = lint(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def test_the_contract_catches_upward_imports_inside_functions(tmp_path):
+    """Probes: the store importing the runtime lazily, the stdlib (installed from stdlib/)
+    importing the language front end."""
+    probe = "def f():\n    from muxlang.runtime import executor\n    return executor\n"
+    done = lint(tmp_path, {"store/_probe.py": probe,
+                           "stdlib/_probe.py": "import muxlang.lang.checker\n"})
+    assert done.returncode != 0
+    assert "muxlang.store._probe -> muxlang.runtime.executor" in done.stdout, done.stdout
+    assert "muxlang.stdlib._probe -> muxlang.lang.checker" in done.stdout, done.stdout
