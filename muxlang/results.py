@@ -120,8 +120,10 @@ class RecordResult(_Typed):
     ``answer`` is the extracted answer, ``model`` the pool member whose answer was selected,
     ``confidence`` what the selection rule gave it, ``votes`` per member the extracted answers of
     its samples (sample order), ``scores`` per member its rule score, ``missing`` the members that
-    failed (reasons in ``failures``), ``error`` why the record got no answer at all, and ``text``
-    the full text of a sample of the chosen member whose extracted answer is the selected one.
+    failed (reasons in ``failures``), ``partial`` the members some of whose samples failed (they
+    count as unreadable samples, in k), ``error`` why the record got no answer at all, and
+    ``text`` the full text of a sample of the chosen member whose extracted answer is the
+    selected one.
     """
 
     id: Any = None
@@ -134,6 +136,7 @@ class RecordResult(_Typed):
     error: Optional[str] = None
     text: Optional[str] = None
     failures: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)  # member -> how many samples failed, why
     path: list[str] = field(default_factory=list)  # chosen member down to its model, nested muxes
     step: Optional[str] = None  # cascades: the step whose answer was taken
     steps: list[StepResult] = field(default_factory=list)  # cascades: every step that ran
@@ -157,7 +160,8 @@ class RecordResult(_Typed):
                    confidence=out.get("confidence"), votes=dict(out.get("votes") or {}),
                    scores=dict(out.get("scores") or {}), missing=list(out.get("missing") or []),
                    error=out.get("error"), text=out.get("text", text),
-                   failures=dict(out.get("failures") or {}), path=list(out.get("path") or []),
+                   failures=dict(out.get("failures") or {}),
+                   partial=dict(out.get("partial") or {}), path=list(out.get("path") or []),
                    step=out.get("step"),
                    steps=[StepResult.from_dict(s) for s in out.get("steps") or []],
                    tokens_in=tokens.get("input"), tokens_out=tokens.get("output"),

@@ -249,29 +249,10 @@ def describe_tie_breaks(info: RunInfo) -> list[str]:
     return lines
 
 
-def chosen_text(result: Any) -> Optional[str]:
-    """The full text of a sample of the chosen member whose answer is the selected one, from the
-    executor's record result (when its output line carries no ``text``)."""
-    r = getattr(result, "result", None)
-    if r is None:
-        return None
-    text = getattr(r, "text", None)
-    if text is not None:
-        return text
-    votes = getattr(r, "winner_votes", None)
-    key = getattr(r, "key", None)
-    if votes is None or key is None:
-        return None
-    for sample, k in zip(votes.samples, votes.keys):
-        if k == key:
-            return sample.text
-    return None
-
-
 def to_record_result(result: Any) -> RecordResult:
     """The API's ``RecordResult`` for the executor's result of one record."""
     out = result.output()
-    return RecordResult.from_output(out, None if "text" in out else chosen_text(result))
+    return RecordResult.from_output(out, out.get("text"))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -162,9 +162,11 @@ class Extracted:
 class MemberVotes:
     name: str
     answers: list[str | None] = field(default_factory=list)  # extracted answers, sample order
-    keys: list[str | None] = field(default_factory=list)
-    samples: list[Sample] = field(default_factory=list)
-    error: str | None = None  # why the member has no votes for this record
+    keys: list[str | None] = field(default_factory=list)  # a failed sample: None, as unreadable
+    drawn: list[Sample | None] = field(default_factory=list)  # per key: its sample (None: failed)
+    samples: list[Sample] = field(default_factory=list)  # the samples that came back
+    failed: list[str] = field(default_factory=list)  # errors of the samples that did not
+    error: str | None = None  # why the member has no votes for this record: every sample failed
     path: list[str] = field(default_factory=list)  # [member, ..., model] for nested muxes
 
 
@@ -181,6 +183,7 @@ class MuxResult:
     keys: dict[str, list[str | None]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, str] = field(default_factory=dict)  # members with some samples failed
     decision: semantics.Decision | None = None
     text: str | None = None  # full text of the first sample of the chosen member giving the answer
     samples: list[Sample] = field(default_factory=list)  # every sample drawn under this mux
@@ -227,6 +230,8 @@ class RecordResult:
             out["path"] = r.path
         if r and r.failures:
             out["failures"] = dict(r.failures)
+        if r and r.partial:
+            out["partial"] = dict(r.partial)
         if r and r.scores:
             out["scores"] = dict(r.scores)
         cached = sum(1 for s in samples if s.cached)
@@ -394,18 +399,19 @@ class PlanExecutor:
         votes = MemberVotes(name=model.name, path=[model.name])
         for _, item in extracts:
             if isinstance(item, SampleFailure):
-                if votes.error is None:
-                    votes.error = item.error
+                # counts in k and never wins, as Algorithm 1 treats an unreadable sample
+                votes.answers.append(None)
+                votes.keys.append(None)
+                votes.drawn.append(None)
+                votes.failed.append(item.error)
                 continue
             votes.answers.append(item.answer)
             votes.keys.append(item.key)
+            votes.drawn.append(item.sample)
             votes.samples.append(item.sample)
+        if votes.failed and not votes.samples:
+            votes.error = votes.failed[0]
         return votes
-
-    def _accuracy(self, member: ir.PoolMember) -> float | None:
-        if member.name in self.accuracies:
-            return self.accuracies[member.name]
-        return member.member.accuracy
 
     def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
         """The mux's decision (``muxlang.semantics``) over its members' votes and nested results."""
@@ -429,6 +435,10 @@ class PlanExecutor:
                 inputs.append(value.keys)
                 result.votes[member.name] = list(value.answers)
                 result.keys[member.name] = list(value.keys)
+                if value.failed:
+                    result.partial[member.name] = (
+                        f"{len(value.failed)} of {len(value.keys)} samples failed (counted as "
+                        f"unreadable): {scrub(value.failed[0])}")
         decision = semantics.decide_mux(mux, inputs, self.accuracies, self._rules[mux.name])
         result.decision = decision
         result.confidence = decision.confidence
@@ -445,8 +455,8 @@ class PlanExecutor:
         if isinstance(winner, MuxResult):
             result.answer, result.text = winner.answer, winner.text
         else:
-            for answer, key, sample in zip(winner.answers, winner.keys, winner.samples):
-                if key == decision.answer:  # the first sample that gave the chosen answer
+            for answer, key, sample in zip(winner.answers, winner.keys, winner.drawn):
+                if sample is not None and key == decision.answer:  # the first that gave it
                     result.answer, result.text = answer, sample.text
                     break
         return result

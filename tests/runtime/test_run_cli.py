@@ -132,6 +132,28 @@ def test_a_record_where_every_member_fails_gets_an_error_and_the_run_goes_on(
     assert "in.jsonl:2:" in capsys.readouterr().err
 
 
+def test_a_failed_sample_counts_in_k_and_the_member_keeps_its_other_samples(
+        server, api_key, write_spec, write_records, tmp_path):
+    # a: 7, 7 and one request that fails for good; b: 5, 5, 6. As Algorithm 1 treats an
+    # unreadable sample, the failure counts in a's k: s = 2/3, tying b, and a's accuracy wins.
+    # (Dropping a would answer b's 5; dropping only the failed sample would give a s = 1.)
+    server.answer = lambda model, prompt, seed: (
+        "#### 7" if model == "id-a" else "#### 5" if seed < 102 else "#### 6")
+    server.add_fault("400", count=1, model="id-a", message="bad luck")
+    spec = write_spec(spec_text(server.openai_url, models=("a", "b"), backend="n = false",
+                                accuracies={"a": 0.9, "b": 0.5}))
+    out = tmp_path / "out.jsonl"
+    assert run_cli(spec, "--input", write_records([{"id": 1, "question": "q"}]),
+                   "--output", out) == 0
+    (line,) = read_jsonl(out)
+    assert (line["answer"], line["model"]) == ("7", "a")
+    assert line["confidence"] == pytest.approx(2 / 3)
+    assert sorted(line["votes"]["a"], key=str) == ["7", "7", None]
+    assert line["missing"] == [] and "failures" not in line
+    assert line["partial"]["a"].startswith("1 of 3 samples failed (counted as unreadable)")
+    assert "bad luck" in line["partial"]["a"]
+
+
 def test_429_storm_is_absorbed(server, api_key, write_spec, write_records, tmp_path):
     server.answer = varied
     server.add_fault("429", duration=1.0, retry_after=1)
