@@ -13,7 +13,8 @@ import sys
 from typing import Sequence
 
 from muxlang import __version__
-from muxlang.errors import MuxError, caused_by_interrupt
+from muxlang.errors import (BackendError, DatasetError, MuxError, StoreError,
+                            caused_by_interrupt)
 
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, one-line help)
@@ -36,6 +37,32 @@ def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser.add_argument("--version", action="version", version=f"muxlang {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     return parser, sub
+
+
+def flag_hint(error: MuxError, command: str | None) -> str | None:
+    """The command-line way out of a library error: the library's messages speak of stores,
+    datasets and backends, never of this command line's flags, so the hints that name a flag
+    are added here, from the error's kind and fields."""
+    takes_backend = command in ("run", "collect")
+    if isinstance(error, StoreError):
+        if error.missing:
+            return ("`muxlang import` or `muxlang collect` fill a store; --store URL or "
+                    "$MUXLANG_STORE chooses which store a command uses")
+        if error.opening:
+            return "--store URL or $MUXLANG_STORE chooses the store (default ./muxlang.sqlite)"
+    elif isinstance(error, DatasetError):
+        if error.clash:
+            flag = {"import": "--dataset NAME", "collect": "--name NAME"}.get(command or "")
+            return f"name this one with {flag}" if flag else None
+        if error.known == []:
+            return ("`muxlang import` or `muxlang collect` put datasets in a store; --store URL "
+                    "chooses another store")
+    elif isinstance(error, BackendError):
+        if error.needs == "url" and takes_backend and error.backend:
+            return f"give it with --backend {error.backend}=URL"
+        if error.needs == "kind":
+            return "`muxlang eval` and `muxlang tune` read replay backends' samples from the store"
+    return None
 
 
 def _chosen(argv: Sequence[str]) -> str | None:
@@ -62,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except MuxError as error:
-        print(error.render(), file=sys.stderr)
+        hint = flag_hint(error, args.command)
+        print(error.render() + (f"\n  hint: {hint}" if hint else ""), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

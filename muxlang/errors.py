@@ -80,27 +80,51 @@ class SpecError(MuxError):
         return "\n".join([*(d.render() for d in self.diagnostics), tail])
 
 
-class DataError(MuxError):
+class StoreError(MuxError):
+    """The sample store cannot be opened or used.
+
+    ``url``: the store's URL with its password hidden. ``missing``: a reader asked for a store
+    that does not exist (nothing was imported or collected into it). ``opening``: the URL or the
+    database is wrong (scheme, driver, path, permissions), as opposed to a failure while in use.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, missing: bool = False,
+                 opening: bool = False):
+        super().__init__(message)
+        self.url, self.missing, self.opening = url, missing, opening
+
+
+class BackendError(MuxError):
+    """A backend cannot be called as configured. ``backend``: its name in the spec; ``needs``:
+    what is wrong, ``"url"`` (none given), ``"kind"`` (not one the runtime calls) or ``"key"``."""
+
+    def __init__(self, message: str, *, backend: str | None = None, needs: str | None = None):
+        super().__init__(message)
+        self.backend, self.needs = backend, needs
+
+
+class DatasetError(MuxError):
+    """A dataset is unknown to the store, does not fit the task, or cannot be read.
+
+    ``dataset``: the name or path asked for; ``known``: the datasets the store holds, when the
+    store was asked (None otherwise); ``clash``: the name is taken by other content."""
+
+    def __init__(self, message: str, *, dataset: str | None = None,
+                 known: Sequence[str] | None = None, clash: bool = False):
+        super().__init__(message)
+        self.dataset, self.clash = dataset, clash
+        self.known = list(known) if known is not None else None
+
+
+class DataError(DatasetError):
     """A bad input record or dataset file, located by file and line."""
 
     def __init__(self, file: str, line: int, message: str):
         self.file, self.line, self.message = file, line, message
-        super().__init__(f"{file}:{line}: {message}")
+        super().__init__(f"{file}:{line}: {message}", dataset=file)
 
     def render(self) -> str:
         return f"{self}"
-
-
-class StoreError(MuxError):
-    """The sample store cannot be opened or does not hold what was asked for."""
-
-
-class BackendError(MuxError):
-    """A backend cannot be called as configured (kind, URL, key)."""
-
-
-class DatasetError(MuxError):
-    """A dataset is unknown to the store, unreadable, or does not fit the task."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:

@@ -388,7 +388,7 @@ def _open_study(storage: str | None, name: str | None, directions: list[str], sa
             time.sleep(0.2 + random.random() * (attempt + 1))
     if list(study.directions) != [optuna.study.StudyDirection.MAXIMIZE if d == "maximize"
                                   else optuna.study.StudyDirection.MINIMIZE for d in directions]:
-        raise MuxError(f"study '{name}' was created with other objectives; use a new --study name")
+        raise MuxError(f"study '{name}' was created with other objectives; use a new study name")
     if fingerprint is not None:
         mine = {**fingerprint, "sampler": kind}
         attrs = study.user_attrs
@@ -399,10 +399,10 @@ def _open_study(storage: str | None, name: str | None, directions: list[str], sa
             differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             said = "; ".join(f"{k} {_shown(theirs.get(k))} (this run: {_shown(mine.get(k))})"
                              for k in differ)
-            hint = (" (sampler auto searches the whole grid only when --trials covers it)"
+            hint = (" (sampler auto searches the whole grid only when the trials cover it)"
                     if "sampler" in differ else "")
             raise MuxError(f"study '{name}' was run with {said}{hint}; resume it with the same "
-                           f"spec, data and options, or use a new --study name")
+                           f"spec, data and options, or use a new study name")
     return study
 
 

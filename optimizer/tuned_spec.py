@@ -183,7 +183,7 @@ def write_tuned_spec(spec_path: str, mux: str, config: Config, record: Record,
     text = tuned_text(source, spec_path, mux, config, record.lines(), out_path)
     target = Path(out_path)
     if target.is_dir():
-        raise MuxError(f"--out {out_path} is a directory; give a file name like tuned.mux")
+        raise MuxError(f"{out_path} is a directory; give a file name like tuned.mux")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")

@@ -29,7 +29,7 @@ import aiohttp
 from asyncio_throttle import Throttler
 
 from muxlang import ir
-from muxlang.errors import MuxError
+from muxlang.errors import BackendError
 from muxlang.prompts import Messages
 from muxlang.runtime.secrets import read_key, register_key_env, scrub
 from muxlang.samples import Sample, SampleFailure
@@ -119,19 +119,20 @@ class BackendSettings:
 
     def check(self, spec_key_env: str | None) -> None:
         """Errors a user can fix before any request is sent."""
-        if self.kind not in ("openai", "ollama"):
-            raise MuxError(f"backend '{self.name}' has kind '{self.kind}', which `muxlang run` "
-                           f"cannot call (openai or ollama)")
+        if self.kind not in BACKEND_KINDS:
+            raise _kind_error(self)
         if not self.url:
-            raise MuxError(f"backend '{self.name}' has no url; set it in the spec, with "
-                           f"--backend {self.name}=URL, or in MUXLANG_BACKEND_"
-                           f"{env_name(self.name)}_URL")
+            raise BackendError(f"backend '{self.name}' has no url: set it in the spec, give it "
+                               f"as an override, or in MUXLANG_BACKEND_{env_name(self.name)}_URL",
+                               backend=self.name, needs="url")
         if not re.match(r"^https?://", self.url):
-            raise MuxError(f"backend '{self.name}': url must start with http:// or https://")
+            raise BackendError(f"backend '{self.name}': url must start with http:// or https://",
+                               backend=self.name, needs="url")
         if spec_key_env and self.key() is None:
             state = "is empty" if os.environ.get(spec_key_env) == "" else "is not set"
-            raise MuxError(f"backend '{self.name}' reads its API key from environment variable "
-                           f"{spec_key_env}, which {state}")
+            raise BackendError(f"backend '{self.name}' reads its API key from environment "
+                               f"variable {spec_key_env}, which {state}",
+                               backend=self.name, needs="key")
 
 
 @dataclass
@@ -701,6 +702,12 @@ def make_backend(settings: BackendSettings, *, policy: RetryPolicy | None = None
     try:
         cls = BACKEND_KINDS[settings.kind]
     except KeyError:
-        raise MuxError(f"backend '{settings.name}' has kind '{settings.kind}', which `muxlang "
-                       f"run` cannot call (openai or ollama)") from None
+        raise _kind_error(settings) from None
     return cls(settings, policy=policy)
+
+
+def _kind_error(settings: BackendSettings) -> BackendError:
+    return BackendError(f"backend '{settings.name}' has kind '{settings.kind}', which the "
+                        f"runtime cannot call (it calls {' and '.join(BACKEND_KINDS)} servers; "
+                        "replay backends only serve stored samples)",
+                        backend=settings.name, needs="kind")

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from muxlang.errors import DataError, MuxError
+from muxlang.errors import DataError, DatasetError, MuxError, StoreError
 from muxlang.samples import SampleKey, canonical_json, record_input_hash, sha256
 from muxlang.store import migrations
 from muxlang.store import schema as s
@@ -113,17 +113,18 @@ class Store:
         if must_exist and self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
             path = Path(self.url.split(":///", 1)[1])
             if not path.exists():
-                raise MuxError(f"store {self.display_url} does not exist: `muxlang import` or "
-                               "`muxlang collect` first, or point --store / $MUXLANG_STORE at "
-                               "your store")
+                raise StoreError(f"store {self.display_url} does not exist: import or collect "
+                                 "samples into it first, or open the store that holds them",
+                                 url=self.display_url, missing=True)
         try:
             if self.url.startswith("sqlite"):
                 memory = self.url in ("sqlite://", "sqlite:///:memory:")
                 if not memory:
                     path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
                     if path and not Path(path).parent.exists():
-                        raise MuxError(f"store {self.display_url}: directory "
-                                       f"{Path(path).parent} does not exist")
+                        raise StoreError(f"store {self.display_url}: directory "
+                                         f"{Path(path).parent} does not exist",
+                                         url=self.display_url, opening=True)
                 # check_same_thread off: the pool hands a connection to one thread at a time,
                 # and the runtime cache works from a worker thread.
                 self.engine = create_engine(
@@ -135,11 +136,12 @@ class Store:
         except MuxError:
             raise
         except Exception as error:  # bad URL, unknown driver
-            raise MuxError(f"cannot open store {self.display_url}: {error}") from None
+            raise StoreError(f"cannot open store {self.display_url}: {error}",
+                             url=self.display_url, opening=True) from None
         self.dialect = self.engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql"):
-            raise MuxError(f"store {self.display_url}: unsupported database '{self.dialect}' "
-                           "(use SQLite or PostgreSQL)")
+            raise StoreError(f"store {self.display_url}: unsupported database '{self.dialect}' "
+                             "(use SQLite or PostgreSQL)", url=self.display_url, opening=True)
         self._version: int | None = None
         if upgrade:
             self.upgrade()
@@ -154,7 +156,8 @@ class Store:
                 with conn.begin():
                     yield conn
         except OperationalError as error:
-            raise MuxError(f"store {self.display_url}: {_reason(error)}") from None
+            raise StoreError(f"store {self.display_url}: {_reason(error)}",
+                             url=self.display_url) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -179,14 +182,16 @@ class Store:
                     conn.execute(text("SELECT pg_advisory_xact_lock(7215033)"))
                 version = migrations.current_version(conn)
                 if version > migrations.LATEST:
-                    raise MuxError(f"store {self.display_url} has schema version {version}, newer "
-                                   f"than this muxlang understands ({migrations.LATEST}): "
-                                   "upgrade muxlang")
+                    raise StoreError(f"store {self.display_url} has schema version {version}, "
+                                     f"newer than this muxlang understands "
+                                     f"({migrations.LATEST}): upgrade muxlang",
+                                     url=self.display_url)
                 result = migrations.upgrade(conn, target)
         except DatabaseError as error:
-            raise MuxError(f"cannot open store {self.display_url}: {_reason(error)}"
-                           + (" (is it a muxlang store? a SQLite store is a database file, "
-                              "not a data file)" if self.dialect == "sqlite" else "")) from None
+            raise StoreError(f"cannot open store {self.display_url}: {_reason(error)}"
+                             + (" (is it a muxlang store? a SQLite store is a database file, "
+                                "not a data file)" if self.dialect == "sqlite" else ""),
+                             url=self.display_url, opening=True) from None
         self._version = result[1]
         return result
 
@@ -336,10 +341,10 @@ class Store:
             existing = self._dataset_row(cx, name)
             if existing is not None:
                 if existing.content_hash != content_hash:
-                    raise MuxError(
+                    raise DatasetError(
                         f"dataset '{name}' is already in the store with different content "
                         f"(stored {existing.content_hash[:12]}, this file {content_hash[:12]}); "
-                        "give this one another name with --dataset NAME")
+                        "give this one another name", dataset=name, clash=True)
                 return existing
             dataset_id = cx.execute(s.datasets.insert().values(
                 name=name, content_hash=content_hash, source=source, gold_field=gold_field,
@@ -400,8 +405,8 @@ class Store:
             names = [d.name for d in self.list_datasets()]
             hint = did_you_mean(dataset, names)
             known = f" (stored: {', '.join(names)})" if names else " (the store has no datasets)"
-            raise MuxError(f"no dataset '{dataset}' in store {self.display_url}{known}"
-                           + (f"; {hint}" if hint else ""))
+            raise DatasetError(f"no dataset '{dataset}' in store {self.display_url}{known}"
+                               + (f"; {hint}" if hint else ""), dataset=dataset, known=names)
         return info
 
     # -- runs ----------------------------------------------------------------------------------
@@ -515,7 +520,8 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
     name = str(path)
     p = Path(path)
     if not p.is_file():
-        raise MuxError(f"{name}: no such file" if not p.exists() else f"{name}: not a file")
+        raise DatasetError(f"{name}: no such file" if not p.exists() else f"{name}: not a file",
+                           dataset=name)
     number = 0
     try:
         with open_text(p) as handle:
@@ -591,10 +597,10 @@ def resolve_dataset(store: Store, value: str, gold_field: str | None) -> Dataset
 
     names = [d.name for d in store.list_datasets()]
     hint = did_you_mean(value, names)
-    raise MuxError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
-                   + (f"; {hint}" if hint else
-                      f" (stored datasets: {', '.join(names)})" if names else
-                      " (the store has no datasets: `muxlang import` or `muxlang collect` first)"))
+    raise DatasetError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
+                       + (f"; {hint}" if hint else
+                          f" (stored datasets: {', '.join(names)})" if names else
+                          " (the store has no datasets yet)"), dataset=value, known=names)
 
 
 def default_dataset_name(path: str | Path) -> str:

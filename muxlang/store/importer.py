@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 from pathlib import Path
 
-from muxlang.errors import DataError, MuxError
+from muxlang.errors import DataError, DatasetError, MuxError
 from muxlang.samples import SampleKey, canonical_json, record_input_hash
 from muxlang.store.core import (Store, default_dataset_name, item_key_of,
                                 iter_records, read_records)
@@ -129,8 +129,8 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
     name = dataset or default_dataset_name(questions_path)
 
     if not Path(samples_path).is_file():
-        raise MuxError(f"{samples_path}: no such file" if not Path(samples_path).exists()
-                       else f"{samples_path}: not a file")
+        raise DatasetError(f"{samples_path}: no such file" if not Path(samples_path).exists()
+                           else f"{samples_path}: not a file", dataset=samples_path)
     models: dict[str, int] = {}
     counts = {"read": 0, "written": 0}
     run_id = store.start_run("import", {"samples": samples_path, "questions": questions_path,

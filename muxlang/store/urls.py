@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from muxlang.errors import MuxError
+from muxlang.errors import StoreError
 
 DEFAULT_FILE = "muxlang.sqlite"
 ENV_VAR = "MUXLANG_STORE"
@@ -19,16 +19,16 @@ def resolve_url(url: str | None = None) -> str:
     value = url or os.environ.get(ENV_VAR) or DEFAULT_FILE
     value = value.strip()
     if not value:
-        raise MuxError("empty store URL")
+        raise StoreError("empty store URL", opening=True)
     if "://" not in value:
         return "sqlite:///" + str(Path(value).expanduser().absolute())
     scheme, rest = value.split("://", 1)
     if scheme in ("postgresql", "postgres"):
         return "postgresql+psycopg://" + rest
     if scheme.split("+")[0] not in ("sqlite", "postgresql"):
-        raise MuxError(f"store URL scheme '{scheme}' is not supported: the sample store is "
-                       "SQLite (a file path, or sqlite:///PATH) or PostgreSQL "
-                       "(postgresql://USER@HOST:5432/DB)")
+        raise StoreError(f"store URL scheme '{scheme}' is not supported: the sample store is "
+                         "SQLite (a file path, or sqlite:///PATH) or PostgreSQL "
+                         "(postgresql://USER@HOST:5432/DB)", opening=True)
     return value
 
 

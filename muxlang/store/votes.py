@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 from sqlalchemy import select
 
 from muxlang import ir
-from muxlang.errors import MuxError
+from muxlang.errors import DatasetError, MuxError
 from muxlang.prompts import render
 from muxlang.samples import SampleKey, canonical_json, prompt_hash
 from muxlang.store import schema as s
@@ -269,9 +269,9 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
                 where = defaultdict(list)
                 missing_template = [items[p].key for p, h in enumerate(rendered) if h is None]
                 if missing_template:
-                    raise MuxError(f"task {task.name}: its prompt cannot be rendered for item "
-                                   f"{missing_template[0]!r} of dataset {info.name}: "
-                                   f"{render_error}")
+                    raise DatasetError(f"task {task.name}: its prompt cannot be rendered for "
+                                       f"item {missing_template[0]!r} of dataset {info.name}: "
+                                       f"{render_error}", dataset=info.name)
                 for position, h in enumerate(rendered):
                     key = SampleKey.make(model.backend.name, model.id, model.sampling_params(), h)
                     where[key.hash].append(position)
