@@ -333,11 +333,18 @@ class Session:
 
     # -- run ---------------------------------------------------------------------------------
     def runner(self, spec: Union[ir.Spec, str], mux: Union[str, ir.Runnable, None] = None, *,
-               source: str = "<python>") -> "Runner":
+               source: str = "<python>", share: Optional["Runner"] = None,
+               serves: Iterable[ir.Runnable] = ()) -> "Runner":
         """A prepared run of one mux or cascade: ``async with runner:`` then
         ``await runner.run(record)`` per record (any order, concurrently), ``runner.close(status)``
-        at the end. ``Session.arun`` and ``muxlang run`` are built on it."""
-        return Runner(self, _spec(spec), mux, source)
+        at the end. ``Session.arun`` and ``muxlang run`` are built on it.
+
+        Several muxes answered at once (a server) share one runner's backends: ``serves`` lists
+        the other muxes or cascades whose backends this runner connects too, and a runner made
+        with ``share=owner`` uses the owner's backend connections (so each backend's concurrency
+        and rate hold for all of them together), sample cache and store run. The owner opens and
+        closes them (its ``async with`` and ``close``); a sharing runner's are no-ops."""
+        return Runner(self, _spec(spec), mux, source, share=share, serves=serves)
 
     async def arun(self, spec: Union[ir.Spec, str], records: Records,
                    mux: Union[str, ir.Runnable, None] = None) -> AsyncIterator[RecordResult]:
@@ -615,7 +622,8 @@ class Runner:
     """
 
     def __init__(self, session: Session, spec: ir.Spec, mux: Union[str, ir.Runnable, None],
-                 source: str):
+                 source: str, *, share: Optional["Runner"] = None,
+                 serves: Iterable[ir.Runnable] = ()):
         from muxlang.compiler import build_plan
         from muxlang.runtime.executor import PlanExecutor, Runtime, backends_of
 
@@ -629,7 +637,25 @@ class Runner:
                                f"'{name}'" + (f"; {hint}" if hint else
                                               f" (backends: {', '.join(spec.backends)})"))
         plan = build_plan(spec, self.runnable)
+        self._owner = share is None
+        if share is not None:  # the owner's connections, cache and store run
+            lacking = [b.name for b in backends_of(self.runnable)
+                       if b.name not in share.runtime.clients]
+            if lacking:
+                raise MuxError(f"'{self.runnable.name}' calls backends {', '.join(lacking)}, "
+                               f"which the runner of '{share.runnable.name}' it shares does not "
+                               "connect to (list it in that runner's serves)")
+            self.store, self.run_id, self._closed = share.store, share.run_id, True
+            self.info = tie_break_accuracies(spec, self.runnable, self.store, session.store)
+            for message in self.info.warnings:
+                session.warn(message)
+            self.runtime = share.runtime
+            self.executor = PlanExecutor(plan, self.runtime, accuracies=self.info.accuracies)
+            self.in_flight = self._in_flight()
+            return
         used = backends_of(self.runnable)
+        for other in serves:
+            used += [b for b in backends_of(other) if b.name not in {u.name for u in used}]
         urls = {name: url for name, url in session.backends.items()
                 if name in {b.name for b in used}}
         self.store = self.run_id = None
@@ -653,7 +679,10 @@ class Runner:
         except BaseException as error:
             self.close("failed", error=error)
             raise
-        self.in_flight = session.in_flight or max(
+        self.in_flight = self._in_flight()
+
+    def _in_flight(self) -> int:
+        return self.session.in_flight or max(
             16, 2 * -(-self.runtime.total_concurrency // max(1, self.executor.requests_per_record))
             + 8)
 
@@ -662,11 +691,13 @@ class Runner:
         return self.info.accuracies
 
     async def __aenter__(self) -> "Runner":
-        await self.runtime.start()
+        if self._owner:
+            await self.runtime.start()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.runtime.close()
+        if self._owner:
+            await self.runtime.close()
 
     async def run_record(self, record: Any) -> Any:
         """The executor's result for one record (``.output()``: the ``muxlang run`` line)."""
