@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate a spec and the paper's baselines from stored samples"),
     "tune": ("tune", "search model subsets and sample budgets on stored samples (Optuna)"),
     "report": ("report", "plot the Pareto front and accuracy vs samples of a tuning study"),
+    "serve": ("serve", "serve muxes behind an OpenAI-compatible HTTP endpoint"),
 }
 
 
@@ -43,7 +44,7 @@ def flag_hint(error: MuxError, command: str | None) -> str | None:
     """The command-line way out of a library error: the library's messages speak of stores,
     datasets and backends, never of this command line's flags, so the hints that name a flag
     are added here, from the error's kind and fields."""
-    takes_backend = command in ("run", "collect")
+    takes_backend = command in ("run", "collect", "serve")
     if isinstance(error, StoreError):
         if error.missing:
             return ("`muxlang import` or `muxlang collect` fill a store; --store URL or "
