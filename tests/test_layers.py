@@ -70,12 +70,14 @@ def test_no_module_imports_a_layer_above_it(tmp_path):
     assert "0 broken" in done.stdout
 
 
-def test_the_contract_catches_upward_imports_inside_functions(tmp_path):
+def test_the_contract_catches_upward_imports_and_unplaced_modules(tmp_path):
     """Probes: the store importing the runtime lazily, the stdlib (installed from stdlib/)
-    importing the language front end."""
+    importing the language front end, and a new module nobody gave a layer."""
     probe = "def f():\n    from muxlang.runtime import executor\n    return executor\n"
     done = lint(tmp_path, {"store/_probe.py": probe,
-                           "stdlib/_probe.py": "import muxlang.lang.checker\n"})
+                           "stdlib/_probe.py": "import muxlang.lang.checker\n",
+                           "_unplaced.py": "X = 1\n"})
     assert done.returncode != 0
     assert "muxlang.store._probe -> muxlang.runtime.executor" in done.stdout, done.stdout
     assert "muxlang.stdlib._probe -> muxlang.lang.checker" in done.stdout, done.stdout
+    assert "not listed as layers:\n\n- muxlang._unplaced" in done.stdout, done.stdout
