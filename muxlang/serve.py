@@ -871,8 +871,11 @@ def make_app(server: Union[MuxServer, ir.Spec, str, os.PathLike], session: Optio
     app.on_startup.append(this._open)
     app.on_shutdown.append(this._on_shutdown)
     app.on_cleanup.append(this._close)
-    app["muxlang.server"] = this
+    app[SERVER] = this
     return app
+
+
+SERVER = web.AppKey("muxlang.server", MuxServer)  # app[SERVER]: the application's MuxServer
 
 
 def _model_entry(server: MuxServer, served: Served) -> dict[str, Any]:
