@@ -69,10 +69,17 @@ def _v3_run_owner(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE runs ADD COLUMN pid INTEGER"))
 
 
+def _v4_collect_leases(conn: Connection) -> None:
+    """``collect_leases``: what concurrent collectors are drawing, and until when (additive)."""
+    meta = MetaData()
+    s.collect_leases.to_metadata(meta).create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "answer cache, gold keys, run summaries", _v2_answer_cache),
     Migration(3, "run owner (host, pid)", _v3_run_owner),
+    Migration(4, "leases of concurrent collectors", _v4_collect_leases),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -97,3 +97,16 @@ gold_keys = Table(
     Column("signature", String(64), primary_key=True),
     Column("key", Text),
 )
+
+# Schema v4: leases of concurrent collectors. A worker claims the (request key, sample index) it
+# is about to draw; the row says whose it is and until when (the database's clock, Unix seconds).
+# An expired lease is free for anyone to take over: a worker killed mid-run loses its claims when
+# they expire. Rows are deleted when their samples are stored (or the worker gives them up).
+collect_leases = Table(
+    "collect_leases", metadata,
+    Column("key_hash", String(64), primary_key=True),  # SampleKey.hash
+    Column("sample_index", Integer, primary_key=True),
+    Column("owner", String(64), nullable=False),  # the claiming worker (a random id per process)
+    Column("expires_at", Float, nullable=False),
+    Index("ix_collect_leases_owner", "owner"),
+)

@@ -174,13 +174,13 @@ def test_schema_version_and_upgrade_from_v1(store_url):
     first.close()
     # opening it upgrades to the latest version, keeping the data
     second = Store(store_url)
-    assert second.version == migrations.LATEST == 3
+    assert second.version == migrations.LATEST == 4
     assert second.get_samples(k)[0].text == "kept across the upgrade"
     old_run = second.runs()[0]
     assert old_run["summary"] is None and old_run["host"] is None and old_run["pid"] is None
     with second.transaction() as conn:
         assert "answers" in set(inspect(conn).get_table_names())
-    assert second.upgrade() == (3, 3)  # idempotent
+    assert second.upgrade() == (4, 4)  # idempotent
     second.close()
 
 
