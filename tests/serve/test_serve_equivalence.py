@@ -1,0 +1,138 @@
+"""Served answers equal ``muxlang run``'s (``Session.run`` and the command), record by record, for
+the same records and seeds: flat muxes under both rules, a nested mux, a cascade, and with the
+sample store (cached samples, tie-breaks by the mux's validation accuracies)."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import muxlang
+from muxlang.cli import main
+from tests.serve.serving import client, serving
+from tests.support.helpers import read_jsonl, spec_text
+
+EXTRA = """
+mux small {
+  task = t
+  pool = [a * 2, b * 2]
+  accuracy = 0.7
+}
+mux vote {
+  task = t
+  pool = [a * 3, b * 2, c * 1]
+  rule = majority
+}
+mux nested {
+  task = t
+  pool = [small, c * 2]
+}
+cascade escalate {
+  steps = [small, pool]
+  threshold = 0.9
+}
+"""
+
+RECORDS = [{"id": i, "question": f"What is {i} + {3 * i}?"} for i in range(16)]
+
+
+def served(running, name, records):
+    """The served answers of ``records`` (sent 4 at a time), in record order."""
+    sdk = client(running)
+
+    def one(record):
+        raw = sdk.chat.completions.with_raw_response.create(
+            model=name, messages=[], extra_body={"mux": {"record": record, "trace": True}})
+        return raw.headers, raw.parse()
+
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(one, records))
+
+
+def assert_same(want, got):
+    for result, (headers, completion) in zip(want, got, strict=True):
+        trace = completion.model_extra["mux"]
+        assert completion.choices[0].message.content == result.text, result.id
+        assert headers["x-mux-model"] == result.model, result.id
+        assert float(headers["x-mux-confidence"]) == result.confidence, result.id
+        assert (trace["answer"], trace["model"], trace["confidence"]) == (
+            result.answer, result.model, result.confidence)
+        assert trace["votes"] == result.votes and trace["scores"] == result.scores
+        assert trace.get("path", [result.model]) == (result.path or [result.model])
+        assert trace.get("step") == result.step
+        assert completion.usage.completion_tokens == result.tokens_out
+
+
+def test_served_answers_equal_session_run_for_every_kind_of_mux(backend, write_spec):
+    spec = muxlang.load(write_spec(spec_text(backend.openai_url, extra=EXTRA,
+                                             accuracies={"a": 0.6, "b": 0.8, "c": 0.7})))
+    names = ["pool", "vote", "nested", "escalate"]
+    want = {name: muxlang.Session().run(spec, RECORDS, mux=name) for name in names}
+    assert all(r.error is None for results in want.values() for r in results)
+    # the records really exercise the selection: several members win, cascades stop and go on
+    assert len({r.model for r in want["pool"]}) > 1
+    assert {r.step for r in want["escalate"]} == {"small", "pool"}
+    with serving(spec) as running:
+        for name in names:
+            assert_same(want[name], served(running, name, RECORDS))
+
+
+def test_served_answers_equal_the_run_command_lines(backend, write_spec, tmp_path):
+    path = write_spec(spec_text(backend.openai_url, extra=EXTRA))
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    assert main(["run", str(path), "--mux", "nested", "-i", str(source), "-o",
+                 str(tmp_path / "out.jsonl"), "--no-progress"]) == 0
+    lines = read_jsonl(tmp_path / "out.jsonl")
+    with serving(muxlang.load(path)) as running:
+        got = served(running, "nested", RECORDS)
+    for line, (headers, completion) in zip(lines, got, strict=True):
+        trace = completion.model_extra["mux"]
+        assert completion.choices[0].message.content == line["text"]
+        assert (trace["answer"], trace["model"], trace["confidence"], trace["votes"]) == (
+            line["answer"], line["model"], line["confidence"], line["votes"])
+
+
+STORE_SPEC = """
+backend local {{
+  kind = openai
+  url = "{url}"
+  concurrency = 8
+  retries = 1
+}}
+model a {{ backend = local  id = "id-a"  seed = 100 }}
+model b {{ backend = local  id = "id-b"  seed = 100 }}
+task t {{
+  user = "Question: {{question}}"
+  extract = final_number
+  equivalence = numeric
+  gold = "answer"
+}}
+mux pool {{
+  task = t
+  pool = [a * 2, b * 2]
+  validation = "val"
+}}
+"""
+
+
+def test_with_the_store_serve_caches_and_breaks_ties_as_run_does(backend, write_spec, tmp_path):
+    spec = muxlang.load(write_spec(STORE_SPEC.format(url=backend.openai_url)))
+    store = str(tmp_path / "samples.sqlite")
+    val = tmp_path / "val.jsonl"
+    # b agrees with the gold answer more often than a: ties go to b by validation accuracy
+    val.write_text("".join(json.dumps({"id": i, "question": f"v{i}", "answer": "1"}) + "\n"
+                           for i in range(12)))
+    muxlang.Session(store=store).collect(spec, str(val), name="val")
+    runner = muxlang.Session(store=store).runner(spec)
+    accuracies = runner.info.accuracies
+    runner.close()
+    assert set(accuracies) == {"a", "b"}
+    want = muxlang.Session(store=store).run(spec, RECORDS)
+    assert any(r.scores["a"] == r.scores["b"] for r in want)  # ties that accuracies broke
+    backend.clear_log()
+    with serving(spec, muxlang.Session(store=store)) as running:
+        got = served(running, "pool", RECORDS)
+    assert backend.requests == []  # every sample came from the store
+    assert_same(want, got)
+    assert all(c.model_extra["mux"]["samples"] == {"drawn": 0, "cached": 4, "budget": 4}
+               for _, c in got)
