@@ -599,8 +599,11 @@ class MuxServer:
         started = time.monotonic()
         assert self._slots is not None, "the application has not started"
 
+        waited = [0.0]
+
         async def run() -> Any:
             async with self._slots:  # type: ignore[union-attr]
+                waited[0] = time.monotonic() - started
                 self._running += 1
                 try:
                     return await runner.run_record(request.record)
@@ -618,7 +621,7 @@ class MuxServer:
         elapsed = time.monotonic() - started
         self._latency = 0.9 * self._latency + 0.1 * elapsed
         result = to_record_result(outcome)
-        answer = Answer(request, result, outcome, elapsed)
+        answer = Answer(request, result, outcome, elapsed, waited[0])
         self.metrics.observe(answer)
         if outcome.bad_input:
             raise ServeError(400, f"{result.error}; give the whole record in mux.record "
@@ -639,7 +642,8 @@ class Answer:
     request: ChatRequest
     result: Any  # muxlang.results.RecordResult
     outcome: Any  # the executor's result
-    seconds: float
+    seconds: float  # from admission to the answer
+    queued: float = 0.0  # of which waiting for a slot (the server's queue)
 
     @property
     def samples(self) -> tuple[int, int]:
@@ -669,13 +673,15 @@ class Answer:
             "model": r.model, "confidence": r.confidence, "answer": r.answer,
             "votes": r.votes, "scores": r.scores,
             "samples": {"drawn": drawn, "cached": cached,
-                        "budget": budget(with_samples(runnable, request.samples))},
+                        "budget": (budget(with_samples(runnable, request.samples))
+                                   if request.samples else request.served.info["budget"])},
             "missing": r.missing, "failures": r.failures, "partial": r.partial,
             "input": request.source, "ignored": request.ignored,
             "note": "the spec's prompts and sampling parameters are used: a request's system "
                     "message and its temperature, top_p, max_tokens, seed, stop and other "
                     "sampling fields do not reach the models",
-            "latency": round(self.seconds, 4),
+            "latency": round(self.outcome.latency, 4),  # the record's run, as run's `latency`
+            "queued": round(self.queued, 4),  # seconds it waited in the server's queue before
         }
         if len(r.path) > 1:
             trace["path"] = r.path
