@@ -62,6 +62,7 @@ class Backend:
     retries: int = 3  # extra attempts after the first
     retry_time: float = 120.0  # total seconds a request may spend retrying
     supports_n: bool | None = None  # None = probe once per model
+    max_response: int = 8_000_000  # bytes a response may hold, once decompressed
     pos: Pos = NOWHERE
 
 

@@ -52,6 +52,14 @@ class Rate(Node):
 
 
 @dataclass
+class Size(Node):
+    """A number of bytes: ``8MB`` (10^6), ``512KiB`` (2^10), ``100B``."""
+
+    bytes: int
+    text: str
+
+
+@dataclass
 class Range(Node):
     low: Num
     high: Num
@@ -87,7 +95,7 @@ class Member(Node):
     count: Num
 
 
-Value = Union[Str, Num, Bool, Duration, Rate, Range, Ref, Call, List, Member]
+Value = Union[Str, Num, Bool, Duration, Rate, Size, Range, Ref, Call, List, Member]
 
 
 @dataclass
@@ -130,7 +138,7 @@ def describe(value: Value) -> str:
     """How a value reads in a message: 'a string', 'the name llama8b', ..."""
     names = {
         Str: "a string", Num: "a number", Bool: "a boolean", Duration: "a duration",
-        Rate: "a rate", Range: "a range", List: "a list", Member: "a pool member",
+        Rate: "a rate", Size: "a size", Range: "a range", List: "a list", Member: "a pool member",
     }
     if isinstance(value, Ref):
         return f"the name '{value.name}'"

@@ -189,7 +189,8 @@ class Checker:
             name=decl.name, kind=kind, pos=decl.name_pos,
             **self._given(decl, url="url", api_key_env="api_key", concurrency="concurrency",
                           rate="rate", timeout="timeout", retries="retries",
-                          retry_time="retry_time", supports_n="n"))
+                          retry_time="retry_time", supports_n="n",
+                          max_response="max_response"))
         self.spec.backends[decl.name] = backend
 
     def _model(self, decl: ast.Decl) -> None:

@@ -23,7 +23,8 @@ _GRAMMAR = Path(__file__).with_name("grammar.lark")
 # How a terminal reads in a message.
 _TOKEN_NAMES = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "LONG_STRING": "a string",
-    "DURATION": "a duration", "RATE": "a rate", "LBRACE": "'{'", "RBRACE": "'}'",
+    "DURATION": "a duration", "RATE": "a rate", "SIZE": "a size", "LBRACE": "'{'",
+    "RBRACE": "'}'",
     "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'", "EQUAL": "'='",
     "COMMA": "','", "STAR": "'*'", "DOT": "'.'", "IMPORT": "'import'", "TRUE": "'true'",
     "FALSE": "'false'", "$END": "end of file", "__ANON_0": "'..'",
@@ -259,6 +260,8 @@ _UNIT_SPELLINGS = {
     "m": ("min", "mins", "minute", "minutes", "M"),
     "h": ("hr", "hrs", "hour", "hours", "H"),
 }
+_SIZE_OF = {"b": "B", "kb": "KB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB",
+            "gib": "GiB", "k": "KB", "g": "GB", "bytes": "B", "byte": "B"}
 _UNIT_OF = {spelling: unit for unit, spellings in _UNIT_SPELLINGS.items() for spelling in spellings}
 
 
@@ -280,7 +283,10 @@ def _glued_unit(error: UnexpectedInput, text: str) -> Diagnostic | None:
             continue
         line, column = _position(text, number.start_pos)
         unit = _UNIT_OF.get(str(name))
-        if unit is not None:
+        size = _SIZE_OF.get(str(name).lower())
+        if size is not None:
+            hint = f"sizes are written in B, KB, MB, GB, KiB, MiB or GiB: write {number}{size}"
+        elif unit is not None:
             hint = f"units are ms, s, m, h: write {number}{unit}"
         else:
             hint = f"units are ms, s, m, h (e.g. {number}s); a rate is written {number}/s"
@@ -414,6 +420,9 @@ def _number(text: str) -> int | float:
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# sizes: decimal (KB = 1000 bytes) and binary (KiB = 1024 bytes) units
+SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20,
+              "GiB": 2**30}
 
 
 def _unescape(raw: str) -> str:
@@ -501,6 +510,12 @@ class _ToAst(Transformer):
         text = str(children[0])
         count, unit = text.split("/")
         return ast.Rate(**self._at(meta), per_second=float(count) / _UNITS[unit], text=text)
+
+    def size(self, meta, children):
+        text = str(children[0])
+        number = text.rstrip("BKMGi")
+        scale = SIZE_UNITS[text[len(number):]]
+        return ast.Size(**self._at(meta), bytes=int(float(number) * scale), text=text)
 
     def range(self, meta, children):
         low, high = (ast.Num(**self._tok(t), value=_number(str(t)), text=str(t)) for t in children)

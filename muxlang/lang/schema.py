@@ -126,6 +126,27 @@ class PerSecond(Field):
 
 
 @dataclass
+class Bytes(Field):
+    """A size such as 8MB (10^6 bytes) or 512KiB (2^10 bytes), or a whole number of bytes."""
+
+    expects = "a size such as 8MB, 512KiB or 100000B"
+    low: int = 1
+
+    def convert(self, value, report):
+        if isinstance(value, ast.Size):
+            count = value.bytes
+        elif isinstance(value, ast.Num) and value.is_int:
+            count = value.value
+        else:
+            return self.wrong(value, report)
+        if count < self.low:
+            report(value, f"{value.text} is out of range: must be at least {self.low} bytes",
+                   None)
+            return BAD
+        return count
+
+
+@dataclass
 class Choice(Field):
     choices: tuple[str, ...] = ()
 
@@ -305,6 +326,7 @@ SCHEMAS: dict[str, Schema] = {
         "retries": Int(0, 100),
         "retry_time": Seconds(),
         "n": Flag(allow_auto=True),
+        "max_response": Bytes(low=1024),
     }, required=("kind",)),
     "model": Schema({
         "backend": DeclRef(kinds=("backend",)),

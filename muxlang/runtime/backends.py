@@ -10,8 +10,10 @@ exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP da
 ``retry-after-ms``, bounded by ``backend.retries`` extra attempts and ``backend.retry_time``
 seconds in total. A 429 makes the whole backend wait (cool-down) before its next request, but no
 request waits past its own retry deadline. Other 4xx fail at once with the server's error text.
-A response without text (``content: null``) is an error, never an empty vote. Keys are read from
-the environment at request time and scrubbed from every message.
+A response without text (``content: null``) is an error, never an empty vote. A response is read
+(and gzip/deflate-decompressed, by ``_read_body``) no further than the backend's ``max_response``
+bytes: past it, that sample fails at once (``response too large``). Keys are read from the
+environment at request time and scrubbed from every message.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import random
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -80,6 +83,7 @@ class BackendSettings:
     retries: int = ir.default(ir.Backend, "retries")
     retry_time: float = ir.default(ir.Backend, "retry_time")
     supports_n: bool | None = ir.default(ir.Backend, "supports_n")
+    max_response: int = ir.default(ir.Backend, "max_response")
 
     @classmethod
     def resolve(cls, backend: ir.Backend, *, url: str | None = None,
@@ -108,6 +112,7 @@ class BackendSettings:
             retries=max(0, int(backend.retries)),
             retry_time=float(backend.retry_time),
             supports_n=backend.supports_n,
+            max_response=int(backend.max_response),
         )
 
     def key(self) -> str | None:
@@ -191,6 +196,60 @@ def _error_text(raw: bytes) -> str:
     if len(text) > MAX_ERROR_TEXT:
         text = text[:MAX_ERROR_TEXT] + "..."
     return text or "(empty body)"
+
+
+class ResponseTooLarge(Exception):
+    """A response past the backend's ``max_response`` (internal)."""
+
+
+# Content-Encodings a response may use, and how to decode them: zlib streams, whose output each
+# call bounds (``max_length``), so a small compressed body never inflates past the cap.
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
+            "deflate": 32 + zlib.MAX_WBITS}
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, decompressed, reading no further than ``limit`` bytes of it.
+
+    A declared length past the limit is refused before anything is read; otherwise the body is
+    read (and inflated) chunk by chunk and refused as soon as it passes the limit, so a gzip bomb
+    or an endless stream costs at most ``limit`` bytes of memory and stops there, not at the
+    timeout. Raises ``ResponseTooLarge``, or ``RequestError`` for an encoding it cannot read.
+    """
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in DECODERS and encoding not in ("", "identity"):
+        raise RequestError(f"response in Content-Encoding '{encoding[:40]}', which was not asked "
+                           f"for (muxlang reads {', '.join(DECODERS)} and plain bodies)",
+                           status=response.status)
+    declared = response.content_length
+    if declared is not None and declared > limit and encoding in ("", "identity"):
+        raise ResponseTooLarge(f"{declared} bytes (declared)")
+    wbits = DECODERS.get(encoding)
+    decoder = zlib.decompressobj(wbits) if wbits is not None else None
+    out = bytearray()
+    try:
+        async for chunk in response.content.iter_chunked(1 << 16):
+            while chunk:
+                if decoder is None:
+                    data, chunk = chunk, b""
+                else:
+                    data = decoder.decompress(chunk, limit + 1 - len(out))
+                    chunk = decoder.unconsumed_tail
+                    if decoder.eof and decoder.unused_data:  # another gzip member follows
+                        chunk = decoder.unused_data
+                        decoder = zlib.decompressobj(wbits)
+                out += data
+                if len(out) > limit:
+                    raise ResponseTooLarge(f"more than {limit} bytes"
+                                           + (" once decompressed" if decoder else ""))
+        if decoder is not None:
+            out += decoder.flush(limit + 1 - len(out))
+            if len(out) > limit:
+                raise ResponseTooLarge(f"more than {limit} bytes once decompressed")
+    except zlib.error as error:
+        raise RequestError(f"response body is not valid {encoding}: {error}",
+                           status=response.status, retryable=True) from None
+    return bytes(out)
 
 
 def _runs(indices: Sequence[int]) -> list[list[int]]:
@@ -280,7 +339,8 @@ class BackendClient:
                                          keepalive_timeout=60, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False)
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
+            auto_decompress=False)  # _read_body decompresses, within max_response
         self._semaphore = asyncio.Semaphore(limit)
         rate = self.settings.rate
         if rate:
@@ -550,7 +610,8 @@ class BackendClient:
         # headers dict is rebuilt only when it changes
         key = self.settings.key()
         if self._headers_cache is None or self._headers_cache[0] != key:
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers = {"Content-Type": "application/json", "Accept": "application/json",
+                       "Accept-Encoding": "gzip, deflate"}
             if key:
                 headers["Authorization"] = f"Bearer {key}"
             self._headers_cache = (key, headers)
@@ -572,9 +633,14 @@ class BackendClient:
             try:
                 async with self._session.post(self.endpoint, data=payload,
                                               headers=self._headers()) as response:
-                    raw = await response.read()
                     status = response.status
                     headers = response.headers
+                    raw = await _read_body(response, self.settings.max_response)
+            except ResponseTooLarge as error:
+                # not retried: the same request would draw the same flood
+                raise RequestError(f"response too large: {error} (HTTP {status}), past the "
+                                   f"backend's max_response of {self.settings.max_response} "
+                                   "bytes; not read further", status=status) from None
             except asyncio.TimeoutError:
                 raise RequestError(f"no answer within the timeout of {self.settings.timeout:g}s",
                                    retryable=True) from None

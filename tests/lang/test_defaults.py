@@ -52,5 +52,6 @@ def test_the_runtime_reads_the_backend_defaults_of_the_ir():
     spec = check_text(BASE)
     settings = BackendSettings.resolve(spec.backends["b"], environ={})
     plain = BackendSettings("b", "openai", "http://127.0.0.1:1/v1")
-    for name in ("concurrency", "rate", "timeout", "retries", "retry_time", "supports_n"):
+    for name in ("concurrency", "rate", "timeout", "retries", "retry_time", "supports_n",
+                 "max_response"):
         assert getattr(settings, name) == getattr(plain, name) == ir.default(ir.Backend, name)
