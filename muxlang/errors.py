@@ -128,9 +128,13 @@ class DataError(DatasetError):
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str | None:
-    """A hint naming the closest known spelling, or None when nothing is close."""
-    close = difflib.get_close_matches(name, sorted(set(choices)), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'?" if close else None
+    """A hint naming the closest known spelling, or None when nothing is close (or the name is
+    too long to be a misspelling: comparing a 1M-character name would take minutes)."""
+    if len(name) > 2 * ECHO_LIMIT:
+        return None
+    close = difflib.get_close_matches(name, sorted(c for c in set(choices)
+                                                   if len(c) <= 2 * ECHO_LIMIT), n=1, cutoff=0.6)
+    return f"did you mean {shorten(close[0])}?" if close else None
 
 
 def caused_by_interrupt(error: BaseException) -> bool:
@@ -146,3 +150,18 @@ def caused_by_interrupt(error: BaseException) -> bool:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return False
+
+
+ECHO_LIMIT = 80  # characters of a user's value an error message repeats
+
+
+def shorten(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``value`` as an error message echoes it: its ``repr`` for strings (quotes and escapes
+    show what was written), cut to about ``limit`` characters with the full length said, so a
+    1M-character id or model name never floods a terminal or a log. Every message that repeats
+    a value the user gave (an id, a model name, a dataset name) goes through here."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:limit]}… ({size:,} characters)"

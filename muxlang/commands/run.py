@@ -92,7 +92,8 @@ def _run_files(args: argparse.Namespace, runner: Any) -> int:
     else:
         source = args.input
         try:
-            in_stream = open(args.input, encoding="utf-8", errors="replace")
+            # bad bytes reach muxlang.jsonl.parse_line, which refuses them with their line
+            in_stream = open(args.input, encoding="utf-8", errors="surrogateescape")
         except OSError as error:
             raise MuxError(f"cannot read {args.input}: {error.strerror}") from None
         total = _count_lines(args.input)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any, AsyncIterator, Callable, Iterator
 
 from muxlang.errors import MuxError
+from muxlang.jsonl import parse_line
 from muxlang.runtime.executor import PlanExecutor, RecordResult
 from muxlang.runtime.secrets import scrub
 
@@ -60,7 +61,9 @@ def _batches(stream: IO[str], chunk: int) -> Iterator[list[str]]:
                 yield lines
             if len(lines) < chunk:
                 return
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    # a byte that is not UTF-8 stays visible (as a lone surrogate) for muxlang.jsonl.parse_line
+    # to refuse with its line, as every other reader of input files does
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
     partial = ""
     while True:
         data = read1(1 << 16)
@@ -166,9 +169,9 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
         result: RecordResult | None = None
         try:
             try:
-                record = json.loads(text)
+                record = parse_line(text)
             except ValueError as error:
-                message = f"{source}:{number}: invalid JSON: {error}"
+                message = f"{source}:{number}: {error}"
                 out = _error_line(message)
                 summary.bad_input += 1
                 summary.failed += 1

@@ -1,7 +1,6 @@
 """The ``Store``: connection handling, schema upgrades, the sample cache, datasets and runs."""
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import socket
@@ -18,6 +17,7 @@ from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from muxlang.errors import DataError, DatasetError, MuxError, StoreError
+from muxlang.jsonl import iter_records, read_records  # noqa: F401 - re-exported
 from muxlang.samples import SampleKey, canonical_json, record_input_hash, sha256
 from muxlang.store import migrations
 from muxlang.store import schema as s
@@ -504,61 +504,6 @@ def item_key_of(record: Mapping[str, Any], position: int) -> str:
 def dataset_hash(records: Sequence[Mapping[str, Any]]) -> str:
     """Content hash of a dataset: its records' canonical JSON, in order."""
     return sha256("\n".join(canonical_json(r) for r in records))
-
-
-def open_text(path: str | Path):
-    path = Path(path)
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, "r", encoding="utf-8")
-
-
-def iter_records(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Records of a JSONL (optionally .gz) file as (line number, record), read as a stream; a
-    JSON list (``[...]``) is read whole. Blank lines are skipped. A line that is not a JSON
-    object, or a file that cannot be read to its end, raises DataError at its line."""
-    name = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"{name}: no such file" if not p.exists() else f"{name}: not a file",
-                           dataset=name)
-    number = 0
-    try:
-        with open_text(p) as handle:
-            first = ""
-            while True:
-                char = handle.read(1)
-                if not char or not char.isspace():
-                    first = char
-                    break
-            if first == "[":
-                data = json.loads(first + handle.read())
-                for index, record in enumerate(data):
-                    if not isinstance(record, dict):
-                        raise DataError(name, 1, f"element {index} is not a JSON object")
-                    yield index + 1, record
-                return
-            handle.seek(0)
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(name, number, f"invalid JSON at column {error.colno}: "
-                                                  f"{error.msg}") from None
-                if not isinstance(record, dict):
-                    raise DataError(name, number, "not a JSON object")
-                yield number, record
-    except json.JSONDecodeError as error:  # the JSON-list form
-        raise DataError(name, error.lineno, f"invalid JSON: {error.msg}") from None
-    except (OSError, EOFError, UnicodeDecodeError) as error:
-        raise DataError(name, number + 1, f"cannot read: {error}") from None
-
-
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """All of :func:`iter_records` as a list."""
-    return list(iter_records(path))
 
 
 def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None,
