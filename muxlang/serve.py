@@ -832,7 +832,7 @@ def make_app(server: Union[MuxServer, ir.Spec, str, os.PathLike], session: Optio
                 return _completion(answer)
             finally:
                 this.release()
-        except ServeError as error:
+        except (ServeError, web.HTTPException) as error:
             status = error.status
             raise
         finally:
@@ -931,7 +931,12 @@ async def _stream(server: MuxServer, http: web.Request, request: ChatRequest
         await response.write(chunk({"role": "assistant", "content": ""}))
         try:
             answer = await server.answer(request)
-        except ServeError as error:
+        except Exception as error:  # the status line has gone: the error is an event
+            if not isinstance(error, ServeError):
+                print(f"muxlang serve: internal error in a stream: {type(error).__name__}: "
+                      f"{scrub(error)}", file=sys.stderr, flush=True)
+                error = ServeError(500, f"internal error: {type(error).__name__}",
+                                   "internal_error")
             request.status = error.status
             await response.write(_sse(error.body()))
             await response.write(b"data: [DONE]\n\n")

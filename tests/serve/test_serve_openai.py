@@ -317,6 +317,10 @@ def test_bad_requests_are_400_or_404_in_the_openai_shape(spec):
             status, _, body = http(running.url + "/v1/chat/completions", data,
                                    {"Content-Type": "application/json"})
             assert status == 400 and message in json.loads(body)["error"]["message"]
+        status, _, body = http(running.url + "/v1/chat/completions",
+                               b'{"model": "pool", "x": "' + b"a" * (5 << 20) + b'"}',
+                               {"Content-Type": "application/json"})
+        assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
         status, _, body = http(running.url + "/v1/nothing")
         assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
         status, _, body = http(running.url + "/v1/models", b"{}")
