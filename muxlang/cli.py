@@ -90,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except MuxError as error:
+        from muxlang.runtime.secrets import scrub
+
         hint = flag_hint(error, args.command)
-        print(error.render() + (f"\n  hint: {hint}" if hint else ""), file=sys.stderr)
+        print(scrub(error.render() + (f"\n  hint: {hint}" if hint else "")), file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -104,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         if os.environ.get("MUXLANG_DEBUG"):
             raise
-        print(f"internal error: {type(error).__name__}: {error}\n"
+        from muxlang.runtime.secrets import clip
+
+        # scrubbed like every message: the error may quote a server's reply that echoed the key
+        print(f"internal error: {type(error).__name__}: {clip(error, 2000)}\n"
               "this is a bug in muxlang; set MUXLANG_DEBUG=1 to see the traceback and report it",
               file=sys.stderr)
         return 70

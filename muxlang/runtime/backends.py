@@ -34,11 +34,12 @@ from asyncio_throttle import Throttler
 from muxlang import ir
 from muxlang.errors import BackendError
 from muxlang.prompts import Messages
-from muxlang.runtime.secrets import read_key, register_key_env, scrub
+from muxlang.runtime.secrets import clip, read_key, register_key_env, scrub
 from muxlang.samples import Sample, SampleFailure
 
 RETRYABLE_STATUS = {408, 409, 429}
-MAX_ERROR_TEXT = 400
+MAX_ERROR_TEXT = 400  # characters of a server's error text in a message
+MAX_SNIPPET = 120  # characters of a malformed body in a message
 
 
 class RequestError(Exception):
@@ -192,9 +193,7 @@ def _error_text(raw: bytes) -> str:
             err = err.get("message") or json.dumps(err)
         if err is not None:
             text = str(err)
-    text = " ".join(text.split())
-    if len(text) > MAX_ERROR_TEXT:
-        text = text[:MAX_ERROR_TEXT] + "..."
+    text = clip(" ".join(text.split()), MAX_ERROR_TEXT)  # masked before it is cut
     return text or "(empty body)"
 
 
@@ -281,7 +280,7 @@ def _no_content(finish_reason: Any, message: Any) -> str:
     detail = f"no message content (finish_reason {finish_reason!r})"
     refusal = message.get("refusal") if isinstance(message, dict) else None
     if isinstance(refusal, str) and refusal:
-        detail += f"; refusal: {' '.join(refusal.split())[:200]}"
+        detail += f"; refusal: {clip(' '.join(refusal.split()), 200)}"
     return detail
 
 
@@ -550,6 +549,8 @@ class BackendClient:
         out = []
         for j, (i, sample) in enumerate(zip(indices, got)):
             sample.index = i
+            # a server that echoes the key (in an answer) never gets it stored or printed
+            sample.text = scrub(sample.text, shapes=False)
             out.append(sample)
         return out
 
@@ -659,8 +660,9 @@ class BackendClient:
                 body = json.loads(raw)
                 return self.parse(body, n, seed, latency)
             except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
-                snippet = raw[:120].decode("utf-8", errors="replace")
-                raise RequestError(f"malformed response body ({error}): {snippet!r}",
+                # masked before it is cut (a key crossing the cut would keep its prefix)
+                snippet = clip(raw[:4096].decode("utf-8", errors="replace"), MAX_SNIPPET)
+                raise RequestError(f"malformed response body ({clip(error, 200)}): {snippet!r}",
                                    status=200, retryable=True) from None
         text = _error_text(raw)
         if status == 429:

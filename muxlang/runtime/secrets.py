@@ -2,7 +2,11 @@
 
 Keys are never stored on an object that gets printed, logged or pickled: a backend keeps the *name*
 of the variable. ``scrub`` replaces every key value the process knows about (the variables named
-by the running spec's backends, registered with ``register_key_env``) in a text.
+by the running spec's backends, registered with ``register_key_env``) in a text; ``clip`` scrubs
+and then cuts a message. The one home of masking, called wherever text from outside (a server's
+error, a sample's text, an exception) becomes a message, an output line or a stored value: the
+backends (errors and sample texts), the run stream (record errors), the session (a run's error in
+the store) and the command line (its last-resort "internal error" and every error it prints).
 """
 from __future__ import annotations
 
@@ -44,15 +48,29 @@ def _known_values() -> list[str]:
     return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 
 
-def scrub(text: object) -> str:
-    """``text`` as a string with every known key value and bearer token masked."""
+def scrub(text: object, *, shapes: bool = True) -> str:
+    """``text`` as a string with every known key value masked, and (``shapes``) every bearer
+    token and ``sk-...`` key too. Sample texts pass ``shapes=False``: a model's answer loses only
+    the keys this process really holds, never text that merely looks like a key."""
     out = str(text)
     for value in _known_values():
         if value in out:
             out = out.replace(value, MASK)
+    if not shapes:
+        return out
     for pattern in _PATTERNS:
         if pattern.groups:
             out = pattern.sub(lambda m: m.group(1) + MASK, out)
         else:
             out = pattern.sub(MASK, out)
     return out
+
+
+def clip(text: object, limit: int) -> str:
+    """``text`` scrubbed, *then* cut to ``limit`` characters (with "..." when cut).
+
+    The order is the point: cut first, and a key crossing the cut would keep its prefix, which no
+    longer matches the key and so would never be masked. Every message cut short is cut here.
+    """
+    out = scrub(text)
+    return out if len(out) <= limit else out[:limit] + "..."

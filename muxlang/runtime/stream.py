@@ -17,7 +17,7 @@ from typing import IO, Any, AsyncIterator, Callable, Iterator
 from muxlang.errors import MuxError
 from muxlang.jsonl import parse_line
 from muxlang.runtime.executor import PlanExecutor, RecordResult
-from muxlang.runtime.secrets import scrub
+from muxlang.runtime.secrets import clip, scrub
 
 MAX_REPORTED = 20  # record errors printed one by one; the rest are only counted
 
@@ -189,8 +189,9 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
                     summary.partial += 1
             ready[seq] = json.dumps(out, ensure_ascii=False) + "\n"
         except Exception as error:  # noqa: BLE001 - one record's bug must not end the run
-            message = f"{source}:{number}: internal error: {type(error).__name__}: {error}"
-            ready[seq] = json.dumps(_error_line(scrub(message))) + "\n"
+            message = clip(f"{source}:{number}: internal error: {type(error).__name__}: "
+                           f"{error}", 1000)
+            ready[seq] = json.dumps(_error_line(message)) + "\n"
             summary.failed += 1
             say(message)
         try:
