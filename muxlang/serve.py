@@ -663,6 +663,19 @@ class Answer:
     def summary(self) -> dict[str, Any]:
         return {"model": self.result.model, "confidence": self.result.confidence}
 
+    def _samples(self, runnable: ir.Runnable, drawn: int, cached: int) -> dict[str, Any]:
+        """Samples behind the answer: drawn now, from the store, the request's budget, and
+        per member of the mux that answered (a nested mux: all of its own)."""
+        if self.request.samples:
+            runnable = with_samples(runnable, self.request.samples)
+        answering: Any = runnable
+        if isinstance(runnable, ir.Cascade):
+            answering = next((s for s in runnable.steps if s.name == self.result.step),
+                             runnable.steps[-1])
+        return {"drawn": drawn, "cached": cached, "budget": budget(runnable),
+                "members": {m.name: m.samples if m.is_model else budget(m.member)
+                            for m in answering.pool}}
+
     def trace(self) -> dict[str, Any]:
         r, request = self.result, self.request
         drawn, cached = self.samples
@@ -672,9 +685,7 @@ class Answer:
             "kind": "cascade" if isinstance(runnable, ir.Cascade) else "mux",
             "model": r.model, "confidence": r.confidence, "answer": r.answer,
             "votes": r.votes, "scores": r.scores,
-            "samples": {"drawn": drawn, "cached": cached,
-                        "budget": (budget(with_samples(runnable, request.samples))
-                                   if request.samples else request.served.info["budget"])},
+            "samples": self._samples(runnable, drawn, cached),
             "missing": r.missing, "failures": r.failures, "partial": r.partial,
             "input": request.source, "ignored": request.ignored,
             "note": "the spec's prompts and sampling parameters are used: a request's system "

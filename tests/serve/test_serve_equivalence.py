@@ -134,5 +134,6 @@ def test_with_the_store_serve_caches_and_breaks_ties_as_run_does(backend, write_
         got = served(running, "pool", RECORDS)
     assert backend.requests == []  # every sample came from the store
     assert_same(want, got)
-    assert all(c.model_extra["mux"]["samples"] == {"drawn": 0, "cached": 4, "budget": 4}
+    assert all(c.model_extra["mux"]["samples"] == {"drawn": 0, "cached": 4, "budget": 4,
+                                                   "members": {"a": 2, "b": 2}}
                for _, c in got)

@@ -72,7 +72,8 @@ def test_an_answer_is_the_chosen_sample_with_headers_usage_and_trace(spec, backe
     assert trace["model"] == want.model and trace["confidence"] == want.confidence
     assert trace["votes"] == want.votes and trace["scores"] == want.scores
     assert trace["answer"] == want.answer
-    assert trace["samples"] == {"drawn": 9, "cached": 0, "budget": 9}
+    assert trace["samples"] == {"drawn": 9, "cached": 0, "budget": 9,
+                                "members": {"a": 3, "b": 3, "c": 3}}
     assert trace["input"] == "last user message -> {question}"
     assert {"temperature", "max_tokens", "seed"} <= set(trace["ignored"])
     assert any(item.startswith("system message") for item in trace["ignored"])
@@ -272,6 +273,7 @@ def test_per_request_sample_counts(backend, write_spec, spec):
     assert done.choices[0].message.content == want.text
     assert trace["votes"] == want.votes and [len(v) for v in trace["votes"].values()] == [1, 5, 3]
     assert trace["samples"]["budget"] == 9 and trace["overrides"] == {"samples": {"a": 1, "b": 5}}
+    assert trace["samples"]["members"] == {"a": 1, "b": 5, "c": 3}
     assert again.headers["x-mux-model"] == want.model
     assert kept == 1  # the second request reused the first one's prepared run
 
