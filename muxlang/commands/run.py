@@ -2,8 +2,10 @@
 
 One output line per non-blank input line, in input order, with ``answer``, ``model``,
 ``confidence``, ``votes``, ``missing``, ``error``, ``tokens`` and ``latency``. Exit status 0 when
-every record got an answer, 1 when any record failed (bad input included), 130 on Ctrl-C (the lines
-already written stay).
+every record got an answer, 1 when any record failed (bad input included) or, with ``--strict``,
+was answered with a member missing or some of a member's samples failed; 130 on Ctrl-C (the lines
+already written stay). A backend or model that stops taking requests, goes down or comes back is
+said once on stderr, when it happens; the records it fails then say only their short reason.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cache samples in the sample store: what is stored is not drawn "
                              "again, what is drawn is stored (URL or SQLite path; without a "
                              "value: $MUXLANG_STORE, else muxlang.sqlite)")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 also when a record was answered without every sample it "
+                             "asked for (a member missing, or some of its samples failed)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
 
 
@@ -133,6 +138,8 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
     progress = Progress(total, enabled=not args.no_progress)
     summary = RunSummary()
     executor, runtime = runner.executor, runner.runtime
+    for client in runtime.clients.values():
+        client.notify = progress.message  # one line when a backend stops, goes down, comes back
 
     def write(line: str) -> None:
         out_stream.write(line)
@@ -192,20 +199,22 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
     if not args.no_progress:
         line = (f"{'interrupted' if summary.interrupted else 'done'}: {summary.records} records "
                 f"in {summary.elapsed:.1f}s, {summary.failed} failed")
+        if summary.missing:
+            line += f", {summary.missing} answered with members missing"
         if summary.partial:
-            line += f", {summary.partial} with missing members"
+            line += f", {summary.partial} with members' samples failed"
         line += f"; {requests} requests, {retries} retries, {limited} rate-limited"
         if runtime.cache_hits:
             line += f", {runtime.cache_hits} samples from the cache"
         print(line, file=sys.stderr, flush=True)
-    # said whatever --no-progress says: it explains every failed line of the output at once
-    for name, client in runtime.clients.items():
-        if client.stats.stopped:
-            print(f"backend '{name}' stopped taking requests: {client.stats.stopped}",
-                  file=sys.stderr, flush=True)
-        for model, reason in client.stats.stopped_models.items():
-            print(f"model '{model}' on backend '{name}' stopped taking requests: {reason}",
-                  file=sys.stderr, flush=True)
     if summary.interrupted:
         return 130
-    return 0 if summary.failed == 0 else 1
+    if summary.failed:
+        return 1
+    if args.strict and summary.incomplete:
+        if args.no_progress:  # the final line did not say it
+            print(f"--strict: {summary.incomplete} records were answered without every sample "
+                  "they asked for (see 'missing' and 'partial' in the output)",
+                  file=sys.stderr, flush=True)
+        return 1
+    return 0

@@ -26,7 +26,7 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import aiohttp
 from asyncio_throttle import Throttler
@@ -46,13 +46,15 @@ class RequestError(Exception):
     """One failed attempt (internal)."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None, unreachable: bool = False):
+                 retry_after: float | None = None, unreachable: bool = False,
+                 connection: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
         self.unreachable = unreachable  # no connection could be opened at all
+        self.connection = connection  # a connection failure (no answer): its error class
 
 
 class RequestFailed(Exception):
@@ -146,6 +148,7 @@ class RetryPolicy:
     base: float = 0.5  # first backoff, seconds
     cap: float = 30.0  # longest single backoff
     jitter: float = 0.5  # a delay is uniform in [d * (1 - jitter), d]
+    probe_after: float = 5.0  # seconds a backend that went down waits before its next probe
 
     def backoff(self, attempt: int) -> float:
         delay = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
@@ -294,6 +297,9 @@ class BackendStats:
     batched: int = 0  # requests with n > 1
     probes: dict[str, bool] = field(default_factory=dict)
     stopped: str | None = None  # why the backend took no more requests, if it stopped
+    down: str | None = None  # why the backend counts as down (circuit breaker open), while it is
+    outages: int = 0  # times the breaker opened
+    fast_failed: int = 0  # requests failed without being sent while the backend was down
     stopped_models: dict[str, str] = field(default_factory=dict)  # model name -> why
 
 
@@ -315,6 +321,17 @@ class BackendClient:
         self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
         self._answered = False  # some request of this run got a 200
+        # the circuit breaker (see _trip): connection failures since the server last answered
+        self._last_answer = float("-inf")  # monotonic time of the server's last HTTP answer
+        self._failures_in_row = 0
+        self._first_failure = 0.0
+        self._down_since: float | None = None  # the breaker is open since then
+        self._last_probe = 0.0  # when the breaker opened or its last probe failed
+        self._breaker_probe = False  # the breaker's probe is in flight
+        self._short_stop: str | None = None  # the reason a refused request quotes, short
+        # said once when the backend or a model stops, goes down or comes back (the run command
+        # prints it); the requests that fail for it then only point at it
+        self.notify: Callable[[str], None] | None = None
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
@@ -529,6 +546,7 @@ class BackendClient:
                 if attempts > retries:
                     self.stats.failures += 1
                     self._stop_on(error, model)
+                    self._trip(error, started)
                     raise RequestFailed(f"{message} (gave up after {attempts} attempts)",
                                         status=error.status, attempts=attempts)
                 delay = self.policy.backoff(attempts)
@@ -540,6 +558,7 @@ class BackendClient:
                 elapsed = time.monotonic() - started
                 if elapsed + delay > retry_time:
                     self.stats.failures += 1
+                    self._trip(error, started)
                     raise RequestFailed(
                         f"{message} (gave up after {attempts} attempts: waiting {delay:.1f}s "
                         f"more would pass the retry time of {retry_time:g}s)",
@@ -565,12 +584,79 @@ class BackendClient:
         """
         reason = scrub(error.message)
         if error.status == 401:
-            self.stats.stopped = self.stats.stopped or reason
+            self._stop(reason, clip(reason, 100))
         elif error.status in (403, 404):
-            self._stopped_models.setdefault(model.id, reason)  # every spec model with this id
-            self.stats.stopped_models.setdefault(model.name, reason)
+            self._stopped_models.setdefault(model.id, clip(reason, 100))  # every model with it
+            if model.name not in self.stats.stopped_models:
+                self.stats.stopped_models[model.name] = reason
+                self._say(f"model '{model.name}' on backend '{self.name}' stopped taking "
+                          f"requests: {reason}")
         elif error.unreachable and not self._answered:
-            self.stats.stopped = self.stats.stopped or f"the server was never reached: {reason}"
+            self._stop(f"the server was never reached: {reason}",
+                       f"the server was never reached ({error.connection})")
+
+    def _stop(self, reason: str, short: str) -> None:
+        if self.stats.stopped is None:
+            self.stats.stopped, self._short_stop = reason, short
+            self._say(f"backend '{self.name}' stopped taking requests: {reason}")
+
+    def _say(self, message: str) -> None:
+        if self.notify is not None:
+            self.notify(message)
+
+    # ---- the circuit breaker ------------------------------------------------------------------
+    def _trip(self, error: RequestError, started: float) -> None:
+        """Open the breaker: a request spent its whole retry cycle on connection failures, and
+        the server answered nobody since it began (every attempt of every request since then
+        failed the same way, or is still waiting). The server is down; without this, each batch
+        of records in flight would spend its own retry cycle against it, batch after batch, for
+        the rest of the run. While open, requests fail at once, without being sent, except one
+        probe every ``policy.probe_after`` seconds: the first that gets an answer closes it.
+        (A server this run never reached at all is stopped for good instead, by ``_stop_on``.)"""
+        if error.connection is None or self._down_since is not None or not self._answered:
+            return
+        if self._last_answer >= started:
+            return
+        now = time.monotonic()
+        self._down_since = self._last_probe = now
+        self.stats.outages += 1
+        self.stats.down = (f"{self._failures_in_row} connection failures in a row over "
+                           f"{now - self._first_failure:.1f}s, the last: {scrub(error.message)}")
+        self._say(f"backend '{self.name}' is down: {self.stats.down}; its requests fail at once "
+                  f"until a probe (one every {self.policy.probe_after:g}s) gets an answer")
+
+    def _admit(self, model: ir.Model, attempt: int) -> bool:
+        """Whether this attempt is the breaker's probe; raise RequestFailed when the backend is
+        down and it is not a probe's turn."""
+        if self._down_since is None:
+            return False
+        if (not self._breaker_probe
+                and time.monotonic() - self._last_probe >= self.policy.probe_after):
+            self._breaker_probe = True
+            return True
+        self.stats.failures += 1
+        self.stats.fast_failed += 1
+        what = "not sent" if attempt == 1 else "not retried"
+        # short, and the same for every request: the reason was said once, when it went down
+        raise RequestFailed(f"{self._prefix(model)}: {what}: backend '{self.name}' is down "
+                            "(no connection; probed again later)", attempts=attempt - 1)
+
+    def _answer_seen(self) -> None:
+        """The server answered (any status): it is up; close the breaker if it was open."""
+        self._last_answer = time.monotonic()
+        self._failures_in_row = 0
+        if self._down_since is not None:
+            self._down_since, self._breaker_probe = None, False
+            self.stats.down = None
+            self._say(f"backend '{self.name}' answers again: its requests resume")
+
+    def _connection_failed(self, probe: bool) -> None:
+        if self._failures_in_row == 0:
+            self._first_failure = time.monotonic()
+        self._failures_in_row += 1
+        if probe:  # still down: the next probe later
+            self._breaker_probe = False
+            self._last_probe = time.monotonic()
 
     def _refuse_if_stopped(self, model: ir.Model, attempt: int) -> None:
         """Raise RequestFailed (not a RequestError: it is not retried) when stopped."""
@@ -578,7 +664,7 @@ class BackendClient:
         if self.stats.stopped is not None:
             self.stats.failures += 1
             raise RequestFailed(f"{self._prefix(model)}: {what}: the backend stopped taking "
-                                f"requests: {self.stats.stopped}", attempts=attempt - 1)
+                                f"requests: {self._short_stop}", attempts=attempt - 1)
         reason = self._stopped_models.get(model.id)
         if reason is not None:
             self.stats.failures += 1
@@ -626,14 +712,23 @@ class BackendClient:
             # checked once a slot is ours: requests queued behind the one that found the
             # backend or model dead must not be sent either
             self._refuse_if_stopped(model, attempt)
-            await self._wait_cool_down(deadline)
-            if self._throttler is not None:
-                await self._throttler.acquire()
+            probe = self._admit(model, attempt)
+            try:
+                await self._wait_cool_down(deadline)
+                if self._throttler is not None:
+                    await self._throttler.acquire()
+            except BaseException:
+                if probe:
+                    self._breaker_probe = False  # no probe went: the next request may probe
+                raise
             self.stats.requests += 1
             start = time.monotonic()
+            answered = False
             try:
                 async with self._session.post(self.endpoint, data=payload,
                                               headers=self._headers()) as response:
+                    answered = True
+                    self._answer_seen()
                     status = response.status
                     headers = response.headers
                     raw = await _read_body(response, self.settings.max_response)
@@ -647,12 +742,25 @@ class BackendClient:
                                    retryable=True) from None
             except aiohttp.ClientError as error:
                 detail = str(error) or type(error).__name__
-                raise RequestError(f"connection error ({type(error).__name__}): {detail}",
-                                   retryable=True,
-                                   unreachable=isinstance(error, aiohttp.ClientConnectorError)
-                                   ) from None
+                kind = type(error).__name__
+                if not answered:
+                    self._connection_failed(probe)
+                # a failed probe is not retried: the backend is still down
+                raise RequestError(f"connection error ({kind}): {detail}"
+                                   + (" (probing a backend that is down)" if probe else ""),
+                                   retryable=not probe,
+                                   unreachable=isinstance(error, aiohttp.ClientConnectorError),
+                                   connection=None if answered else kind) from None
             except OSError as error:
-                raise RequestError(f"connection error: {error}", retryable=True) from None
+                if not answered:
+                    self._connection_failed(probe)
+                raise RequestError(f"connection error: {error}", retryable=not probe,
+                                   connection=None if answered else type(error).__name__
+                                   ) from None
+            finally:
+                if probe and self._breaker_probe:  # a probe that got no answer (a timeout, ...)
+                    self._breaker_probe = False
+                    self._last_probe = time.monotonic()
             latency = time.monotonic() - start
         if status == 200:
             self._answered = True

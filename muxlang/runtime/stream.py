@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import re
 import threading
 from dataclasses import dataclass
 from typing import IO, Any, AsyncIterator, Callable, Iterator
@@ -27,13 +28,39 @@ class RunSummary:
     records: int = 0  # output lines written
     failed: int = 0  # records with an error (bad input included)
     bad_input: int = 0
-    partial: int = 0  # records answered with some member missing
+    missing: int = 0  # records answered with some member missing (every request failed)
+    partial: int = 0  # records answered with a member some of whose samples failed
+    incomplete: int = 0  # records answered with either: not every sample they asked for
     interrupted: bool = False
     elapsed: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.failed == 0 and not self.interrupted
+
+
+# ``backend 'local', model 'a' (id-a): `` at the start of a request's failure
+_REQUEST_PREFIX = re.compile(r"^backend '[^']*', model '[^']*' \([^)]*\): ")
+MAX_REASON = 160  # characters of each distinct reason in a record's line on the terminal
+
+
+def short_reason(result: RecordResult) -> str:
+    """A record's error for the terminal: short, each distinct member failure said once.
+
+    The output line keeps every member's full reason (``failures``); on the terminal, a record
+    whose members all failed the same way (a server down, a key refused) says so once, without
+    the backend and model each message repeats, so twenty records stay twenty short lines.
+    """
+    error = result.error or ""
+    mux = result.result
+    failures = dict(mux.failures) if mux is not None else {}
+    if not failures or "every pool member failed" not in error:
+        return clip(error, 2 * MAX_REASON)
+    grouped: dict[str, list[str]] = {}
+    for member, text in failures.items():
+        grouped.setdefault(_REQUEST_PREFIX.sub("", text), []).append(member)
+    parts = [f"{', '.join(members)}: {clip(text, MAX_REASON)}" for text, members in grouped.items()]
+    return clip(f"mux '{mux.mux}': every pool member failed: " + "; ".join(parts), 3 * MAX_REASON)
 
 
 def _batches(stream: IO[str], chunk: int) -> Iterator[list[str]]:
@@ -184,9 +211,11 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
                     if result.bad_input:
                         summary.bad_input += 1
                         out["error"] = f"{source}:{number}: {result.error}"
-                    say(f"{source}:{number}: {scrub(result.error)}")
-                elif out.get("missing"):
-                    summary.partial += 1
+                    say(f"{source}:{number}: {short_reason(result)}")
+                else:
+                    summary.missing += bool(out.get("missing"))
+                    summary.partial += bool(out.get("partial"))
+                    summary.incomplete += bool(out.get("missing") or out.get("partial"))
             ready[seq] = json.dumps(out, ensure_ascii=False) + "\n"
         except Exception as error:  # noqa: BLE001 - one record's bug must not end the run
             message = clip(f"{source}:{number}: internal error: {type(error).__name__}: "
