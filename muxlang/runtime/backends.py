@@ -24,6 +24,7 @@ import os
 import random
 import re
 import time
+import urllib.parse
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -34,7 +35,7 @@ from asyncio_throttle import Throttler
 from muxlang import ir
 from muxlang.errors import BackendError
 from muxlang.prompts import Messages
-from muxlang.runtime.secrets import clip, read_key, register_key_env, scrub
+from muxlang.runtime.secrets import clip, read_key, register_key_env, register_secret, scrub
 from muxlang.samples import Sample, SampleFailure
 
 RETRYABLE_STATUS = {408, 409, 429}
@@ -104,10 +105,15 @@ class BackendSettings:
             key_envs.append(backend.api_key_env)
         for name in key_envs:
             register_key_env(name)
+        url = (url or env.get(prefix + "URL") or backend.url or "").rstrip("/")
+        try:
+            register_secret(urllib.parse.urlsplit(url).password)  # masked wherever it shows
+        except ValueError:
+            pass  # check() says what is wrong with the URL
         return cls(
             name=backend.name,
             kind=backend.kind,
-            url=(url or env.get(prefix + "URL") or backend.url or "").rstrip("/"),
+            url=url,
             key_envs=tuple(key_envs),
             concurrency=max(1, int(concurrency or backend.concurrency or 1)),
             rate=rate if rate is not None else backend.rate,
@@ -117,6 +123,27 @@ class BackendSettings:
             supports_n=backend.supports_n,
             max_response=int(backend.max_response),
         )
+
+    def _check_url(self, spec_key_env: str | None) -> None:
+        """A URL aiohttp would refuse at the first request, or one whose credentials would clash
+        with the key: said before anything is sent, showing the URL without its password."""
+        try:
+            parts = urllib.parse.urlsplit(self.url)
+            port = parts.port
+            host = parts.hostname
+        except ValueError as error:  # a port that is not a number, or out of range; a bad [v6]
+            raise BackendError(f"backend '{self.name}': url {_redacted(self.url)} is not a valid "
+                               f"URL ({error})", backend=self.name, needs="url") from None
+        if not host or re.search(r"[\s/\\]", host) or (port is not None and port == 0):
+            raise BackendError(f"backend '{self.name}': url {_redacted(self.url)} is not a valid "
+                               "URL (no host, or a host with spaces)", backend=self.name,
+                               needs="url")
+        if (parts.username or parts.password) and (spec_key_env or self.key() is not None):
+            raise BackendError(
+                f"backend '{self.name}': its url carries credentials ({_redacted(self.url)}) and "
+                "the backend also sends an API key (Authorization: Bearer); a request can carry "
+                "only one: drop the user:password@ part of the url, or the backend's api_key",
+                backend=self.name, needs="url")
 
     def key(self) -> str | None:
         for name in self.key_envs:
@@ -136,11 +163,18 @@ class BackendSettings:
         if not re.match(r"^https?://", self.url):
             raise BackendError(f"backend '{self.name}': url must start with http:// or https://",
                                backend=self.name, needs="url")
+        self._check_url(spec_key_env)
         if spec_key_env and self.key() is None:
             state = "is empty" if os.environ.get(spec_key_env) == "" else "is not set"
             raise BackendError(f"backend '{self.name}' reads its API key from environment "
                                f"variable {spec_key_env}, which {state}",
                                backend=self.name, needs="key")
+
+
+def _redacted(url: str) -> str:
+    """``url`` for a message: its password (and user) as ``***``, at most 200 characters."""
+    shown = re.sub(r"^(https?://)[^/@]*@", r"\1***@", url)
+    return clip(shown, 200)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import threading
 MASK = "***"
 _lock = threading.Lock()
 _key_envs: set[str] = set()
+_values: set[str] = set()  # secrets met elsewhere than in a variable (a URL's password)
 # Bearer tokens and common key shapes, masked even when we do not know the variable.
 _PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"),
@@ -28,6 +29,13 @@ def register_key_env(name: str | None) -> None:
     if name:
         with _lock:
             _key_envs.add(name)
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` too wherever ``scrub`` runs (a password written into a backend's URL)."""
+    if value and len(value) >= 4:
+        with _lock:
+            _values.add(value)
 
 
 def read_key(name: str | None) -> str | None:
@@ -43,7 +51,7 @@ def read_key(name: str | None) -> str | None:
 def _known_values() -> list[str]:
     with _lock:
         names = list(_key_envs)
-    values = [os.environ.get(n) for n in names]
+        values = [os.environ.get(n) for n in names] + list(_values)
     # longest first, so a key that contains another is masked whole
     return sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True)
 
