@@ -1,7 +1,8 @@
 """Files → parsed modules, imports followed: the one place that touches the file system.
 
 A spec file may import stdlib modules (``import std.gsm8k``) and other spec files by path relative
-to the importing file. Modules come back in dependency order (imports before importers), each
+to the importing file; only ``.mux`` files (anything else is refused unread, so that a spec cannot
+echo ``/etc/passwd`` or a ``.env`` file in a diagnostic). Modules come back in dependency order (imports before importers), each
 loaded once however many files import it. Unreadable files, binary files, bad encodings, missing
 imports and import cycles are diagnostics, never tracebacks.
 """
@@ -15,6 +16,12 @@ from muxlang.lang import ast
 from muxlang.lang.parser import parse
 
 STD_PREFIX = "std."
+SPEC_SUFFIX = ".mux"  # the only files an import loads
+
+
+def _shown(path: str) -> str:
+    """An import's path for a message: at most 120 characters."""
+    return path if len(path) <= 120 else path[:117] + "..."
 
 
 def _position_of_offset(data: bytes, offset: int) -> tuple[int, int]:
@@ -100,6 +107,14 @@ class Loader:
         if imp.is_file:
             base = Path(module.path).parent
             target = (base / imp.target) if not Path(imp.target).is_absolute() else Path(imp.target)
+            if target.suffix != SPEC_SUFFIX:
+                # refused before it is read: a spec must not be able to show (in a diagnostic)
+                # or load any file but another spec, whatever path it names
+                self._report(imp, f"cannot import '{_shown(imp.target)}': only {SPEC_SUFFIX} "
+                             "spec files can be imported",
+                             f"name a spec file ending in {SPEC_SUFFIX}, or a stdlib module "
+                             "(import std.NAME)")
+                return None
             if not target.is_file():
                 what = "is a directory" if target.is_dir() else "no such file"
                 self._report(imp, f"cannot import '{imp.target}': {what}",

@@ -6,6 +6,7 @@ the same treatment: unknown keys get "did you mean", wrong kinds say what was ex
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -185,14 +186,37 @@ class Flag(Field):
         return self.wrong(value, report)
 
 
+# Words a variable that holds a key has in its name (OPENAI_API_KEY, HF_TOKEN, MY_SECRET, ...).
+SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASS", "AUTH", "BEARER", "CRED")
+
+
 @dataclass
 class EnvVar(Field):
+    """``env("NAME")``: the environment variable an API key is read from, at request time.
+
+    The key is sent to the backend's URL, so a spec may only name a variable whose name says it
+    holds a secret (one of ``SECRET_WORDS``): ``env("HOME")`` or ``env("AWS_REGION")`` would send
+    any value of the user's environment to whatever URL the spec names.
+    """
+
     expects = 'env("VARIABLE_NAME")'
 
     def convert(self, value, report):
         if (isinstance(value, ast.Call) and value.name == "env" and len(value.args) == 1
                 and isinstance(value.args[0].value, ast.Str) and value.args[0].name is None):
-            return value.args[0].value.value
+            arg = value.args[0].value
+            name = arg.value
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                report(arg, f"'{name[:60]}' is not an environment variable name",
+                       "a name of letters, digits and _, e.g. env(\"OPENAI_API_KEY\")")
+                return BAD
+            if not any(word in name.upper() for word in SECRET_WORDS):
+                report(arg, f"api_key may not read '{name}': its name does not say it holds a "
+                       "key, and the key is sent to the backend's URL",
+                       "name a variable holding the key, e.g. env(\"OPENAI_API_KEY\") (its name "
+                       f"must contain one of {', '.join(SECRET_WORDS)})")
+                return BAD
+            return name
         hint = "secrets are never written in a spec; name the environment variable that holds it"
         return self.wrong(value, report, hint)
 
