@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import uuid
 
 import pytest
 
@@ -145,3 +147,52 @@ def test_sample_texts_lose_only_real_keys_not_key_shaped_text(plain_key):
     text = f"use Bearer abcdefgh123 or sk-abcdefghijkl, not {PLAIN_KEY}"
     assert scrub(text, shapes=False) == f"use Bearer abcdefgh123 or sk-abcdefghijkl, not {MASK}"
     assert "abcdefgh123" not in scrub(text) and "sk-abcdefghijkl" not in scrub(text)
+
+
+PG_URL = os.environ.get("MUXLANG_TEST_POSTGRES",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_store():
+    """A store URL on PostgreSQL, in a schema of its own (skipped when no server answers)."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    try:
+        engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+    except Exception as error:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {str(error).splitlines()[0]}")
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+
+    def dump() -> str:
+        with engine.connect() as conn:
+            tables = conn.execute(sqlalchemy.text(
+                "select table_name from information_schema.tables where table_schema = :s"),
+                {"s": schema}).scalars().all()
+            return "\n".join(str(row) for table in tables for row in conn.execute(
+                sqlalchemy.text(f'select t::text from "{schema}"."{table}" t')))
+
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}", dump
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def test_a_reply_echoing_the_key_with_a_nul_never_shows_the_key_on_postgresql(
+        server, api_key, write_spec, write_records, tmp_path, capsys, pg_store):
+    url, dump = pg_store
+    server.answer = lambda model, prompt, seed: f"key {KEY}\x00 then #### 2"
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = write_records([{"id": 1, "question": "q"}])
+    out = tmp_path / "out.jsonl"
+    run_cli(spec, "--input", records, "--output", out, "--store", url)
+    main(["collect", str(spec), "--dataset", str(records), "--store", url, "--no-progress"])
+    err = capsys.readouterr().err
+    for where in (out.read_text(), err, dump()):
+        assert KEY not in where and leaks(where, KEY) == []
