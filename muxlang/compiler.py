@@ -78,15 +78,30 @@ def _output_node(runnable: ir.Runnable) -> str:
     return f"cascade:{runnable.name}" if isinstance(runnable, ir.Cascade) else f"select:{runnable.name}"
 
 
-def _add_mux(plan: nx.DiGraph, mux: ir.Mux, path: str, gate: str | None) -> str:
+def _add_mux(plan: nx.DiGraph, mux: ir.Mux, path: str, gate: str | None,
+             threshold: float | None = None) -> str:
     render = f"render:{mux.task.name}"
     plan.add_node(render, op="render", task=mux.task)
     select = f"select:{path}"
     plan.add_node(select, op="select", mux=mux, path=path)
+    adaptive = None
+    if mux.adaptive != "off":
+        # one node draws every model member in rounds until the decision is settled
+        # (muxlang.semantics.next_draws); nested members are decided before it starts
+        adaptive = f"adaptive:{path}"
+        plan.add_node(adaptive, op="adaptive", mux=mux, task=mux.task, threshold=threshold)
+        plan.add_edge(render, adaptive)
+        plan.add_edge(adaptive, select, adaptive=True)
+        if gate is not None:
+            plan.add_edge(gate, adaptive)
     for index, member in enumerate(mux.pool):
         if isinstance(member.member, ir.Mux):
             inner = _add_mux(plan, member.member, f"{path}/{member.name}", gate)
             plan.add_edge(inner, select, member=index)
+            if adaptive is not None:
+                plan.add_edge(inner, adaptive, member=index)
+            continue
+        if adaptive is not None:
             continue
         vote = f"vote:{path}/{member.name}"
         plan.add_node(vote, op="vote", model=member.member, member=index, samples=member.samples)
@@ -110,7 +125,7 @@ def _add_cascade(plan: nx.DiGraph, cascade: ir.Cascade) -> None:
     plan.add_node(out, op="cascade", cascade=cascade)
     gate = None
     for step_index, step in enumerate(cascade.steps):
-        select = _add_mux(plan, step, f"{cascade.name}/{step.name}", gate)
+        select = _add_mux(plan, step, f"{cascade.name}/{step.name}", gate, cascade.threshold)
         plan.add_edge(select, out, step=step_index)
         if step_index + 1 < len(cascade.steps):
             gate = f"gate:{cascade.name}#{step_index + 1}"
@@ -119,8 +134,11 @@ def _add_cascade(plan: nx.DiGraph, cascade: ir.Cascade) -> None:
 
 
 def request_count(plan: nx.DiGraph) -> int:
-    """Samples one record needs when no step escalates (n = 1 requests)."""
-    return sum(1 for _, data in plan.nodes(data=True) if data["op"] == "generate")
+    """Samples one record needs when no step escalates (n = 1 requests); an adaptive mux
+    counted at its full budget (the most it draws)."""
+    return sum(1 for _, data in plan.nodes(data=True) if data["op"] == "generate") + sum(
+        m.samples for _, data in plan.nodes(data=True) if data["op"] == "adaptive"
+        for m in data["mux"].pool if m.is_model)
 
 
 # -- printing ------------------------------------------------------------------------------------
@@ -129,6 +147,9 @@ def _label(node: str, data: dict[str, Any]) -> str:
         return f"generate {data['model'].name} #{data['sample']}"
     if data.get("op") == "gate":
         return f"gate: confidence < {data['threshold']:g}"
+    if data.get("op") == "adaptive":
+        pool = ", ".join(f"{m.name} * {m.samples}" for m in data["mux"].pool if m.is_model)
+        return f"adaptive {data['mux'].adaptive}: {pool} in rounds"
     if "kind" in data:
         return f"{data['kind']} {data['name']}"
     return node.replace(":", " ", 1)

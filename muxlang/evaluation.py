@@ -326,7 +326,13 @@ class _Loaded:
     others: list[ir.Model]  # the spec's other models, for per-model figures
     votes: StoredVotes
     structured: bool  # a cascade or nested muxes: the "mux" figure runs the tree
+
+    @property
+    def per_item(self) -> bool:
+        """The "mux" figure needs the per-item engine (muxlang.semantics, item by item)."""
+        return self.structured or self.adaptive
     scored: list[int]  # items with a readable gold answer
+    adaptive: bool = False  # some mux samples adaptively: the "mux" figure runs the policy
 
     @property
     def pool_models(self) -> list[ir.Model]:
@@ -354,7 +360,9 @@ def _load(store: Any, spec: ir.Spec | None, runnable: ir.Runnable, dataset: Any,
         raise MuxError(f"dataset {info.name} has no items")
     scored = [i for i, g in enumerate(votes.gold) if g is not None]
     loaded = _Loaded(info, runnable, root, pool, others, votes,
-                     is_structured(runnable) or len(pool) != len(root.pool), scored)
+                     is_structured(runnable) or len(pool) != len(root.pool), scored,
+                     any(m.adaptive != "off" for m in
+                         (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable])))
     _require_samples(loaded)
     if not scored:
         raise MuxError(f"dataset {info.name}: no item has a readable gold answer")
@@ -478,7 +486,7 @@ def _simulate(loaded: _Loaded, acc: _Accuracies, trials: int | None, seed: int,
         notes.append(f"{n_items - len(loaded.scored)} items have no readable gold answer: left out")
     ragged = any(len({len(votes.votes[m.name][i]) for i in loaded.scored}) > 1 for m in members)
     root = loaded.root
-    rule_name = "" if loaded.structured or root.rule.args else root.rule.name
+    rule_name = "" if loaded.per_item or root.rule.args else root.rule.name
     if not ragged and rule_name in ("slm_mux", "majority", "single"):
         try:
             figures = simulate_fast(members, votes, rule_name, trials, seed, best)
@@ -518,7 +526,7 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
     spend["single_best"] = cost([(best.name, 1)])
     spend["single_best_sc"] = cost([(best.name, best.k)])
     steps: list[float] | None = None
-    if loaded.structured:
+    if loaded.per_item:
         # the tree's spend: the samples each item actually used (a cascade stops early)
         spent = [cost(list(used.items())) for trial in sim.figures["used"] for used in trial]
         spend["mux"] = ((None, None) if any(s[0] is None for s in spent) else
@@ -565,6 +573,11 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Runnable, dataset: Any, *,
                      "ties go by pool order and Single-Best is the first pool model")
 
     runnable, root, votes, info = loaded.runnable, loaded.root, loaded.votes, loaded.info
+    if "used" in sim.figures:  # the samples each item drew (a cascade or adaptive policy stops)
+        mean_samples = float(np.mean([sum(used.values()) for trial in sim.figures["used"]
+                                      for used in trial]))
+    else:
+        mean_samples = float(sum(m.k for m in members))
     return {
         "spec": spec.path if spec else None,
         "mux": {"name": runnable.name,
@@ -572,6 +585,8 @@ def evaluate(store: Any, spec: ir.Spec, mux: ir.Runnable, dataset: Any, *,
                          f"{runnable.threshold:g}" if isinstance(runnable, ir.Cascade)
                          else str(runnable.rule)),
                 "tie_break": root.tie_break, "structured": loaded.structured,
+                "adaptive": root.adaptive,
+                "mean_samples": mean_samples,
                 "answered_at_step": steps,
                 "accuracy": details["mux"]["accuracy"], "se": details["mux"]["se"],
                 "item_se": details["mux"]["item_se"],

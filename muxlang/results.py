@@ -137,6 +137,8 @@ class RecordResult(_Typed):
     text: Optional[str] = None
     failures: dict[str, str] = field(default_factory=dict)
     partial: dict[str, str] = field(default_factory=dict)  # member -> how many samples failed, why
+    samples: dict[str, int] = field(default_factory=dict)  # adaptive: drawn per model member
+    confidence_bounds: Optional[list[float]] = None  # adaptive, stopped early (docs/language.md)
     path: list[str] = field(default_factory=list)  # chosen member down to its model, nested muxes
     step: Optional[str] = None  # cascades: the step whose answer was taken
     steps: list[StepResult] = field(default_factory=list)  # cascades: every step that ran
@@ -161,7 +163,10 @@ class RecordResult(_Typed):
                    scores=dict(out.get("scores") or {}), missing=list(out.get("missing") or []),
                    error=out.get("error"), text=out.get("text", text),
                    failures=dict(out.get("failures") or {}),
-                   partial=dict(out.get("partial") or {}), path=list(out.get("path") or []),
+                   partial=dict(out.get("partial") or {}),
+                   samples=dict(out.get("samples") or {}),
+                   confidence_bounds=out.get("confidence_bounds"),
+                   path=list(out.get("path") or []),
                    step=out.get("step"),
                    steps=[StepResult.from_dict(s) for s in out.get("steps") or []],
                    tokens_in=tokens.get("input"), tokens_out=tokens.get("output"),
@@ -234,6 +239,8 @@ class MuxFigure(_Typed):
     rule: str = ""
     tie_break: str = ""
     structured: bool = False
+    adaptive: str = "off"  # "exact": drawn in rounds until the decision was settled
+    mean_samples: Optional[float] = None  # samples drawn per item (a cascade or policy stops)
     answered_at_step: Optional[list[float]] = None  # cascades: share answered at each step
     accuracy: float = 0.0
     se: float = 0.0

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence, Union
 
 from muxlang import ir
-from muxlang.stdlib.selection import Ballot, Key, Selection
+from muxlang.stdlib.selection import Ballot, Key, Selection, top_answer
 
 Rule = Callable[[Sequence[Ballot], Sequence[Optional[float]]], Selection]
 
@@ -59,6 +59,10 @@ class Decision:
     failures: Mapping[str, str] = field(default_factory=dict)  # missing member -> why
     inner: Optional["Decision"] = None  # the chosen member's own decision, when it is a mux
     error: Optional[str] = None  # every member failed
+    # adaptive sampling stopped early: the bounds of the confidence the full budget would give
+    # (``confidence`` itself is over the samples drawn)
+    bounds: Optional[tuple[float, float]] = None
+    drawn: Mapping[str, int] = field(default_factory=dict)  # model member -> samples drawn
 
     @property
     def path(self) -> list[str]:
@@ -138,14 +142,42 @@ def decide_mux(mux: ir.Mux, inputs: Sequence[MemberInput],
     names = [mux.pool[p].name for p in answering]
     scores = {name: float(b.confidence) for name, b in zip(names, ballots)}
     tops = {name: b.top for name, b in zip(names, ballots)}
-    common = dict(scores=scores, tops=tops, missing=tuple(missing), failures=failures)
+    drawn = {m.name: len(g) for m, g in zip(mux.pool, inputs)
+             if m.is_model and not isinstance(g, (Decision, Failed))}
+    common = dict(scores=scores, tops=tops, missing=tuple(missing), failures=failures,
+                  drawn=drawn)
     if selection.index is None:
         return Decision(mux.name, confidence=float(selection.confidence or 0.0), **common)
     position = answering[selection.index]
     chosen = inputs[position]
     return Decision(mux.name, answer=selection.answer, index=position,
                     member=mux.pool[position].name, confidence=float(selection.confidence),
-                    inner=chosen if isinstance(chosen, Decision) else None, **common)
+                    inner=chosen if isinstance(chosen, Decision) else None,
+                    bounds=_bounds(mux, inputs, position, selection.answer), **common)
+
+
+def _bounds(mux: ir.Mux, inputs: Sequence[MemberInput], position: int,
+            answer: Key) -> Optional[tuple[float, float]]:
+    """Where the full-budget confidence lies when fewer samples were drawn (None otherwise)."""
+    drawn = [(m, list(g)) for m, g in zip(mux.pool, inputs)
+             if m.is_model and not isinstance(g, (Decision, Failed))]
+    left = {m.name: max(m.samples - len(keys), 0) for m, keys in drawn}
+    if not any(left.values()):
+        return None
+    if mux.rule.name == "majority":
+        votes = sum(keys.count(answer) for _, keys in drawn) + sum(
+            1 for g in inputs if isinstance(g, Decision) and g.error is None
+            and g.answer == answer)
+        total = sum(m.samples for m, _ in drawn) + sum(
+            1 for g in inputs if isinstance(g, Decision) and g.error is None)
+        remaining = sum(left.values())
+        return votes / total, (votes + remaining) / total
+    member = mux.pool[position]
+    if not member.is_model:
+        return None
+    keys = list(inputs[position])[:member.samples]
+    count = top_answer(keys)[1]
+    return count / member.samples, (count + left[member.name]) / member.samples
 
 
 def escalates(decision: Decision, threshold: float) -> bool:
@@ -188,25 +220,48 @@ def decide(runnable: ir.Runnable, drawn: Mapping[str, Sequence[Key] | Failed],
     measured = measured or {}
     used: dict[str, int] = {}
 
-    def run_mux(mux: ir.Mux) -> Decision:
+    def run_mux(mux: ir.Mux, threshold: Optional[float] = None) -> Decision:
         inputs: list[MemberInput] = []
         for member in mux.pool:
             if member.is_model:
-                given = drawn.get(member.name, Failed("no samples"))
-                used[member.name] = max(used.get(member.name, 0), member.samples)
-                inputs.append(given)
+                inputs.append(drawn.get(member.name, Failed("no samples")))
             else:
                 inputs.append(run_mux(member.member))
+        if mux.adaptive != "off":
+            inputs = adaptive_prefixes(mux, inputs, measured, threshold)
+        for member, given in zip(mux.pool, inputs):
+            if member.is_model and not isinstance(given, Failed):
+                n = min(len(given), member.samples)
+                used[member.name] = max(used.get(member.name, 0), n)
         return decide_mux(mux, inputs, measured)
 
     if isinstance(runnable, ir.Cascade):
         ran: list[Decision] = []
         for mux in runnable.steps:
-            ran.append(run_mux(mux))
+            ran.append(run_mux(mux, runnable.threshold))
             if not escalates(ran[-1], runnable.threshold):
                 break
         return Outcome(chosen_step(ran), ran, used)
     return Outcome(run_mux(runnable), [], used)
+
+
+def adaptive_prefixes(mux: ir.Mux, inputs: Sequence[MemberInput],
+                      measured: Mapping[str, Optional[float]] | None = None,
+                      threshold: Optional[float] = None) -> list[MemberInput]:
+    """The prefixes of the given samples that ``adaptive = exact`` draws, round by round
+    (``next_draws``): what a live run would have drawn had the samples come in this order."""
+    full = list(inputs)
+    drawn: list[MemberInput] = [given if isinstance(given, (Decision, Failed)) else []
+                                for given in full]
+    while True:
+        want = next_draws(mux, drawn, measured, threshold)
+        grew = False
+        for position, count in want.items():
+            have = len(drawn[position])
+            drawn[position] = list(full[position][:have + count])
+            grew = grew or len(drawn[position]) > have
+        if not grew:  # settled (or nothing more to read)
+            return drawn
 
 
 def models_of(runnable: ir.Runnable) -> list[ir.Model]:
@@ -223,3 +278,160 @@ def models_of(runnable: ir.Runnable) -> list[ir.Model]:
     for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
         visit(mux)
     return list(seen.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# Adaptive sampling: the same decision for fewer samples
+#
+# ``adaptive = exact`` draws a mux's model members in rounds and stops as soon as the remaining
+# samples cannot change the answer, the chosen member, or (as a cascade step) which side of the
+# threshold the confidence falls on. Member m with budget k, n drawn, r = k - n left and top count
+# a ends with confidence in [a / k, (a + r) / k] (the final top count is at least a and at most
+# a + r). Deciding on the drawn samples then gives the full-budget answer and member: a member
+# left out has drawn confidence <= its upper bound <= the winner's lower bound <= the winner's
+# drawn confidence. The confidence reported is over the samples drawn (between the bounds).
+def _top_settled(keys: Sequence[Key], budget: int) -> bool:
+    """Whether the member's answer can no longer change with its remaining samples: every
+    other answer (seen or not) ends below the top, or level with it but first sampled later."""
+    left = budget - len(keys)
+    if left <= 0:
+        return True
+    top, count = top_answer(keys)
+    if top is None:
+        return False
+    first: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for key in keys:
+        if key is not None:
+            first.setdefault(key, len(first))
+            counts[key] = counts.get(key, 0) + 1
+    if count < left:  # an answer not seen yet could still overtake it
+        return False
+    for key, n in counts.items():
+        if key == top:
+            continue
+        if n + left > count or (n + left == count and first[key] < first[top]):
+            return False
+    return True
+
+
+@dataclass
+class _Member:
+    position: int
+    priority: tuple  # lower sorts first: wins ties
+    low: float  # bounds of its final confidence
+    high: float
+    budget: int
+    keys: Sequence[Key]  # drawn so far; a nested mux: its one answer
+    nested: bool = False
+
+    @property
+    def left(self) -> int:
+        return self.budget - len(self.keys)
+
+
+def _members(mux: ir.Mux, inputs: Sequence[MemberInput],
+             measured: Mapping[str, Optional[float]]) -> list[_Member]:
+    out = []
+    for position, (member, given) in enumerate(zip(mux.pool, inputs)):
+        if isinstance(given, Decision) and given.error is not None:
+            given = Failed(given.error)
+        if isinstance(given, Failed):
+            continue
+        accuracy = member_accuracy(mux, member, measured)
+        priority = (accuracy is None, -(accuracy or 0.0), position)
+        if isinstance(given, Decision):
+            value = given.confidence if given.answer is not None else 0.0
+            out.append(_Member(position, priority, value, value, 1, (given.answer,), True))
+            continue
+        keys = list(given)[:member.samples]
+        k = member.samples
+        _, count = top_answer(keys)
+        out.append(_Member(position, priority, count / k, (count + k - len(keys)) / k, k, keys))
+    return out
+
+
+def _beats(a: _Member, b: _Member) -> bool:
+    """a surely ends ahead of b under slm_mux."""
+    return a.low > 0 and (a.low > b.high or (a.low == b.high and a.priority < b.priority))
+
+
+def _settled_side(low: float, high: float, threshold: Optional[float]) -> bool:
+    return threshold is None or low >= threshold or high < threshold
+
+
+def _half(k: int) -> int:
+    return max(1, -(-k // 2))
+
+
+def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
+               measured: Mapping[str, Optional[float]] | None = None,
+               threshold: Optional[float] = None) -> dict[int, int]:
+    """Under ``adaptive = exact``: how many more samples to draw from which model members
+    (pool position -> count), given what was drawn so far (``inputs`` as for ``decide_mux``, a
+    model's keys being the prefix drawn); ``{}`` when the decision is settled. ``threshold``:
+    the cascade threshold when the mux is a cascade step. Rounds (docs/language.md):
+
+    - slm_mux: first the member that wins all ties draws its whole budget (one request); then
+      every member that can still win draws half its budget per round;
+    - majority: every member draws half its budget per round;
+    - single: the chosen member draws a majority of its budget, then the rest.
+    """
+    members = _members(mux, inputs, measured or {})
+    drawable = [m for m in members if m.left > 0]
+    if not drawable:
+        return {}
+    rule = mux.rule.name
+    if rule == "single":
+        chosen = min(members, key=lambda m: m.priority)
+        if chosen.left <= 0 or (_top_settled(chosen.keys, chosen.budget)
+                                and _settled_side(chosen.low, chosen.high, threshold)):
+            return {}
+        first = chosen.budget // 2 + 1 if not chosen.keys else chosen.left
+        return {chosen.position: min(first, chosen.left)}
+    if rule == "majority":
+        if _majority_settled(members, threshold):
+            return {}
+        return {m.position: min(m.left, _half(m.budget)) for m in drawable}
+    # slm_mux: the members that can still win
+    live = [m for m in members
+            if m.high > 0 and not any(_beats(o, m) for o in members if o is not m)]
+    if len(live) <= 1:
+        if not live:
+            return {}
+        (only,) = live
+        if only.left <= 0 or (_top_settled(only.keys, only.budget)
+                              and _settled_side(only.low, only.high, threshold)):
+            return {}
+        return {only.position: min(only.left, _half(only.budget))}
+    if not any(m.keys for m in members if not m.nested):  # the first round
+        lead = min(drawable, key=lambda m: m.priority)
+        return {lead.position: lead.left}
+    want = {m.position: min(m.left, _half(m.budget)) for m in live if m.left > 0}
+    return want or {m.position: m.left for m in drawable}
+
+
+def _majority_settled(members: list[_Member], threshold: Optional[float]) -> bool:
+    """Majority: the leader's votes exceed every other answer's plus every vote not yet cast,
+    no member that could still vote for it has a higher priority than its best voter, and (as a
+    cascade step) its share of all votes is on one side of the threshold."""
+    counts: dict[str, int] = {}
+    voter: dict[str, tuple] = {}
+    total = sum(m.budget for m in members)
+    remaining = sum(max(m.left, 0) for m in members)
+    for m in members:
+        for key in m.keys:
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+                if key not in voter or m.priority < voter[key]:
+                    voter[key] = m.priority
+    if not counts:
+        return remaining == 0
+    leader = max(counts, key=counts.get)
+    lead = counts[leader]
+    if remaining >= lead or any(n + remaining >= lead for key, n in counts.items()
+                                if key != leader):
+        return False
+    if any(m.left > 0 and m.priority < voter[leader] for m in members):
+        return False
+    return _settled_side(lead / total, (lead + remaining) / total, threshold)

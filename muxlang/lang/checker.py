@@ -418,7 +418,7 @@ class Checker:
         mux = ir.Mux(name=decl.name, task=task, pool=pool, pos=decl.name_pos,
                      **({"rule": rule} if rule is not None else {}),
                      **self._given(decl, tie_break="tie_break", validation="validation",
-                                   accuracy="accuracy"))
+                                   accuracy="accuracy", adaptive="adaptive"))
         self.spec.muxes[decl.name] = mux
         return mux
 
@@ -460,6 +460,12 @@ class Checker:
                 continue
             inner = self._mux(target)
             if inner is None:
+                continue
+            if inner.adaptive != "off":
+                self.report(ref, f"mux '{ref.name}' samples adaptively (adaptive = "
+                            f"{inner.adaptive}), so it cannot be a pool member",
+                            "a nested mux draws its full budget: its parent needs its exact "
+                            "confidence; set adaptive on the outer mux instead")
                 continue
             if task is not None and inner.task is not task:
                 self.report(ref, f"mux '{ref.name}' answers task '{inner.task.name}', but "

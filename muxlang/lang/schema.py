@@ -378,6 +378,7 @@ SCHEMAS: dict[str, Schema] = {
         "tie_break": Choice(choices=("accuracy", "order")),
         "validation": Text(),
         "accuracy": Number(0, 1),
+        "adaptive": Choice(choices=("off", "exact")),
     }, required=("task", "pool")),
     "cascade": Schema({
         "steps": ListOf(item=DeclRef(kinds=("mux",)), min_items=1),

@@ -169,6 +169,25 @@ class MemberVotes:
     error: str | None = None  # why the member has no votes for this record: every sample failed
     path: list[str] = field(default_factory=list)  # [member, ..., model] for nested muxes
 
+    def add(self, item: Any) -> None:
+        """One sample's outcome, in sample order: an ``Extracted`` or a ``SampleFailure``."""
+        if isinstance(item, SampleFailure):
+            # counts in k and never wins, as Algorithm 1 treats an unreadable sample
+            self.answers.append(None)
+            self.keys.append(None)
+            self.drawn.append(None)
+            self.failed.append(item.error)
+            return
+        self.answers.append(item.answer)
+        self.keys.append(item.key)
+        self.drawn.append(item.sample)
+        self.samples.append(item.sample)
+
+    def settle(self) -> "MemberVotes":
+        if self.failed and not self.samples:
+            self.error = self.failed[0]
+        return self
+
 
 @dataclass
 class MuxResult:
@@ -184,6 +203,8 @@ class MuxResult:
     missing: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     partial: dict[str, str] = field(default_factory=dict)  # members with some samples failed
+    drawn: dict[str, int] | None = None  # adaptive: samples drawn per model member
+    bounds: tuple[float, float] | None = None  # adaptive, stopped early: full-budget confidence
     decision: semantics.Decision | None = None
     text: str | None = None  # full text of the first sample of the chosen member giving the answer
     samples: list[Sample] = field(default_factory=list)  # every sample drawn under this mux
@@ -232,6 +253,14 @@ class RecordResult:
             out["failures"] = dict(r.failures)
         if r and r.partial:
             out["partial"] = dict(r.partial)
+        drawn = {}
+        for step in (self.steps or ([r] if r else [])):
+            for name, n in (step.drawn or {}).items():
+                drawn[name] = drawn.get(name, 0) + n
+        if drawn:
+            out["samples"] = drawn
+        if r and r.bounds is not None:
+            out["confidence_bounds"] = list(r.bounds)
         if r and r.scores:
             out["scores"] = dict(r.scores)
         cached = sum(1 for s in samples if s.cached)
@@ -289,11 +318,16 @@ class PlanExecutor:
             mux: ir.Mux = data["mux"]
             entries = []
             for pred in self.preds[node]:
-                index = plan.edges[pred, node].get("member")
+                edge = plan.edges[pred, node]
+                if edge.get("adaptive"):  # its model members come from the adaptive node
+                    entries.extend((index, pred, member) for index, member in enumerate(mux.pool)
+                                   if member.is_model)
+                    continue
+                index = edge.get("member")
                 if index is None:
                     continue
                 entries.append((index, pred, mux.pool[index]))
-            self.members[node] = sorted(entries)
+            self.members[node] = sorted(entries, key=lambda entry: entry[0])
 
     @property
     def requests_per_record(self) -> int:
@@ -325,6 +359,7 @@ class PlanExecutor:
         values: dict[str, Any] = {}
         for generation in self.generations:
             pending_generate: list[str] = []
+            pending_adaptive: list[str] = []
             for node in generation:
                 data = self.data[node]
                 op = data.get("op")
@@ -334,6 +369,8 @@ class PlanExecutor:
                     continue
                 if op == "generate":
                     pending_generate.append(node)
+                elif op == "adaptive":
+                    pending_adaptive.append(node)
                 elif op == "render":
                     values[node] = render(data["task"], record)
                 elif op == "extract":
@@ -350,7 +387,10 @@ class PlanExecutor:
                     values[node] = self._cascade(node, values)
                 else:  # an op this executor does not know: pass the predecessor's value on
                     values[node] = values[preds[0]] if preds else None
-            if pending_generate:
+            if pending_adaptive:
+                await asyncio.gather(self._generate(pending_generate, values),
+                                     *(self._adaptive(node, values) for node in pending_adaptive))
+            elif pending_generate:
                 await self._generate(pending_generate, values)
         return values
 
@@ -398,20 +438,39 @@ class PlanExecutor:
         extracts.sort(key=lambda pair: pair[0])
         votes = MemberVotes(name=model.name, path=[model.name])
         for _, item in extracts:
-            if isinstance(item, SampleFailure):
-                # counts in k and never wins, as Algorithm 1 treats an unreadable sample
-                votes.answers.append(None)
-                votes.keys.append(None)
-                votes.drawn.append(None)
-                votes.failed.append(item.error)
-                continue
-            votes.answers.append(item.answer)
-            votes.keys.append(item.key)
-            votes.drawn.append(item.sample)
-            votes.samples.append(item.sample)
-        if votes.failed and not votes.samples:
-            votes.error = votes.failed[0]
-        return votes
+            votes.add(item)
+        return votes.settle()
+
+    async def _adaptive(self, node: str, values: dict[str, Any]) -> None:
+        """Draw an adaptive mux's model members in rounds (``semantics.next_draws``) until its
+        decision is settled; the value is ``{pool position: MemberVotes}``."""
+        data = self.data[node]
+        mux: ir.Mux = data["mux"]
+        task: ir.Task = data["task"]
+        messages = next(values[p] for p in self.preds[node] if self.data[p].get("op") == "render")
+        inputs: list[semantics.MemberInput] = [[] for _ in mux.pool]
+        for pred in self.preds[node]:
+            index = self.edge[pred, node].get("member")
+            if index is not None:
+                inner = values[pred]
+                inputs[index] = inner.decision or semantics.Failed(inner.error or "no result")
+        votes = {i: MemberVotes(name=m.name, path=[m.name]) for i, m in enumerate(mux.pool)
+                 if m.is_model}
+        while True:
+            want = semantics.next_draws(mux, inputs, self.accuracies, data.get("threshold"))
+            if not want:
+                break
+
+            async def draw(index: int, count: int) -> None:
+                model = mux.pool[index].member
+                start = len(votes[index].keys)
+                got = await self.runtime.sample(model, messages, list(range(start, start + count)))
+                for result in got:
+                    votes[index].add(self._extract(task, result))
+                inputs[index] = list(votes[index].keys)
+
+            await asyncio.gather(*(draw(i, n) for i, n in want.items()))
+        values[node] = {index: member.settle() for index, member in votes.items()}
 
     def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
         """The mux's decision (``muxlang.semantics``) over its members' votes and nested results."""
@@ -421,6 +480,8 @@ class PlanExecutor:
         inputs: list[semantics.MemberInput] = []
         for index, pred, member in self.members[node]:
             value = values[pred]
+            if isinstance(value, dict):  # drawn by the mux's adaptive node
+                value = value[index]
             given[index] = value
             result.samples.extend(value.samples)
             if isinstance(value, MuxResult):  # a nested mux: one member, its decision
@@ -442,6 +503,9 @@ class PlanExecutor:
         decision = semantics.decide_mux(mux, inputs, self.accuracies, self._rules[mux.name])
         result.decision = decision
         result.confidence = decision.confidence
+        if mux.adaptive != "off":
+            result.drawn = dict(decision.drawn)
+            result.bounds = decision.bounds
         result.scores = dict(decision.scores)
         result.missing = list(decision.missing)
         result.failures = {name: scrub(text) for name, text in decision.failures.items()}
