@@ -213,7 +213,7 @@ def tie_break_accuracies(spec: ir.Spec, runnable: ir.Runnable, store: Any = None
             return info
         from muxlang.store import Store
 
-        store = opened = Store(store_url)
+        store = opened = Store(store_url, must_exist=True)  # read only: nothing created
     from muxlang.evaluation import validation_accuracies
 
     try:
@@ -391,19 +391,27 @@ class Session:
     # -- collect -----------------------------------------------------------------------------
     def collection(self, spec: Union[ir.Spec, str], dataset: str,
                    samples: Optional[int] = None, *, mux: Union[str, ir.Runnable, None] = None,
-                   name: Optional[str] = None) -> "Collection":
+                   name: Optional[str] = None, lease: Optional[float] = None) -> "Collection":
         """A prepared collection: what is stored and what is still to draw (``counts``), drawn by
-        ``draw()`` / ``await adraw()``. Use as a context manager (it holds the store open)."""
-        return Collection(self, _spec(spec), dataset, samples, mux, name)
+        ``draw()`` / ``await adraw()``. Use as a context manager (it holds the store open).
+        ``lease``: seconds a dead worker's claims keep others waiting (default 30)."""
+        return Collection(self, _spec(spec), dataset, samples, mux, name, lease=lease)
 
     def collect(self, spec: Union[ir.Spec, str], dataset: str, samples: Optional[int] = None, *,
                 mux: Union[str, ir.Runnable, None] = None, name: Optional[str] = None,
-                on_progress: Optional[Callable[[CollectResult], None]] = None) -> CollectResult:
+                on_progress: Optional[Callable[[CollectResult], None]] = None,
+                lease: Optional[float] = None) -> CollectResult:
         """Store ``samples`` samples (default: each member's count in the pool) per pool model for
         every item of ``dataset`` (a JSONL file, registered by content hash, or the name of a
         dataset in the store). What is stored is never drawn again, so a collection that was
-        interrupted is continued by calling it again. Models on replay backends are skipped."""
-        with self.collection(spec, dataset, samples, mux=mux, name=name) as collection:
+        interrupted is continued by calling it again. Models on replay backends are skipped.
+
+        Collections of the same samples may run at once, in processes on one host or on many
+        hosts sharing a PostgreSQL store: each claims what it draws (a lease in the store), so
+        no sample is requested twice; a worker that dies loses its claims after ``lease`` seconds
+        (default 30; at once when it was a process of this host) and the others draw them."""
+        with self.collection(spec, dataset, samples, mux=mux, name=name,
+                             lease=lease) as collection:
             return collection.draw(on_progress)
 
     # -- import ------------------------------------------------------------------------------
@@ -513,7 +521,7 @@ class Session:
         """(val votes, test votes or None, store display URL, dataset content hash, references)."""
         from muxlang.store import load_votes, resolve_dataset
 
-        store = self.open_store()
+        store = self.open_store(must_exist=True)  # tune only reads the store
         try:
             candidates = list(block.candidates)
             names = {m.name for m in candidates}
@@ -738,6 +746,7 @@ class _Job:
     model: Any  # ir.Model
     messages: list[dict[str, str]]
     missing: list[int]
+    key: Any = None  # muxlang.samples.SampleKey
 
 
 def pool_members(runnable: ir.Runnable, k: Optional[int]) -> list[tuple[Any, Any, int]]:
@@ -759,6 +768,19 @@ def pool_members(runnable: ir.Runnable, k: Optional[int]) -> list[tuple[Any, Any
     return list(found.values())
 
 
+def _claimed_cache(store: Any, run_id: Any) -> Any:
+    """The runtime's cache for what a collection claimed: stores what arrives (as ``StoreCache``
+    does), looks nothing up (the claim found these samples missing a moment ago)."""
+    from muxlang.store.cache import StoreCache
+
+    class Claimed(StoreCache):
+        async def get(self, ids: Any) -> list[Any]:
+            return [None] * len(ids)
+
+    return Claimed(store, run_id)
+
+
+
 class Collection:
     """A collection planned against the store: ``counts`` says what is wanted, stored and still
     to draw before anything is drawn; ``draw()`` (or ``await adraw()``) draws the rest, storing
@@ -766,13 +788,20 @@ class Collection:
     use ``with``) to end the run record and close the store."""
 
     def __init__(self, session: Session, spec: ir.Spec, dataset: str, samples: Optional[int],
-                 mux: Union[str, ir.Runnable, None], name: Optional[str]):
+                 mux: Union[str, ir.Runnable, None], name: Optional[str], *,
+                 lease: Optional[float] = None):
         from muxlang.prompts import render
         from muxlang.samples import SampleKey
         from muxlang.store import load_dataset_file, resolve_dataset
+        from muxlang.store.leases import DEFAULT_TTL
 
         if samples is not None and (not isinstance(samples, int) or samples < 1):
             raise MuxError(f"samples must be a whole number >= 1, not {samples!r}")
+        if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
+                                  or not 0 < lease < float("inf")):
+            raise MuxError(f"lease must be a number of seconds > 0, not {lease!r}")
+        self.lease = float(lease) if lease is not None else DEFAULT_TTL
+        self.leases: Any = None  # muxlang.store.leases.Leases, while drawing
         self.session = session
         self.spec = spec
         self.runnable = runnable_of(spec, mux)
@@ -817,8 +846,8 @@ class Collection:
                     messages = rendered[task.name]
                     if messages is None:
                         continue
-                    jobs.append((SampleKey.for_model(model, messages),
-                                 _Job(model, messages, list(range(k)))))
+                    key = SampleKey.for_model(model, messages)
+                    jobs.append((key, _Job(model, messages, list(range(k)), key)))
             counts.skipped_items = len(counts.skipped)
             stored = self.store.get_samples_many([key for key, _ in jobs])
             self.todo: list[_Job] = []
@@ -845,11 +874,19 @@ class Collection:
 
     async def adraw(self, on_progress: Optional[Callable[[CollectResult], None]] = None
                     ) -> CollectResult:
-        """Draw what is missing (the store is the runtime's cache); ``on_progress(counts)`` after
-        each request. Cancelling it stops the collection: ``status`` ``interrupted``."""
+        """Draw what is missing, storing each request's samples as they arrive;
+        ``on_progress(counts)`` after each request. Cancelling it stops the collection: ``status``
+        ``interrupted``.
+
+        Other collections of the same samples may be drawing at the same time (other processes,
+        other hosts on one store): a sample is drawn only under a lease this collection holds in
+        the store (``muxlang.store.leases``), claimed a batch of requests ahead of the requests
+        and renewed while they are in flight. What another worker holds is left to it and looked
+        at again until it is stored (counted in ``from_cache``) or its lease expired (then drawn
+        here)."""
         from muxlang.runtime.executor import Runtime, backends_of
         from muxlang.samples import Sample
-        from muxlang.store.cache import StoreCache
+        from muxlang.store.leases import Leases
 
         totals = self.counts
         started = time.perf_counter()
@@ -859,15 +896,60 @@ class Collection:
         backends = [b for b in backends_of(self.runnable) if b.kind != "replay"]
         urls = {n: u for n, u in self.session.backends.items() if n in {b.name for b in backends}}
         runtime = Runtime(backends, urls=urls, concurrency=self.session.concurrency,
-                          rate=self.session.rate, cache=StoreCache(self.store, self.run_id))
+                          rate=self.session.rate, cache=_claimed_cache(self.store, self.run_id))
+        leases = self.leases = Leases(self.store, ttl=self.lease)
+
+        jobs: dict[str, _Job] = {}  # by request key: two tasks may render the same prompt
+        for job in self.todo:
+            same = jobs.get(job.key.hash)
+            if same is None:
+                jobs[job.key.hash] = _Job(job.model, job.messages, list(job.missing), job.key)
+            else:
+                same.missing = sorted(set(same.missing) | set(job.missing))
+        order = list(jobs)
+        # workers that start together begin at different places, so their claims rarely meet
+        shift = int.from_bytes(os.urandom(4), "big") % len(order)
+        order = order[shift:] + order[:shift]
+        workers = min(len(order), 2 * runtime.total_concurrency + 4)
+        # claimed a little ahead of the requests, no more: what one worker holds and has not
+        # started is what others cannot draw (and what waits for the lease after a kill)
+        batch = max(4, min(32, workers // 4))
+        ready: asyncio.Queue[Optional[_Job]] = asyncio.Queue(maxsize=2 * batch)
+        released: list[tuple[str, int]] = []  # done or failed here: leases to delete
+        tried: set[tuple[str, int]] = set()  # drawn or failed here: never claimed again
+        poll = min(1.0, max(0.05, self.lease / 10))
+
+        async def claim(hashes: list[str]) -> list[tuple[str, int]]:
+            """Claim what ``hashes`` still miss; queue what this worker got. Returns the pairs
+            other workers hold."""
+            wanted = [(h, [i for i in jobs[h].missing if (h, i) not in tried]) for h in hashes]
+            got = await asyncio.to_thread(leases.claim, wanted)
+            if got.stored:
+                tried.update(got.stored)
+                totals.from_cache += len(got.stored)
+                if on_progress is not None:
+                    on_progress(totals)
+            for h, indices in got.mine.items():
+                job = jobs[h]
+                tried.update((h, i) for i in indices)
+                await ready.put(_Job(job.model, job.messages, indices, job.key))
+            return got.held
+
+        async def claimer() -> None:
+            held: set[tuple[str, int]] = set()
+            for start in range(0, len(order), batch):
+                held.update(await claim(order[start:start + batch]))
+            while held:  # another worker's: wait until stored there, or its lease expired
+                await asyncio.sleep(poll)
+                held = set(await claim(sorted({h for h, _ in held})))
+            for _ in range(workers):
+                await ready.put(None)
 
         async def one(job: _Job) -> None:
             results = await runtime.sample(job.model, job.messages, job.missing)
             for result in results:
+                released.append((job.key.hash, result.index))
                 if isinstance(result, Sample):
-                    if result.cached:  # another process stored it meanwhile
-                        totals.from_cache += 1
-                        continue
                     totals.drawn += 1
                     totals.tokens_in += result.input_tokens or 0
                     totals.tokens_out += result.output_tokens or 0
@@ -880,26 +962,41 @@ class Collection:
             if on_progress is not None:
                 on_progress(totals)
 
-        queue: asyncio.Queue[_Job] = asyncio.Queue()
-        for job in self.todo:
-            queue.put_nowait(job)
-
         async def worker() -> None:
             while True:
-                try:
-                    job = queue.get_nowait()
-                except asyncio.QueueEmpty:
+                job = await ready.get()
+                if job is None:
                     return
                 await one(job)
 
-        workers = min(len(self.todo), 2 * runtime.total_concurrency + 4)
+        async def upkeep() -> None:
+            """Delete the leases of what is stored (or failed) in batches; renew the rest."""
+            renewed = time.monotonic()
+            while True:
+                await asyncio.sleep(min(0.2, self.lease / 6))
+                if released:
+                    done = released[:]
+                    del released[:len(done)]
+                    await asyncio.to_thread(leases.release, done)
+                if time.monotonic() - renewed >= self.lease / 3:
+                    renewed = time.monotonic()
+                    await asyncio.to_thread(leases.renew)
+
         try:
             async with runtime:
-                await asyncio.gather(*(worker() for _ in range(workers)))
+                tasks = [asyncio.ensure_future(upkeep()), asyncio.ensure_future(claimer()),
+                         *(asyncio.ensure_future(worker()) for _ in range(workers))]
+                try:
+                    await asyncio.gather(*tasks[1:])
+                finally:  # on an error or a cancel, nothing is left running
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
         except asyncio.CancelledError:
             totals.status = "interrupted"
         finally:
             totals.seconds = round(time.perf_counter() - started, 3)
+            self._release_leases()
         return self._settle()
 
     def draw(self, on_progress: Optional[Callable[[CollectResult], None]] = None
@@ -917,12 +1014,22 @@ class Collection:
         self.close()
         return self.counts
 
+    def _release_leases(self) -> None:
+        """Give up every lease this collection still holds (done, failed or interrupted)."""
+        leases, self.leases = self.leases, None
+        if leases is not None:
+            try:
+                leases.release_all()
+            except MuxError:
+                pass  # the store is gone: the leases expire by themselves
+
     def close(self, error: Optional[BaseException] = None) -> None:
         """End the run record (``counts.status``, or failed with ``error``); close the store."""
         if self._closed:
             return
         self._closed = True
         try:
+            self._release_leases()
             if error is not None:
                 self.store.finish_run(self.run_id, "failed", {"error": str(error)[:500]})
             else:

@@ -46,8 +46,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests in flight per backend (overrides the spec)")
     parser.add_argument("--rate", type=request_rate, metavar="R",
                         help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
+    parser.add_argument("--lease", type=positive_seconds, metavar="SECONDS",
+                        help="how long a worker's claims outlive it: collections of the same "
+                             "samples may run at once (processes, hosts on one PostgreSQL "
+                             "store); each draws only what it claimed, and a killed worker's "
+                             "claims pass to the others after this time (default 30)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    return value
 
 
 def spend(t: CollectResult) -> str:
@@ -66,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     urls = backend_urls(args.backend, spec)
     session = Session(args.store, urls, concurrency=args.concurrency, rate=args.rate)
     with session.collection(spec, args.dataset, args.samples, mux=runnable,
-                            name=args.name) as collection:
+                            name=args.name, lease=args.lease) as collection:
         counts = collection.counts
         if not args.json:
             print(f"collect: {len(counts.models)} model(s) x {counts.items} items of dataset "
