@@ -364,6 +364,13 @@ def _half(k: int) -> int:
     return max(1, -(-k // 2))
 
 
+def _chunk(member: _Member) -> int:
+    """The next round of a member deciding alone: half its budget (a unanimous half settles its
+    answer: the rest can at most tie it, and ties go to the answer sampled first), then half of
+    what is left."""
+    return min(member.left, _half(member.budget if not member.keys else member.left))
+
+
 def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
                measured: Mapping[str, Optional[float]] | None = None,
                threshold: Optional[float] = None) -> dict[int, int]:
@@ -375,7 +382,7 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     - slm_mux: first the member that wins all ties draws its whole budget (one request); then
       every member that can still win draws half its budget per round;
     - majority: every member draws half its budget per round;
-    - single: the chosen member draws a majority of its budget, then the rest.
+    - single (and a member left alone to decide): half its budget, then half of what is left.
     """
     members = _members(mux, inputs, measured or {})
     drawable = [m for m in members if m.left > 0]
@@ -387,8 +394,7 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
         if chosen.left <= 0 or (_top_settled(chosen.keys, chosen.budget)
                                 and _settled_side(chosen.low, chosen.high, threshold)):
             return {}
-        first = chosen.budget // 2 + 1 if not chosen.keys else chosen.left
-        return {chosen.position: min(first, chosen.left)}
+        return {chosen.position: _chunk(chosen)}
     if rule == "majority":
         if _majority_settled(members, threshold):
             return {}
@@ -403,7 +409,7 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
         if only.left <= 0 or (_top_settled(only.keys, only.budget)
                               and _settled_side(only.low, only.high, threshold)):
             return {}
-        return {only.position: min(only.left, _half(only.budget))}
+        return {only.position: _chunk(only)}
     if not any(m.keys for m in members if not m.nested):  # the first round
         lead = min(drawable, key=lambda m: m.priority)
         return {lead.position: lead.left}

@@ -94,8 +94,8 @@ def test_a_confident_leader_saves_samples(rule):
     full = semantics.decide(_full(mux), drawn)
     assert (outcome.answer, outcome.decision.member) == (full.answer, full.decision.member)
     used = sum(outcome.used.values())
-    # slm_mux: a unanimous leader that wins all ties settles it alone; single: a's majority
-    # (3 of 5) settles it; majority: after half of each budget, 7 has 8 votes against the 6 not
+    # slm_mux: a unanimous leader that wins all ties settles it alone; single: a's first 3 of 5
+    # (half its budget) agree: the other 2 could at most tie, and a tie goes to the first; majority: after half of each budget, 7 has 8 votes against the 6 not
     # yet cast (and a, its best voter, has drawn all it could change)
     assert used == {"slm_mux": 5, "single": 3, "majority": 9}[rule], outcome.used
     assert sum(full.used.values()) == 15

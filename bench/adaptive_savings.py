@@ -1,0 +1,175 @@
+"""adaptive = exact: samples saved for the same answers, on real recordings and live.
+
+    .venv/bin/python bench/adaptive_savings.py
+
+1. Replay on real recordings, through ``muxlang.semantics`` (what ``eval`` runs): for each pool,
+   every item is decided at the full budget and under ``adaptive = exact`` on the same stored
+   samples in sample order; prints the answers that differ (expected 0), the samples drawn per
+   item under each, and the saving.
+   - crux-o, CodeLlama-7B x 10 samples (CRUXEval's own generations; answers compared as exact
+     strings): slm_mux and single over the one member;
+   - ZeroEval GSM8K, the ten small models x 1 greedy sample: slm_mux, majority, single, with
+     validation accuracies measured on the first half and scored on the second.
+2. Live, against the scripted server (20 ms per request, loopback): 300 questions, 3 models x 5
+   samples with per-model skills, ``muxlang``'s ``Session.run`` with adaptive off and exact:
+   requests and samples sent, wall time, answers that differ (expected 0).
+
+The baseline of every figure is the full-budget run of the same pool in the same process. Ends
+with one JSON line.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from muxlang import ir, semantics  # noqa: E402
+from muxlang.ir import Call  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+EXAMPLES = ROOT / "examples" / "zeroeval-gsm8k"
+
+
+def _mux(models: dict[str, int], rule: str, adaptive: str,
+         accuracies: dict[str, float] | None = None) -> ir.Mux:
+    backend = ir.Backend("b", "replay")
+    pool = [ir.PoolMember(ir.Model(name, backend, name, accuracy=(accuracies or {}).get(name)), k)
+            for name, k in models.items()]
+    return ir.Mux("m", ir.Task("t", "{question}"), pool, Call(rule), adaptive=adaptive)
+
+
+def compare(items: list[dict[str, list]], models: dict[str, int], rule: str,
+            accuracies: dict[str, float] | None = None) -> dict:
+    """Full budget vs adaptive = exact over ``items`` (model -> keys in sample order)."""
+    full_mux = _mux(models, rule, "off", accuracies)
+    fast_mux = _mux(models, rule, "exact", accuracies)
+    differ = full_samples = fast_samples = 0
+    for drawn in items:
+        full = semantics.decide(full_mux, drawn)
+        fast = semantics.decide(fast_mux, drawn)
+        differ += (full.answer, full.decision.member) != (fast.answer, fast.decision.member)
+        full_samples += sum(full.used.values())
+        fast_samples += sum(fast.used.values())
+    n = len(items)
+    return {"rule": rule, "items": n, "answers_differ": differ,
+            "full_samples_per_item": full_samples / n, "adaptive_samples_per_item": fast_samples / n,
+            "saving": 1 - fast_samples / full_samples}
+
+
+def crux_items() -> list[dict[str, list]]:
+    by_id: dict[str, list[tuple[int, str]]] = {}
+    with gzip.open(SHARED / "crux-o-samples.jsonl.gz", "rt") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row["model"] == "codellama-7b":
+                by_id.setdefault(row["id"], []).append((row["sample"], row["text"].strip()))
+    return [{"codellama": [text for _, text in sorted(rows)]} for _, rows in sorted(by_id.items())]
+
+
+def gsm8k_items() -> tuple[list[dict[str, list]], dict[str, float], list[str]]:
+    """Keys as the stdlib reads them: JSON 'answer' field, its final number."""
+    from muxlang.stdlib.equivalence import numeric
+    from muxlang.stdlib.extractors import json_field
+
+    extract, key = json_field(field="answer", then="final_number"), numeric().key
+    gold = {}
+    for line in (EXAMPLES / "zeroeval-gsm8k-questions.jsonl").open():
+        row = json.loads(line)
+        gold[row["id"]] = key(re.split(r"####", row["answer"])[-1].strip())
+    answers: dict[str, dict[str, str | None]] = {}
+    with gzip.open(EXAMPLES / "zeroeval-gsm8k-samples.jsonl.gz", "rt") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if "72B" in row["model"]:
+                continue
+            answer = extract(row["text"])
+            answers.setdefault(row["model"], {})[row["id"]] = (
+                key(answer) if answer is not None else None)
+    models = sorted(answers)
+    ids = sorted(gold)
+    half = len(ids) // 2
+    accuracy = {m: sum(answers[m].get(i) == gold[i] for i in ids[:half]) / half for m in models}
+    items = [{m: [answers[m].get(i)] for m in models} for i in ids[half:]]
+    return items, accuracy, models
+
+
+def live(questions: int = 300) -> dict:
+    """3 models x 5 samples against the scripted server, adaptive off vs exact."""
+    import hashlib
+
+    import muxlang
+    from tests.support.scripted_server import ScriptedServer
+
+    skill = {"id-strong": 0.85, "id-mid": 0.6, "id-weak": 0.4}
+
+    def answer(model: str, prompt: str, seed: int) -> str:
+        digest = hashlib.sha256(f"{model}|{prompt}|{seed}".encode()).digest()
+        right = digest[0] / 256 < skill[model]
+        return "#### 42" if right else f"#### {digest[1] % 4}"
+
+    server = ScriptedServer(answer=answer, latency=0.02).start()
+    records = [{"id": i, "question": f"question {i}"} for i in range(questions)]
+    out = {}
+    try:
+        for policy in ("off", "exact"):
+            spec = muxlang.loads(
+                f'backend b {{ kind = openai  url = "{server.url}/v1"  concurrency = 64 }}\n'
+                'model strong { backend = b  id = "id-strong"  accuracy = 0.85 }\n'
+                'model mid { backend = b  id = "id-mid"  accuracy = 0.6 }\n'
+                'model weak { backend = b  id = "id-weak"  accuracy = 0.4 }\n'
+                'task t { user = "{question}" }\n'
+                'mux m { task = t  pool = [strong * 5, mid * 5, weak * 5]  '
+                f'adaptive = {policy} }}\n', f"{policy}.mux")
+            server.clear_log()
+            started = time.perf_counter()
+            results = muxlang.Session().run(spec, records)
+            seconds = time.perf_counter() - started
+            sent = [r for r in server.requests if r.get("model", "").startswith("id-")]
+            out[policy] = {"seconds": seconds, "requests": len(sent),
+                           "samples": sum(int((r.get("body") or {}).get("n") or 1) for r in sent),
+                           "answers": [(r.answer, r.model) for r in results]}
+    finally:
+        server.stop()
+    differ = sum(a != b for a, b in zip(out["off"]["answers"], out["exact"]["answers"]))
+    return {"questions": questions, "answers_differ": differ,
+            "samples_off": out["off"]["samples"], "samples_exact": out["exact"]["samples"],
+            "requests_off": out["off"]["requests"], "requests_exact": out["exact"]["requests"],
+            "seconds_off": round(out["off"]["seconds"], 3),
+            "seconds_exact": round(out["exact"]["seconds"], 3),
+            "saving": 1 - out["exact"]["samples"] / out["off"]["samples"]}
+
+
+def main() -> None:
+    report: dict = {"benchmark": "adaptive_savings"}
+    crux = crux_items()
+    report["crux_codellama_k10"] = [compare(crux, {"codellama": 10}, rule)
+                                    for rule in ("slm_mux", "single")]
+    items, accuracy, models = gsm8k_items()
+    pool = {m: 1 for m in models}
+    report["gsm8k_ten_small_k1"] = [compare(items, pool, rule, accuracy)
+                                    for rule in ("slm_mux", "majority", "single")]
+    for name in ("crux_codellama_k10", "gsm8k_ten_small_k1"):
+        for row in report[name]:
+            print(f"{name:20s} {row['rule']:8s} {row['items']:5d} items: samples per item "
+                  f"{row['full_samples_per_item']:.2f} -> {row['adaptive_samples_per_item']:.2f} "
+                  f"({100 * row['saving']:.1f}% fewer), answers differing: "
+                  f"{row['answers_differ']}")
+    report["live_3x5"] = run = live()
+    print(f"live 3 models x 5 samples, {run['questions']} questions: samples {run['samples_off']} "
+          f"-> {run['samples_exact']} ({100 * run['saving']:.1f}% fewer), requests "
+          f"{run['requests_off']} -> {run['requests_exact']}, wall {run['seconds_off']:.2f} s -> "
+          f"{run['seconds_exact']:.2f} s, answers differing: {run['answers_differ']}")
+    report["answers_differ"] = (sum(r["answers_differ"] for k in ("crux_codellama_k10",
+                                                                 "gsm8k_ten_small_k1")
+                                    for r in report[k]) + run["answers_differ"])
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
