@@ -7,7 +7,7 @@ samples per question, SLM-MUX. Measured in one run:
   (run)   ``Session.run`` over the 500 records (what ``muxlang run`` does): wall time, and each
           record's own latency (``RecordResult.latency``);
   (serve) 500 chat completion requests (``mux.record`` = the same records) from 64 concurrent
-          clients (aiohttp, one connection each): wall time, the latency each client saw, and
+          clients (one keep-alive connection each): wall time, the latency each client saw, and
           from the ``mux`` trace the record's run time (``latency``, as run's) and its wait in
           the server's queue (``queued``);
   (one)   100 requests one at a time through serve, and the same 100 records one at a time
@@ -70,6 +70,16 @@ def start_serve(spec: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("muxlang serve did not start:\n" + "".join(seen))
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def spec_text(url: str, concurrency: int) -> str:
     models = "\n".join(f'model {m} {{\n  backend = local\n  id = "{m}"\n  seed = 1\n}}'
                        for m in MODELS)
@@ -105,38 +115,50 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def load(url: str, batch: list[dict], clients: int) -> tuple[float, list[dict]]:
-    """Send ``batch`` as chat requests from ``clients`` concurrent clients; (wall, per request)."""
-    import aiohttp
-
+    """Send ``batch`` as chat requests from ``clients`` concurrent clients, each on one keep-alive
+    connection; (wall, per request). A lean HTTP/1.1 client (asyncio streams), as load tools
+    are, so that the client's own CPU takes little from the server on a small machine."""
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    path = "/" + url.split("//", 1)[1].split("/", 1)[1] + "/chat/completions"
     queue: asyncio.Queue = asyncio.Queue()
     for index, record in enumerate(batch):
         queue.put_nowait((index, record))
     out: list[dict] = [{} for _ in batch]
 
-    async def client(session: aiohttp.ClientSession) -> None:
-        while True:
-            try:
-                index, record = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            body = {"model": "bench", "messages": [],
-                    "mux": {"record": record, "trace": True}}
-            start = time.perf_counter()
-            async with session.post(url + "/chat/completions", json=body) as response:
-                payload = await response.json()
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while True:
+                try:
+                    index, record = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                body = json.dumps({"model": "bench", "messages": [],
+                                   "mux": {"record": record, "trace": True}}).encode()
+                start = time.perf_counter()
+                writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                             f"Content-Type: application/json\r\nContent-Length: {len(body)}"
+                             "\r\n\r\n".encode() + body)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                status = int(lines[0].split()[1])
+                length = next(int(line.split(":", 1)[1]) for line in lines
+                              if line.lower().startswith("content-length:"))
+                payload = json.loads(await reader.readexactly(length))
                 seen = time.perf_counter() - start
-            if response.status != 200:
-                raise SystemExit(f"request {index}: {response.status} {payload}")
-            trace = payload["mux"]
-            out[index] = {"latency": seen, "run": trace["latency"], "queued": trace["queued"],
-                          "text": payload["choices"][0]["message"]["content"],
-                          "model": trace["model"], "answer": trace["answer"]}
+                if status != 200:
+                    raise SystemExit(f"request {index}: {status} {payload}")
+                trace = payload["mux"]
+                out[index] = {"latency": seen, "run": trace["latency"],
+                              "queued": trace["queued"],
+                              "text": payload["choices"][0]["message"]["content"],
+                              "model": trace["model"], "answer": trace["answer"]}
+        finally:
+            writer.close()
 
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
-        return time.perf_counter() - start, out
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(min(clients, len(batch)))))
+    return time.perf_counter() - start, out
 
 
 def run_session(spec, batch: list[dict]) -> tuple[float, list]:
@@ -198,9 +220,15 @@ def main() -> int:
         run_session(spec, records(20, 10_000))
         run(load(serve_url, records(20, 20_000), args.clients))
         rounds = []  # (run wall, run results, serve wall, served): run and serve take turns
+        cpu = {"run": 0.0, "serve": 0.0, "client": 0.0}
         for _ in range(args.rounds):
+            mine = time.process_time()
             run_wall, run_results = run_session(spec, batch)
+            cpu["run"] += time.process_time() - mine
+            theirs, mine = process_cpu(serve.pid), time.process_time()
             serve_wall, served = run(load(serve_url, batch, args.clients))
+            cpu["serve"] += process_cpu(serve.pid) - theirs
+            cpu["client"] += time.process_time() - mine
             rounds.append((run_wall, run_results, serve_wall, served))
         single = records(args.single, 30_000)
         one_run = run_one_at_a_time(spec, single)
@@ -248,6 +276,10 @@ def main() -> int:
           f"a runner's record p50 {statistics.median(one_run) * ms:.2f} ms: +{single_gap * ms:.2f}"
           f" ms; beyond the record's run p50 {pct(one_added, 50) * ms:.2f} ms  p99 "
           f"{pct(one_added, 99) * ms:.2f} ms")
+    per = args.requests * args.rounds / 1000.0
+    print(f"CPU per record            : run {cpu['run'] / per:.2f} ms; serve process "
+          f"{cpu['serve'] / per:.2f} ms + load client {cpu['client'] / per:.2f} ms (2 CPUs "
+          "shared with the backend: when they are busy, throughput follows CPU)")
     print(f"answers equal to run's    : {same} of {args.requests * args.rounds}")
     result = {
         "requests": args.requests, "clients": args.clients, "latency_s": args.latency,
@@ -266,6 +298,7 @@ def main() -> int:
         "single_run_p50_ms": round(statistics.median(one_run) * ms, 3),
         "single_added_p50_ms": round(single_gap * ms, 3),
         "single_beyond_run_p50_ms": round(pct(one_added, 50) * ms, 3),
+        "cpu_ms_per_record": {k: round(v / per, 3) for k, v in cpu.items()},
         "same_answers": same, "cpus": os.cpu_count(),
         "load_average": round(os.getloadavg()[0], 2),
         "targets_met": ratio >= 0.9 and pct(added, 50) * ms <= 5 and single_gap * ms <= 5,
