@@ -559,18 +559,25 @@ class MuxServer:
             dropped
 
     def runner_for(self, request: ChatRequest) -> Runner:
-        """The prepared run for a request: the mux's own, or one with its sample overrides."""
+        """The prepared run for a request: the mux's own, or one with its sample overrides
+        (kept for the next request with the same overrides)."""
         served = request.served
-        samples = {k: v for k, v in request.samples.items() if served.members.get(k) != v}
-        if not samples:
+        if not request.samples:
             return served.runner
-        key = tuple(sorted(samples.items()))
+        key = tuple(sorted(request.samples.items()))
         runner = served.variants.get(key)
         if runner is not None:
             served.variants.move_to_end(key)
             return runner
-        variant = with_samples(served.runnable, samples)
-        runner = self.session.runner(self.spec, variant, share=self._owner)
+        variant = with_samples(served.runnable, request.samples)
+        if variant == served.runnable:  # the spec's own counts
+            runner = served.runner
+        else:
+            try:
+                runner = self.session.runner(self.spec, variant, share=self._owner)
+            except MuxError as error:
+                raise ServeError(500, f"cannot prepare '{served.name}' with mux.samples: "
+                                 f"{error}", "internal_error") from None
         served.variants[key] = runner
         while len(served.variants) > VARIANTS:
             served.variants.popitem(last=False)

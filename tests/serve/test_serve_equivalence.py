@@ -137,3 +137,26 @@ def test_with_the_store_serve_caches_and_breaks_ties_as_run_does(backend, write_
     assert all(c.model_extra["mux"]["samples"] == {"drawn": 0, "cached": 4, "budget": 4,
                                                    "members": {"a": 2, "b": 2}}
                for _, c in got)
+
+
+def test_sample_overrides_reach_nested_muxes_and_equal_run_with_those_counts(backend, write_spec):
+    spec = muxlang.load(write_spec(spec_text(backend.openai_url, extra=EXTRA)))
+    changed = EXTRA.replace("pool = [a * 2, b * 2]", "pool = [a * 1, b * 2]").replace(
+        "pool = [small, c * 2]", "pool = [small, c * 3]")
+    other = muxlang.load(write_spec(spec_text(backend.openai_url, extra=changed), "other.mux"))
+    want = muxlang.Session().run(other, RECORDS[:6], mux="nested")
+    with serving(spec) as running:
+        sdk = client(running)
+        got = []
+        for record in RECORDS[:6]:
+            raw = sdk.chat.completions.with_raw_response.create(
+                model="nested", messages=[], extra_body={"mux": {
+                    "record": record, "trace": True, "samples": {"a": 1, "c": 3}}})
+            got.append((raw.headers, raw.parse()))
+        same = sdk.chat.completions.create(model="nested", messages=[], extra_body={
+            "mux": {"record": RECORDS[0], "samples": {"c": 2}}})  # the spec's own count
+        variants = running.call(lambda: dict(running.server.served["nested"].variants))
+    assert_same(want, got)
+    assert got[0][1].model_extra["mux"]["samples"]["members"] == {"small": 3, "c": 3}
+    assert variants[(("c", 2),)] is running.server.served["nested"].runner
+    assert same.choices[0].message.content
