@@ -639,8 +639,10 @@ class MuxServer:
             raise ServeError(502, f"{result.error}" + (f" ({failures})" if failures else ""),
                              "all_members_failed")
         if result.answer is None or result.text is None:
+            drawn, cached = answer.samples
             raise ServeError(502, f"'{request.served.name}': no pool member gave a readable "
-                             "answer", "no_answer")
+                             f"answer ({drawn + cached} samples, none read by the task's "
+                             "extractor)", "no_answer")
         return answer
 
 

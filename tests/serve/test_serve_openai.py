@@ -343,6 +343,13 @@ def test_failed_members_are_502_and_a_passed_deadline_is_504(spec, backend):
         with pytest.raises(openai.APIError, match="every pool member failed"):
             list(stream)
         backend.clear_faults()
+        answer = backend.answer
+        backend.answer = lambda model, prompt, seed: "I would rather not say."
+        with pytest.raises(openai.InternalServerError) as error:
+            sdk.chat.completions.create(model="pool", messages=[{"role": "user", "content": "w"}])
+        assert error.value.status_code == 502 and error.value.body["code"] == "no_answer"
+        assert "9 samples, none read" in error.value.body["message"]
+        backend.answer = answer
         backend.add_fault("hang", count=None, seconds=1.5)
         with pytest.raises(openai.InternalServerError) as error:
             sdk.chat.completions.create(model="pool", messages=[{"role": "user", "content": "z"}],
@@ -351,7 +358,7 @@ def test_failed_members_are_502_and_a_passed_deadline_is_504(spec, backend):
         assert error.value.body["code"] == "deadline_exceeded"
         backend.clear_faults()
         metrics = http(running.url + "/metrics")[2].decode()
-    assert 'muxlang_serve_requests_total{model="pool",status="502"} 2.0' in metrics
+    assert 'muxlang_serve_requests_total{model="pool",status="502"} 3.0' in metrics
     assert 'muxlang_serve_requests_total{model="pool",status="504"} 1.0' in metrics
     assert 'muxlang_backend_failures_total{backend="local"}' in metrics
     failures = [line for line in metrics.splitlines()
