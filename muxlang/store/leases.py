@@ -4,13 +4,14 @@ Several ``muxlang collect`` processes (on one host or on many hosts sharing a Po
 may work on the same spec and dataset. Before drawing sample ``index`` of a request key, a worker
 claims ``(key hash, index)`` in the ``collect_leases`` table: the row names the worker (``owner``)
 and an expiry on the database's clock (so hosts whose clocks differ agree on it). A worker only
-draws what it holds; what another worker holds it leaves alone and checks again later; when a
-sample is stored its lease is deleted in the same transaction.
+draws what it holds; what another worker holds it leaves alone and checks again later. When a
+sample is stored, its lease is deleted (in batches, after the sample's commit); meanwhile a claim
+finds the sample stored, so it is never drawn twice.
 
 A worker renews its leases while its requests are in flight (``renew``). A worker that dies
 (``kill -9``, a lost host) stops renewing: its leases expire after ``ttl`` seconds and another
-worker takes them over. A lease whose owner was a process of this host that no longer exists is
-taken over at once, without waiting for the expiry.
+worker takes them over. A lease whose owner was a process of this host (and pid namespace) that no
+longer exists is taken over at once, without waiting for the expiry.
 
 Claiming is atomic on both databases: new leases are ``INSERT ... ON CONFLICT DO NOTHING``; a stale
 lease is taken by an ``UPDATE`` conditional on the owner and expiry that were read (whoever
@@ -21,19 +22,20 @@ up in the same transaction: a worker never draws a sample that was stored before
 
     leases = Leases(store, ttl=30)
     claim = leases.claim([(key_hash, [0, 1, 2]), ...])   # Claim: mine, stored, held, wait
-    leases.store_and_release(new_samples, [(key_hash, 0), ...])  # samples + leases, one commit
-    leases.release([(key_hash, 1)])                     # give up (e.g. the request failed)
+    leases.release([(key_hash, 0), (key_hash, 1)])      # stored (or failed): others may claim
     leases.renew()                                      # every ttl / 3 while working
     leases.release_all()                                # at the end, also after Ctrl-C
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from sqlalchemy import and_, bindparam, delete, select, text, update
@@ -42,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from muxlang.errors import StoreError
 from muxlang.store import schema as s
-from muxlang.store.core import CHUNK, NewSample, Store, _alive, in_values
+from muxlang.store.core import CHUNK, Store, _alive, in_values
 
 Pair = tuple[str, int]  # (key hash, sample index)
 
@@ -50,15 +52,29 @@ RETRY_STATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serializatio
 DEFAULT_TTL = 30.0
 
 
+def here() -> str:
+    """Where this process's pids mean something: the host's name, and a digest of its boot id
+    and pid namespace (two containers, or two machines, with one host name are told apart)."""
+    seen = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            seen.append(os.readlink(path) if path.endswith("/pid") else
+                        Path(path).read_text().strip())
+        except OSError:
+            seen.append("")
+    digest = hashlib.sha256("|".join(seen).encode()).hexdigest()[:10] if any(seen) else "-"
+    return f"{digest}:{socket.gethostname()[:30]}"
+
+
 def worker_id() -> str:
-    """A new owner name: random, then this process's pid and host (to spot dead local owners)."""
-    return f"{uuid.uuid4().hex[:12]}:{os.getpid()}:{socket.gethostname()}"[:64]
+    """A new owner name: random, then this process's pid and place (to spot dead local owners)."""
+    return f"{uuid.uuid4().hex[:12]}:{os.getpid()}:{here()}"[:64]
 
 
-def _dead_here(owner: str, host: str) -> bool:
-    """Whether ``owner`` was a process of this host that no longer exists."""
+def _dead_here(owner: str, place: str) -> bool:
+    """Whether ``owner`` was a process of this host (and pid namespace) that no longer exists."""
     parts = owner.split(":", 2)
-    if len(parts) != 3 or parts[2] != host or not parts[1].isdigit():
+    if len(parts) != 3 or parts[2] != place or not parts[1].isdigit():
         return False
     pid = int(parts[1])
     return pid != os.getpid() and not _alive(pid)
@@ -85,7 +101,7 @@ class Leases:
         self.store = store
         self.ttl = float(ttl)
         self.owner = owner or worker_id()
-        self.host = socket.gethostname()[:64]
+        self.place = self.owner.split(":", 2)[2] if self.owner.count(":") >= 2 else ""
         self.taken_over = 0  # stale leases of other workers this one took over
 
     # -- transactions ---------------------------------------------------------------------------
@@ -142,7 +158,7 @@ class Leases:
         owners = self._owners(cx, hashes, wanted)
         stale = sorted((pair, owner, expires) for pair, (owner, expires) in owners.items()
                        if owner != self.owner
-                       and (expires < now or _dead_here(owner, self.host)))
+                       and (expires < now or _dead_here(owner, self.place)))
         if stale:
             # taken over only if still as read: a renewal or another taker in between wins
             cx.execute(update(L).where(and_(L.c.key_hash == bindparam("h"),
@@ -173,6 +189,17 @@ class Leases:
                 claim.wait = wait if claim.wait is None else min(claim.wait, wait)
         if done:
             self._delete(cx, done)
+        # a stored sample's lease left by a worker that died before deleting it: nobody needs it
+        left = [(pair, owners[pair]) for pair in claim.stored
+                if pair in owners and owners[pair][0] != self.owner
+                and (owners[pair][1] < now or _dead_here(owners[pair][0], self.place))]
+        if left:
+            L = s.collect_leases
+            cx.execute(delete(L).where(and_(L.c.key_hash == bindparam("h"),
+                                            L.c.sample_index == bindparam("i"),
+                                            L.c.owner == bindparam("o"),
+                                            L.c.expires_at == bindparam("e"))),
+                       [{"h": h, "i": i, "o": o, "e": e} for (h, i), (o, e) in sorted(left)])
         return claim
 
     def _owners(self, cx: Connection, hashes: list[str],
@@ -206,17 +233,6 @@ class Leases:
                    [{"h": h, "i": i} for h, i in sorted(pairs)])
 
     # -- while working --------------------------------------------------------------------------
-    def store_and_release(self, samples: Sequence[NewSample], pairs: Sequence[Pair]) -> int:
-        """Store ``samples`` and delete the leases ``pairs`` in one transaction (so whoever claims
-        a pair after this sees its sample); returns the samples written."""
-        def work(cx: Connection) -> int:
-            written = self.store.put_samples(samples, conn=cx) if samples else 0
-            if pairs:
-                self._delete(cx, pairs)
-            return written
-
-        return self._retrying(work)
-
     def release(self, pairs: Sequence[Pair]) -> None:
         """Give up leases (e.g. their requests failed): another worker may draw them now."""
         if pairs:
@@ -234,11 +250,20 @@ class Leases:
         return self._retrying(work)
 
     def release_all(self) -> int:
-        """Delete every lease this worker holds (its work ends, done or interrupted)."""
+        """Delete every lease this worker holds (its work ends, done or interrupted), and sweep
+        what dead workers left: expired leases, and those of processes of this host that are
+        gone (a lease nobody may hold any more is as good as none). Returns this worker's."""
         L = s.collect_leases
 
         def work(cx: Connection) -> int:
-            return cx.execute(delete(L).where(L.c.owner == self.owner)).rowcount
+            mine = cx.execute(delete(L).where(L.c.owner == self.owner)).rowcount
+            cx.execute(delete(L).where(L.c.expires_at < self._now(cx)))
+            dead = [owner for (owner,) in cx.execute(select(L.c.owner).distinct())
+                    if _dead_here(owner, self.place)]
+            if dead:
+                cx.execute(delete(L).where(L.c.owner == bindparam("o")),
+                           [{"o": owner} for owner in sorted(dead)])
+            return mine
 
         return self._retrying(work)
 

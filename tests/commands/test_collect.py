@@ -394,3 +394,157 @@ def test_the_dataset_may_be_named_by_its_store_name(tmp_path, server):
                           timeout=120)
     assert typo.returncode == 1 and "'qq' is neither a dataset in store" in typo.stderr
     assert "did you mean 'q'" in typo.stderr and "Traceback" not in typo.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# concurrent collectors: leases in the store (muxlang/store/leases.py); more workers, larger runs
+# and PostgreSQL kills: bench/collect_workers.py and bench/chaos.py
+WORKER_ITEMS = 24
+@pytest.fixture
+def slow_server():
+    """The scripted server at 100 ms a request: a run of a few seconds, long enough to kill."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_server", "--port", "0",
+                             "--latency", "0.1", "--slots", "64"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.startswith("URL "), proc.stderr.read()
+    yield line.split()[1]
+    proc.kill()
+    proc.wait()
+
+
+def expected_texts(spec: Path, questions: list[dict]) -> dict[tuple[str, str, int], str]:
+    """(model id, prompt hash, index) -> the text the scripted server answers for that sample."""
+    import muxlang
+    from muxlang.prompts import render
+    from muxlang.samples import prompt_hash
+    from tests.support.scripted_server import default_answer
+
+    loaded = muxlang.load(spec)
+    task = loaded.tasks["t"]
+    out = {}
+    for record in questions:
+        messages = render(task, record)
+        prompt = "\n".join(m["content"] for m in messages)
+        for name in MODELS:
+            for index in range(K):
+                out[(f"id-{name}", prompt_hash(messages), index)] = default_answer(
+                    f"id-{name}", prompt, 100 + index)
+    return out
+
+
+def lease_owners(store) -> list[str]:
+    query = "SELECT DISTINCT owner FROM collect_leases"
+    if isinstance(store, str):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(store)
+        try:
+            with engine.connect() as conn:
+                return [r[0] for r in conn.execute(sqlalchemy.text(query))]
+        except sqlalchemy.exc.ProgrammingError:
+            return []
+        finally:
+            engine.dispose()
+    con = sqlite3.connect(store, timeout=30)
+    try:
+        return [r[0] for r in con.execute(query)]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def two_workers(tmp_path: Path, server: str, store, *extra: str):
+    """Two `muxlang collect` processes on one spec, dataset and store (the second starts once the
+    first has registered the dataset); returns (spec, questions, [proc, proc], log start)."""
+    questions = [{"id": f"q{i}", "question": f"What is {i} * 5?", "answer": str(5 * i)}
+                 for i in range(WORKER_ITEMS)]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    spec = tmp_path / "c.mux"
+    spec.write_text(spec_text(server, "false"))  # one request per sample
+    start = len(server_log(server))
+    first = collect(tmp_path, store, spec, *extra, wait=False)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and first.poll() is None and not lease_owners(store):
+        time.sleep(0.02)
+    second = collect(tmp_path, store, spec, *extra, wait=False)
+    return spec, questions, [first, second], start
+
+
+def victim_of(store, procs) -> subprocess.Popen:
+    """A worker holding leases now (its owner id names its pid)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = {int(owner.split(":")[1]) for owner in lease_owners(store)}
+        for proc in procs:
+            if proc.pid in pids and proc.poll() is None:
+                return proc
+        time.sleep(0.01)
+    raise AssertionError("no worker holds leases")
+
+
+def check_store(store, spec: Path, questions: list[dict]) -> None:
+    """Exactly the clean run's samples: each model, item and index once, the server's text."""
+    expected = expected_texts(spec, questions)
+    final = rows(store)
+    assert sorted((r[2], r[3], r[1]) for r in final) == sorted(expected)
+    assert all(r[4] == expected[(r[2], r[3], r[1])] and r[5] is None for r in final)
+    assert lease_owners(store) == []  # every lease released or taken over and released
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_two_collectors_share_the_work_and_one_survives_kill_9(tmp_path, slow_server, database,
+                                                               request):
+    """Two real collect processes on one store: each sample is requested once (the store holds
+    each worker's claims); kill -9 of the one holding claims mid-run: the other draws what it
+    held and finishes. Requests per stored sample: 1 plus what was in flight at the kill."""
+    store = (request.getfixturevalue("pg_store") if database == "postgresql"
+             else tmp_path / "s.sqlite")
+    total = WORKER_ITEMS * len(MODELS) * K
+    spec, questions, procs, start = two_workers(tmp_path, slow_server, store)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(rows(store)) < total // 3:
+        time.sleep(0.02)
+    victim = victim_of(store, procs)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    survivor = next(p for p in procs if p is not victim)
+    _, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 0, err
+    assert len(rows(store)) == total, "the survivor did not finish the work"
+    check_store(store, spec, questions)
+    requests = [e for e in server_log(slow_server)[start:]]
+    in_flight = 8  # the victim's concurrency (n = false: one sample a request)
+    assert total <= len(requests) <= 1.05 * total + in_flight, len(requests)
+    assert len(requested_samples(requests)) == len(requests)  # every request was answered
+
+
+def test_a_hung_collector_loses_its_claims_when_its_lease_expires(tmp_path, slow_server):
+    """A worker that stops (SIGSTOP: a hung or cut-off host, its process still there) renews
+    nothing: once its lease time has passed, the other worker takes its claims and finishes."""
+    store = tmp_path / "s.sqlite"
+    total = WORKER_ITEMS * len(MODELS) * K
+    lease = 2.0
+    spec, questions, procs, start = two_workers(tmp_path, slow_server, store,
+                                                "--lease", str(lease))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(rows(store)) < total // 3:
+        time.sleep(0.02)
+    victim = victim_of(store, procs)
+    os.kill(victim.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        survivor = next(p for p in procs if p is not victim)
+        _, err = survivor.communicate(timeout=120)
+        finished = time.monotonic()
+        assert survivor.returncode == 0, err
+        assert len(rows(store)) == total
+        # the victim's last renewal was at most lease / 3 before it stopped
+        assert finished - stopped >= lease * 2 / 3 - 0.1, "taken before the lease expired"
+    finally:
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+    check_store(store, spec, questions)
+    requests = server_log(slow_server)[start:]
+    assert total <= len(requests) <= 1.05 * total + 8
