@@ -38,7 +38,7 @@ from aiohttp import web
 
 from muxlang import ir
 from muxlang.errors import MuxError, did_you_mean
-from muxlang.runtime.secrets import register_key_env, scrub
+from muxlang.runtime.secrets import scrub
 from muxlang.session import Runner, Session, load, runnable_of, to_record_result
 
 __all__ = ["MuxServer", "make_app", "ServeError", "MUX_FIELDS", "describe_runnable"]
