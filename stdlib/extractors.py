@@ -57,7 +57,8 @@ def _safe(fn: Callable[[str], "str | None"]) -> Extractor:
 # decimals. The sign may come before or after the dollar sign ("-$10,000", "$-5"). A minus that
 # directly follows a letter, digit or closing bracket is a binary minus ("10-5"), and so is one
 # followed by a space ("12 - 4"): neither is a sign.
-_NUM_CORE = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+"
+# a number, with an exponent written right after it ("1e-05", "2.14e+30", "3.5E6")
+_NUM_CORE = r"(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+(?!\w))?"
 _NUMBER = re.compile(
     r"(?<![\w.)\]}])(?P<sign1>[-−–])?(?:\\?\$\s?)?(?P<sign2>[-−])?"
     r"(?<![\d.,])(?P<num>" + _NUM_CORE + r")(?![\d])"

@@ -437,3 +437,23 @@ def test_gold_rationales_and_solutions_read_back_to_their_answers():
     key, box = math().key, boxed()
     for rec in json.loads(mth.read_text()):
         assert key(box(rec["solution"])) == key(rec["answer"]), rec["answer"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1e-05", "1e-05"), ("2.14e+30", "2.14e+30"), ("The answer is 1e-05.", "1e-05"),
+    ("#### 3.5E6", "3.5E6"), ("\\boxed{2.5e3}", "2.5e3"), ("x = 6e2 meters, so 600", "600"),
+    ("version 2 e5", "2"), ("answer: 3e", "3"),
+])
+def test_final_number_reads_exponent_notation(text, expected):
+    from muxlang.stdlib.extractors import final_number
+
+    assert final_number()(text) == expected
+
+
+def test_exponent_answers_compare_equal_to_their_value():
+    from muxlang.stdlib.equivalence import numeric
+    from muxlang.stdlib.extractors import final_number
+
+    key = numeric()
+    key = key.key if hasattr(key, "key") else key
+    assert key(final_number()("so the answer is 1e-05")) == key("0.00001")
