@@ -5,15 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 
 from muxlang.votes import StoredVotes
+from tests.support.data import data_file
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-if not SHARED.is_dir():  # CI: shared/ sits beside the clone
-    SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def synthetic_votes(n_items=200, n_models=4, k=5, n_answers=4, seed=0, unreadable=0.05,
@@ -96,12 +93,12 @@ def load_zeroeval(task: str, models=None) -> StoredVotes:
     """task: 'gsm8k' or 'math-l5'. Keys: canonical numbers (gsm8k) or lightly normalised text."""
     canon = canon_number if task == "gsm8k" else canon_text
     questions = [json.loads(line) for line in
-                 (SHARED / f"zeroeval-{task}-questions.jsonl").read_text().splitlines() if line]
+                 data_file(f"zeroeval-{task}-questions.jsonl").read_text().splitlines() if line]
     items = [q["id"] for q in questions]
     index = {q: i for i, q in enumerate(items)}
     votes: dict[str, list[list]] = {}
     out_tokens: dict[str, list[int]] = {}
-    with gzip.open(SHARED / f"zeroeval-{task}-samples.jsonl.gz", "rt") as fh:
+    with gzip.open(data_file(f"zeroeval-{task}-samples.jsonl.gz"), "rt") as fh:
         for line in fh:
             rec = json.loads(line)
             m = rec["model"]
