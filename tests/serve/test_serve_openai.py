@@ -432,3 +432,31 @@ def test_health_and_metrics(spec):
     assert 'muxlang_serve_request_seconds_count{model="pool"} 1.0' in text
     assert 'muxlang_backend_requests_total{backend="local"}' in text
     assert "muxlang_serve_in_flight 0.0" in text and "muxlang_serve_queued 0.0" in text
+
+
+def test_served_muxes_share_each_backends_limits(backend, write_spec):
+    """Two muxes answering at once hold the backend to the session's concurrency together."""
+    extra = """
+mux small {
+  task = t
+  pool = [a * 2, b * 2]
+}
+"""
+    spec = muxlang.load(write_spec(spec_text(backend.openai_url, extra=extra)))
+    backend.latency = 0.05
+    with serving(spec, muxlang.Session(concurrency=2)) as running:
+        sdk = client(running)
+
+        def ask(i):
+            return sdk.chat.completions.create(
+                model=("pool", "small")[i % 2],
+                messages=[{"role": "user", "content": f"{i} + 1?"}]).choices[0].message.content
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(ask, range(8)))
+        clients = running.call(lambda: list(running.server.owner.runtime.clients))
+    assert all(answers)
+    assert clients == ["local"]  # one connection pool for both muxes
+    assert backend.max_active == 2  # never more than the limit, and both slots were used
