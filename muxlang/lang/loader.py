@@ -2,9 +2,9 @@
 
 A spec file may import stdlib modules (``import std.gsm8k``) and other spec files by path relative
 to the importing file; only ``.mux`` files (anything else is refused unread, so that a spec cannot
-echo ``/etc/passwd`` or a ``.env`` file in a diagnostic). Modules come back in dependency order (imports before importers), each
-loaded once however many files import it. Unreadable files, binary files, bad encodings, missing
-imports and import cycles are diagnostics, never tracebacks.
+echo ``/etc/passwd`` or a ``.env`` file in a diagnostic). Modules come back in dependency order
+(imports before importers), each loaded once however many files import it. Unreadable files,
+binary files, bad encodings, missing imports and import cycles are diagnostics, never tracebacks.
 """
 from __future__ import annotations
 

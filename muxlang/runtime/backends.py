@@ -566,12 +566,15 @@ class BackendClient:
         attempts = 0
         retries, retry_time = self.settings.retries, self.settings.retry_time
         deadline = started + retry_time
+        failing_since: float | None = None  # this request's first connection failure
         while True:
             attempts += 1
             try:
                 got = await self._attempt(model, payload, n, seed, deadline, attempts)
                 break
             except RequestError as error:
+                if error.connection is not None and failing_since is None:
+                    failing_since = time.monotonic()
                 message = scrub(f"{self._prefix(model)}: {error.message}")
                 if not error.retryable:
                     self.stats.failures += 1
@@ -580,7 +583,7 @@ class BackendClient:
                 if attempts > retries:
                     self.stats.failures += 1
                     self._stop_on(error, model)
-                    self._trip(error, started)
+                    self._trip(error, failing_since)
                     raise RequestFailed(f"{message} (gave up after {attempts} attempts)",
                                         status=error.status, attempts=attempts)
                 delay = self.policy.backoff(attempts)
@@ -592,7 +595,7 @@ class BackendClient:
                 elapsed = time.monotonic() - started
                 if elapsed + delay > retry_time:
                     self.stats.failures += 1
-                    self._trip(error, started)
+                    self._trip(error, failing_since)
                     raise RequestFailed(
                         f"{message} (gave up after {attempts} attempts: waiting {delay:.1f}s "
                         f"more would pass the retry time of {retry_time:g}s)",
@@ -639,18 +642,22 @@ class BackendClient:
             self.notify(message)
 
     # ---- the circuit breaker ------------------------------------------------------------------
-    def _trip(self, error: RequestError, started: float) -> None:
-        """Open the breaker: a request spent its whole retry cycle on connection failures, and
-        the server answered nobody since it began (every attempt of every request since then
-        failed the same way, or is still waiting). The server is down; without this, each batch
-        of records in flight would spend its own retry cycle against it, batch after batch, for
-        the rest of the run. While open, requests fail at once, without being sent, except one
-        probe every ``policy.probe_after`` seconds: the first that gets an answer closes it.
-        (A server this run never reached at all is stopped for good instead, by ``_stop_on``.)"""
-        if error.connection is None or self._down_since is not None or not self._answered:
+    def _trip(self, error: RequestError, since: float | None) -> None:
+        """Open the breaker: a request spent its retry cycle on connection failures, and the
+        server answered nobody since its first one (``since``): every attempt of every request
+        since then failed the same way, or is still waiting. The server is down; without this,
+        each batch of records in flight would spend its own retry cycle against it, batch after
+        batch, for the rest of the run. While open, requests fail at once, without being sent,
+        except one probe every ``policy.probe_after`` seconds: the first that gets an answer
+        closes it. (A server this run never reached at all is stopped for good instead, by
+        ``_stop_on``.)"""
+        if (error.connection is None or since is None or self._down_since is not None
+                or not self._answered):
             return
-        if self._last_answer >= started:
+        if self._last_answer >= since:
             return
+        if self._failures_in_row < max(2, self.settings.retries + 1):
+            return  # (with retries = 0, one reset of a stale connection is not an outage)
         now = time.monotonic()
         self._down_since = self._last_probe = now
         self.stats.outages += 1

@@ -43,7 +43,7 @@ def stop_after(server: ScriptedServer, answered: int):
     return answer
 
 
-# ---- item 9: the circuit breaker ------------------------------------------------------------------
+# ---- item 9: the circuit breaker ----------------------------------------------------------------
 def test_a_server_that_dies_opens_the_breaker_and_one_that_comes_back_closes_it():
     server = ScriptedServer().start()
     port = server.port
@@ -116,6 +116,24 @@ def test_a_failed_probe_keeps_the_breaker_open():
             assert client.stats.requests == sent + 1  # one probe went, its retry did not
             (fast,) = await runtime.sample(model, messages(3), [0])
             assert "is down" in fast.error and client.stats.requests == sent + 1
+
+    asyncio.run(go())
+
+
+def test_one_reset_connection_is_not_an_outage(server):
+    backend = ir.Backend(name="local", kind="openai", url=server.openai_url, timeout=5.0,
+                         retries=0, retry_time=30.0)
+    model = ir.Model(name="m", backend=backend, id="id-m", seed=1)
+
+    async def go():
+        async with Runtime([backend], policy=RetryPolicy(probe_after=3600.0)) as runtime:
+            client = runtime.clients["local"]
+            assert isinstance((await runtime.sample(model, messages(0), [0]))[0], Sample)
+            server.add_fault("reset", count=1)
+            (reset,) = await runtime.sample(model, messages(1), [0])
+            assert isinstance(reset, SampleFailure) and "connection error" in reset.error
+            (after,) = await runtime.sample(model, messages(2), [0])
+            assert isinstance(after, Sample) and client.stats.outages == 0
 
     asyncio.run(go())
 

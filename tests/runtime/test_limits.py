@@ -28,7 +28,7 @@ def reply(text: str) -> bytes:
 
 
 def gzip_bomb(inflated: int) -> bytes:
-    """A valid chat completion whose text is ``inflated`` bytes of 'a', gzip-compressed (~1000:1)."""
+    """A valid chat completion whose text is ``inflated`` bytes of 'a', gzipped (~1000:1)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     parts = [packer.compress(HEAD)]
     block = b"a" * (1 << 20)
