@@ -160,6 +160,7 @@ class Tune:
     penalty: float = 1.0  # lambda of UnionAcc - lambda * Contradiction
     sampler: str = "auto"  # "auto" | "grid" | "tpe" | "nsga2"
     seed: int = 0
+    max_samples: int | None = None  # samples per item at most, over the whole pool
     pos: Pos = NOWHERE
 
 

@@ -79,6 +79,8 @@ class Score:
     n_items: int
     n_trials: int
     correct_per_trial: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
+    samples: int = 0  # samples per item at full budget
+    spend: float = 0.0  # the ``cost`` objective, in ``Simulator.cost_unit`` (USD, tokens, samples)
 
     @property
     def se_total(self) -> float:
@@ -88,7 +90,9 @@ class Score:
         if name == "accuracy":
             return self.accuracy
         if name == "cost":
-            return self.cost
+            return self.spend
+        if name == "samples":
+            return float(self.samples)
         if name == "union_contradiction":
             return self.union - penalty * self.contradiction
         raise MuxError(f"unknown objective '{name}'")
@@ -99,6 +103,7 @@ class Score:
             "union": self.union, "contradiction": self.contradiction,
             "tokens": self.tokens, "cost": self.cost,
             "n_items": self.n_items, "n_trials": self.n_trials,
+            "samples": self.samples, "spend": self.spend,
         }
 
 
@@ -518,8 +523,25 @@ class Simulator:
             union, contradiction = self.union_contradiction(config)
         tokens = sum(b * self.votes.tokens_per_sample(m) for m, b in config.pool)
         cost = sum(b * self.votes.cost_per_sample(m) for m, b in config.pool)
+        samples = sum(b for _, b in config.pool)
+        spend = {"usd": cost, "tokens": tokens}.get(self.cost_unit, samples)
         return Score(mean, se, se_items, union, contradiction, float(tokens), float(cost),
-                     self.n_items, self.simulations, per_trial)
+                     self.n_items, self.simulations, per_trial, samples, float(spend))
+
+    @property
+    def cost_unit(self) -> str:
+        """What the ``cost`` objective counts, the same for every configuration: USD when every
+        model has a price and token counts, else tokens when every model has token counts, else
+        samples (so that without prices a sample is never free)."""
+        if not hasattr(self, "_cost_unit"):
+            models = self.models
+            if models and all(self.votes.cost_per_sample(m) > 0 for m in models):
+                self._cost_unit = "usd"
+            elif models and all(self.votes.tokens_per_sample(m) > 0 for m in models):
+                self._cost_unit = "tokens"
+            else:
+                self._cost_unit = "samples"
+        return self._cost_unit
 
     def union_contradiction(self, config: Config) -> tuple[float, float]:
         """The paper's UnionAcc and Contradiction (§3), on each trial's drawn samples, averaged.

@@ -34,7 +34,8 @@ from muxlang.optimizer.grid import (DONE_STATES, WORKER, GridWalk, fail_dead_wor
                                    wait_for_running)
 from muxlang.simulator import RULES, Config, Score, Simulator
 
-OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize"}
+OBJECTIVES = {"accuracy": "maximize", "union_contradiction": "maximize", "cost": "minimize",
+              "samples": "minimize"}
 SAMPLERS = ("auto", "grid", "tpe", "nsga2")
 
 
@@ -64,6 +65,7 @@ class Space:
     budgets: dict[str, tuple[int, int]]  # candidate -> (low, high), low >= 1; 0 is always allowed
     pool_size: tuple[int, int]
     rules: list[str]
+    max_samples: int | None = None  # samples per item at most (the sum of the budgets)
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -89,6 +91,8 @@ class Space:
 
     def size(self) -> int:
         """Number of feasible configurations (pools × budgets × rules), without enumerating."""
+        if self.max_samples is not None:
+            return self._size_capped()
         # dp[j] = weighted count of ways to pick j models so far
         lo, hi = self.pool_size
         dp = [1] + [0] * hi
@@ -98,6 +102,19 @@ class Space:
                 dp[j] += dp[j - 1] * w
         return sum(dp[lo:hi + 1]) * len(self.rules)
 
+    def _size_capped(self) -> int:
+        """``size`` under ``max_samples``: dp[j][s] = ways to pick j models using s samples."""
+        lo, hi = self.pool_size
+        cap = int(self.max_samples or 0)
+        dp = [[0] * (cap + 1) for _ in range(hi + 1)]
+        dp[0][0] = 1
+        for m in self.candidates:
+            b_lo, b_hi = self.budgets[m]
+            for j in range(hi, 0, -1):
+                for s in range(cap, -1, -1):
+                    dp[j][s] += sum(dp[j - 1][s - b] for b in range(b_lo, min(b_hi, s) + 1))
+        return sum(sum(dp[j]) for j in range(lo, hi + 1)) * len(self.rules)
+
     def enumerate(self) -> Iterator[Config]:
         """Every feasible configuration, in a fixed order (rule, pool size, subset, budgets)."""
         lo, hi = self.pool_size
@@ -106,7 +123,8 @@ class Space:
                 for subset in itertools.combinations(self.candidates, size):
                     ranges = [range(self.budgets[m][0], self.budgets[m][1] + 1) for m in subset]
                     for budgets in itertools.product(*ranges):
-                        yield Config(tuple(zip(subset, budgets)), rule)
+                        if self.max_samples is None or sum(budgets) <= self.max_samples:
+                            yield Config(tuple(zip(subset, budgets)), rule)
 
     def decode(self, raw: dict[str, int], rule: str) -> Config:
         """Optuna params (0 = out, v ≥ 1 = low + v − 1) → a Config in candidate order."""
@@ -120,7 +138,9 @@ class Space:
     def violation(self, config: Config) -> float:
         n = len(config.pool)
         lo, hi = self.pool_size
-        return float(max(lo - n, n - hi, 0))
+        over = (max(sum(b for _, b in config.pool) - self.max_samples, 0)
+                if self.max_samples is not None else 0)
+        return float(max(lo - n, n - hi, 0) + over)
 
 
 @dataclass
@@ -272,7 +292,9 @@ def pareto_front(records: Sequence[TrialRecord], directions: Sequence[str]) -> l
 
 def _rank_key(r: TrialRecord, directions: Sequence[str]):
     return tuple((-v if d == "maximize" else v) for v, d in zip(r.values, directions)) + (
-        r.score.get("cost", 0.0), len(r.config.pool), r.tie_rank)
+        # equal objectives: the cheaper configuration (money, tokens, samples), then fewer models
+        r.score.get("cost", 0.0), r.score.get("tokens", 0.0),
+        sum(b for _, b in r.config.pool), len(r.config.pool), r.tie_rank)
 
 
 def records_from_study(study: optuna.Study,

@@ -93,7 +93,7 @@ def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> S
     if not names:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in "
                        f"'{sim.votes.dataset}'")
-    return Space(names, budgets, tune.pool_size, list(tune.rules))
+    return Space(names, budgets, tune.pool_size, list(tune.rules), tune.max_samples)
 
 
 def _half_interval(entry: TuneEntry) -> float:
@@ -200,11 +200,10 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         test_sim = Simulator(test, simulations, seed, accuracies=accuracies,
                              models=[m for m in wanted if m in test.votes])
     space = build_space(tune, val_sim, note)
-    if "cost" in objectives:
+    if "cost" in objectives and val_sim.cost_unit != "usd":
         unpriced = [m for m in space.candidates if val.cost_per_sample(m) <= 0]
-        if unpriced:
-            note(f"cost objective: no price or no stored token counts for "
-                 f"{', '.join(unpriced)}; their samples count as free")
+        note(f"cost objective: no price or no stored token counts for {', '.join(unpriced)}; "
+             f"cost counts {val_sim.cost_unit} per item instead")
     if not space.candidates:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in '{val.dataset}'")
     result = search(tune, val, val_sim, space, objectives, trials, simulations, seed, options,

@@ -528,7 +528,7 @@ class Checker:
             pos=decl.name_pos,
             **self._given(decl, objectives="objectives", trials="trials",
                           simulations="simulations", penalty="penalty", sampler="sampler",
-                          seed="seed"))
+                          seed="seed", max_samples="max_samples"))
 
 
 def check_modules(modules: list[ast.Module]) -> ir.Spec:

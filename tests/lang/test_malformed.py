@@ -52,7 +52,7 @@ EXPECTED = {
     '32_pool_member_twice.mux': (13, 18, "'m' is in the pool twice"),
     '33_gold_not_a_field.mux': (3, 10, "gold field 'anser' is not among the task's fields"),
     '34_bad_regex.mux': (3, 19, 'bad regular expression: missing ), unterminated subpattern at position 8'),
-    '35_unknown_objective.mux': (17, 17, "'acuracy' is not one of accuracy, cost, union_contradiction"),
+    '35_unknown_objective.mux': (17, 17, "'acuracy' is not one of accuracy, cost, samples, union_contradiction"),
     '36_float_max_tokens.mux': (13, 16, 'expected a whole number, found 10.5'),
     '37_empty_file.mux': (1, 1, 'empty spec: nothing is declared'),
     '38_declaration_missing_brace.mux': (2, 3, "unexpected name 'backend'"),

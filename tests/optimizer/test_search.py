@@ -306,3 +306,45 @@ tune s { mux = x  samples = 0..5 }
     space = build_space(spec.tunes["s"], Simulator(votes, 4, 0), warnings.append)
     assert space.budgets["m0"] == (1, 3) and space.budgets["m1"] == (1, 5)
     assert any("m0 (3 on every item, up to 5 on some)" in w for w in warnings)
+
+
+# ---- cost without prices, cheaper ties, max_samples -------------------------------------------
+def _twins() -> Simulator:
+    """Two models that always agree and are always right: every configuration is as accurate."""
+    from muxlang.votes import StoredVotes
+
+    votes = StoredVotes("twins", ["q0", "q1"], ["a", "b"],
+                        {"a": [["1"] * 4, ["2"] * 4], "b": [["1"] * 4, ["2"] * 4]}, ["1", "2"])
+    return Simulator(votes, simulations=2, seed=0)
+
+
+def test_without_prices_or_tokens_cost_counts_samples():
+    sim = _twins()
+    assert sim.cost_unit == "samples"
+    score = sim.score(Config.of({"a": 3, "b": 2}))
+    assert (score.cost, score.samples, score.spend) == (0.0, 5, 5.0)
+    assert score.objective("cost") == 5.0 and score.objective("samples") == 5.0
+    sim.votes.output_tokens.update({"a": 100.0, "b": 50.0})
+    priced = Simulator(sim.votes, simulations=2, seed=0)
+    assert priced.cost_unit == "tokens"
+    assert priced.score(Config.of({"a": 3, "b": 2})).spend == 3 * 100 + 2 * 50
+
+
+def test_accuracy_ties_go_to_the_cheaper_configuration():
+    # every pool is 100% right: the winner is the one with the fewest samples (not the largest)
+    sim = _twins()
+    space = Space(["a", "b"], {"a": (1, 4), "b": (1, 4)}, (1, 2), ["slm_mux", "majority"])
+    result = run_search(sim, space, ["accuracy"], trials=100, sampler="grid")
+    assert sum(b for _, b in result.best.config.pool) == 1
+
+
+def test_max_samples_bounds_the_pool_and_the_count():
+    sim = _twins()
+    space = Space(["a", "b"], {"a": (1, 4), "b": (1, 4)}, (1, 2), ["slm_mux"], max_samples=5)
+    configs = list(space.enumerate())
+    assert space.size() == len(configs) == 8 + 10  # alone: 4 + 4; pairs summing to <= 5: 10
+    assert all(sum(b for _, b in c.pool) <= 5 for c in configs)
+    assert space.violation(Config.of({"a": 4, "b": 4})) == 3.0
+    for sampler in ("grid", "tpe"):
+        result = run_search(sim, space, ["accuracy", "samples"], trials=30, sampler=sampler)
+        assert result.pareto and all(sum(b for _, b in r.config.pool) <= 5 for r in result.pareto)
