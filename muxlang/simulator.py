@@ -41,6 +41,7 @@ from muxlang.votes import StoredVotes
 
 RULES = ("slm_mux", "majority", "single")
 UNREADABLE = -1
+_NEVER = 255  # first-draw slot of a class never drawn (budgets above it are not tie-broken by it)
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,7 @@ class Simulator:
         self._fconf: dict[tuple[str, int], np.ndarray] = {}
         self._fast: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._wrong: dict[tuple[str, int], np.ndarray] = {}
+        self._first: dict[tuple[str, int], np.ndarray] = {}
 
     # --- encoding -------------------------------------------------------------------------------
     def _encode(self) -> None:
@@ -326,15 +328,11 @@ class Simulator:
         key = (model, budget)
         if key not in self._top:
             counts = self.class_counts(model, budget)
-            drawn = self.drawn(model, budget)
-            # each slot's class count; the first slot holding a top-count class is that class's
-            # first draw, and the earliest such first draw (argmax keeps the first maximum)
-            at_slot = np.take_along_axis(counts, np.maximum(drawn, 0), axis=-1).astype(np.int32)
-            at_slot[drawn < 0] = -1
-            first = at_slot.argmax(axis=-1)[..., None]
-            top = np.take_along_axis(drawn, first, axis=-1)[..., 0].astype(np.int32)
-            count = np.take_along_axis(at_slot, first, axis=-1)[..., 0]
-            count = np.maximum(count, 0).astype(np.int32)
+            # most votes first, then the earliest first draw (argmax keeps the first maximum)
+            rank = counts.astype(np.int32) * (_NEVER + 1) + (_NEVER - self._first_slots(model,
+                                                                                 budget))
+            top = rank.argmax(axis=-1).astype(np.int32)
+            count = np.take_along_axis(counts, top[..., None], axis=-1)[..., 0].astype(np.int32)
             top[count == 0] = UNREADABLE
             self._top[key] = (top, count)
         return self._top[key]
@@ -476,35 +474,56 @@ class Simulator:
         return ranks, len(values) + 1
 
     def _first_slots(self, model: str, budget: int) -> np.ndarray:
-        """(simulations, items, classes) the first slot each class was drawn in (``budget``
-        when never)."""
-        drawn = self.drawn(model, budget)
-        c = self.n_classes
-        first = np.full((*drawn.shape[:2], c + 1), budget, np.int32)  # column c: unreadable
-        slots = np.where(drawn < 0, c, drawn)
-        for j in range(budget - 1, -1, -1):  # backwards: the earliest slot is written last
-            np.put_along_axis(first, slots[..., j:j + 1], j, axis=-1)
-        return first[..., :c]
+        """(simulations, items, classes) the first slot each class was drawn in (255 when
+        never), cached; budgets are nested, so budget b extends budget b - 1 by one slot."""
+        key = (model, budget)
+        if key not in self._first:
+            self._check_budget(model, budget)
+            t, n, c = self.simulations, self.n_items, self.n_classes
+            if budget > 1:
+                first = self._first_slots(model, budget - 1).copy()
+            else:
+                first = np.full((t, n, c), _NEVER, np.uint8)
+            slot = budget - 1
+            if slot < _NEVER:
+                drawn = self.samples[model][np.arange(n)[None, :],
+                                            self.draws(model)[..., slot].astype(np.intp)]
+                cells = np.arange(t * n, dtype=np.int64).reshape(t, n) * c + drawn
+                flat = first.reshape(-1)
+                cells = cells[drawn >= 0]
+                flat[cells] = np.minimum(flat[cells], slot)
+            self._first[key] = first
+            while len(self._first) > 64:
+                self._first.pop(next(iter(self._first)))
+        return self._first[key]
 
     def _majority(self, config: Config) -> np.ndarray:
         """Agent Forest: most votes over all drawn samples; ties to the answer whose best voter
         has the highest validation accuracy, then to the answer voted first (pool order, then
         slot order)."""
         ranks, n_ranks = self.accuracy_levels(config.models)
-        span = max(b for _, b in config.pool) + 1  # positions: pool index * span + slot
+        span = _NEVER + 1  # positions: pool index * span + slot (never drawn: _NEVER)
         never = len(config.pool) * span
         total = voter = first = None
         for p, ((m, b), rank) in enumerate(zip(config.pool, ranks)):
             counts = self.class_counts(m, b)
-            total = counts.astype(np.int64) if total is None else total + counts
-            mine = np.where(counts > 0, np.int64(rank), np.int64(n_ranks))
-            voter = mine if voter is None else np.minimum(voter, mine)
+            total = counts.astype(np.int32) if total is None else total + counts
+            if n_ranks > 1:
+                mine = np.where(counts > 0, np.int32(rank), np.int32(n_ranks))
+                voter = mine if voter is None else np.minimum(voter, mine)
             slots = self._first_slots(m, b)
-            seen = np.where(slots < b, p * span + slots, never).astype(np.int64)
+            seen = np.where(slots < _NEVER, slots.astype(np.int32) + np.int32(p * span),
+                            np.int32(never))
             first = seen if first is None else np.minimum(first, seen)
-        key = (total * (n_ranks + 1) + (n_ranks - voter)) * (never + 1) + (never - first)
+        # one int32 key per class: votes, then best voter, then first voted (fits: the largest
+        # is about budgets x ranks x 256 x members)
+        key = total * np.int32((n_ranks + 1) * (never + 1))
+        if voter is not None:
+            key += (np.int32(n_ranks) - voter) * np.int32(never + 1)
+        key += np.int32(never) - first
         answer = key.argmax(axis=-1).astype(np.int32)
-        answer[total.max(axis=-1) == 0] = UNREADABLE
+        votes = np.take_along_axis(total, answer[..., None], axis=-1)[..., 0]
+        answer[votes == 0] = UNREADABLE
         return answer
 
     def correct_per_trial(self, config: Config) -> np.ndarray:
