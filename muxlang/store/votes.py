@@ -38,7 +38,8 @@ from muxlang.votes import StoredVotes
 @lru_cache(maxsize=None)
 def _code_version() -> str:
     digest = hashlib.sha256()
-    for module in ("muxlang.stdlib.extractors", "muxlang.stdlib.equivalence"):
+    for module in ("muxlang.stdlib.extractors", "muxlang.stdlib.equivalence",
+                   "muxlang.stdlib.literals", "muxlang.stdlib.execution"):
         spec = importlib.util.find_spec(module)
         if spec and spec.origin:
             with open(spec.origin, "rb") as handle:
@@ -66,6 +67,7 @@ class Reader:
         self.task = task
         self._extract: Callable[[str], str | None] | None = None
         self._key: Callable[[str], str | None] | None = None
+        self._equivalence: Any = None
 
     @classmethod
     def for_task(cls, task: ir.Task) -> "Reader":
@@ -75,6 +77,7 @@ class Reader:
         from muxlang.stdlib.registry import make_equivalence, make_extractor
 
         equivalence = make_equivalence(self.task.equivalence)
+        self._equivalence = equivalence
         self._key = equivalence.key if hasattr(equivalence, "key") else equivalence
         self._extract = make_extractor(self.task.extract)
 
@@ -88,20 +91,42 @@ class Reader:
             self._build()
         return self._key(answer)
 
-    def answer(self, text: str | None) -> tuple[str | None, str | None]:
+    def record_aware(self) -> bool:
+        """Does the equivalence key an answer by its record (``for_record``: code by execution)?
+        Asked of the factory (``record_aware = True``), so nothing is built for a cached read."""
+        from muxlang.stdlib.registry import EQUIVALENCES
+
+        entry = EQUIVALENCES.get(self.task.equivalence.name)
+        if entry is None or not getattr(entry.load(), "record_aware", False):
+            return False
+        if self._extract is None:
+            self._build()
+        return hasattr(self._equivalence, "for_record")
+
+    def prepare(self, pairs: list[tuple[str | None, dict]]) -> None:
+        """Let a record-aware equivalence compute many keys at once (in parallel)."""
+        if self.record_aware() and hasattr(self._equivalence, "prepare"):
+            self._equivalence.prepare(pairs)
+
+    def answer(self, text: str | None, record: dict | None = None
+               ) -> tuple[str | None, str | None]:
         if text is None:
             return None, None
         try:
             answer = self.extract(text)
+            if answer is not None and record is not None and self.record_aware():
+                return answer, self._equivalence.for_record(record)(answer)
             return answer, (self.key(answer) if answer is not None else None)
         except Exception:  # a stdlib failure on odd text is an unreadable answer, not a crash
             return None, None
 
-    def gold(self, text: str | None) -> str | None:
+    def gold(self, text: str | None, record: dict | None = None) -> str | None:
         """Gold text → key; a rationale ("... #### 18") is read with the extractor as a fallback."""
         if text is None:
             return None
         try:
+            if record is not None and self.record_aware():
+                return self._equivalence.for_record(record)(text)
             key = self.key(text)
             if key is None:
                 answer = self.extract(text)
@@ -168,19 +193,27 @@ def _fetch(store: Store, cx, where_column, values: Sequence[str], model_id: str 
     return out
 
 
-def _fill_cache(store: Store, signature: str, reader: Reader, rows: list[_Row]) -> None:
-    """Compute and store answers for rows that have none cached under ``signature``."""
+def _fill_cache(store: Store, signature: str, reader: Reader, rows: list[_Row],
+                records: dict[int, dict] | None = None) -> None:
+    """Compute and store answers for rows that have none cached under ``signature``
+    (``records``: sample id → its item's record, for a record-aware equivalence)."""
     todo = {row.id: row for row in rows if not row.cached}
     if not todo:
         return
     c = s.samples.c
     ids = sorted(todo)
     new = []
+    aware = records is not None and reader.record_aware()
     with store.engine.connect() as cx:
         for chunk in _chunks(ids):
-            for r in cx.execute(select(c.id, c.text, c.error).where(
-                    in_values(store.dialect, c.id, chunk))):
-                answer, key = reader.answer(r.text if r.error is None else None)
+            fetched = list(cx.execute(select(c.id, c.text, c.error).where(
+                in_values(store.dialect, c.id, chunk))))
+            if aware:
+                reader.prepare([(reader.extract(r.text), records.get(r.id, {}))
+                                for r in fetched if r.error is None and r.text is not None])
+            for r in fetched:
+                answer, key = reader.answer(r.text if r.error is None else None,
+                                            records.get(r.id) if aware else None)
                 todo[r.id].key, todo[r.id].cached = key, True
                 new.append({"sample_id": r.id, "signature": signature, "answer": answer,
                             "key": key})
@@ -203,8 +236,11 @@ def gold_keys(store: Store, items: Sequence[Item], task: ir.Task, reader: Reader
     if missing:
         reader = reader or Reader.for_task(task)
         new = []
+        aware = reader.record_aware()  # code by execution: keyed with the item's record
+        if aware:
+            reader.prepare([(item.gold, item.record) for item in missing])
         for item in missing:
-            cached[item.id] = reader.gold(item.gold)
+            cached[item.id] = reader.gold(item.gold, item.record if aware else None)
             new.append({"item_id": item.id, "signature": signature, "key": cached[item.id]})
         with store.transaction() as cx:
             store.insert_ignore(cx, s.gold_keys, new, ["item_id", "signature"])
@@ -280,7 +316,9 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
                     for position in where[token]:
                         per_item[position].append(row)
             all_rows = [row for rows in per_item for row in rows]
-            _fill_cache(store, signature, reader, all_rows)
+            records = ({row.id: items[position].record for position, rows in enumerate(per_item)
+                        for row in rows} if reader.record_aware() else None)
+            _fill_cache(store, signature, reader, all_rows, records)
             votes[model.name] = [
                 [None if row.error is not None else row.key
                  for row in sorted(rows, key=lambda r: r.index)]
