@@ -75,3 +75,38 @@ def numeric(tolerance: Any = 1e-6) -> None:
         raise MuxError(f"numeric: 'tolerance' must be a number, got {tolerance!r}")
     if not tolerance >= 0 or math.isinf(tolerance):
         raise MuxError(f"numeric: 'tolerance' must be a finite number >= 0, got {tolerance!r}")
+
+
+def execution(probes: Any = "probes", prefix: Any = "prompt", entry: Any = "entry_point",
+              timeout: Any = 2.0) -> None:
+    """Field names are non-empty strings; ``timeout`` a number of seconds in (0, 60]."""
+    for name, value in (("probes", probes), ("entry", entry)):
+        if not isinstance(value, str) or not value:
+            raise MuxError(f"execution: '{name}' must be a non-empty string (a record field)")
+    if prefix is not None and not isinstance(prefix, str):
+        raise MuxError("execution: 'prefix' must be a string (a record field)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= 60:
+        raise MuxError(f"execution: 'timeout' must be a number of seconds in (0, 60], got {timeout!r}")
+
+
+CHAIN = ("first", "second", "third", "fourth")
+
+
+def first_of(first: Any = None, second: Any = None, third: Any = None, fourth: Any = None) -> None:
+    """Each given name is a known extractor usable without arguments, other than first_of."""
+    from muxlang.errors import did_you_mean
+    from muxlang.stdlib.registry import EXTRACTORS
+
+    given = [(n, v) for n, v in zip(CHAIN, (first, second, third, fourth)) if v is not None]
+    if not given:
+        raise MuxError("first_of: 'first' must name an extractor, e.g. "
+                       "first_of(\"json_field\", \"python_literal\")")
+    for where, name in given:
+        entry = EXTRACTORS.get(name) if isinstance(name, str) else None
+        if entry is None or name == "first_of":
+            hint = did_you_mean(str(name), EXTRACTORS)
+            raise MuxError(f"first_of: '{where}': unknown extractor {name!r}"
+                           + (f" ({hint})" if hint else ""))
+        if any(p.required for p in entry.params):
+            raise MuxError(f"first_of: '{where}': extractor {name!r} needs arguments; "
+                           "it cannot be chained by name")

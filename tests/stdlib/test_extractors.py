@@ -400,7 +400,8 @@ def test_registry_builds_every_extractor():
     from muxlang.ir import Call
 
     for name, entry in registry.EXTRACTORS.items():
-        args = (("pattern", r"(\d+)"),) if name == "regex" else ()
+        args = ((("pattern", r"(\d+)"),) if name == "regex"
+                else (("first", "final_number"),) if name == "first_of" else ())
         call = Call(name=name, args=args)
         ex = registry.make_extractor(call)
         assert callable(ex)
