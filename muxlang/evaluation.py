@@ -69,6 +69,11 @@ class Member:
     accuracy: Optional[float]
 
 
+def _priced(votes: Any, model: str) -> bool:
+    """Whether the spec gives ``model`` a price (input_price or output_price)."""
+    return bool(votes.price_input.get(model) or votes.price_output.get(model))
+
+
 def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Optional[str]]
                    ) -> tuple[Optional[float], int]:
     """Expected one-sample accuracy over the items that have samples and a readable gold answer;
@@ -340,7 +345,7 @@ class _Loaded:
 
 
 def _load(store: Any, spec: ir.Spec | None, runnable: ir.Runnable, dataset: Any,
-          extra_models: Sequence[ir.Model] | None) -> _Loaded:
+          extra_models: Sequence[ir.Model] | None, limit: int | None = None) -> _Loaded:
     from muxlang.store.votes import load_votes
 
     info = store.require_dataset(dataset)
@@ -354,8 +359,9 @@ def _load(store: Any, spec: ir.Spec | None, runnable: ir.Runnable, dataset: Any,
     names = {p.name for p in pool}
     others = [m for m in (extra_models if extra_models is not None else
                           (spec.models.values() if spec else [])) if m.name not in names]
+    items = store.items(info)[:limit] if limit is not None else None  # the first `limit` items
     votes = load_votes(store, spec, root, info, models=[*(p.member for p in pool), *others],
-                       task=task)
+                       task=task, items=items)
     if not votes.items:
         raise MuxError(f"dataset {info.name} has no items")
     scored = [i for i, g in enumerate(votes.gold) if g is not None]
@@ -419,7 +425,8 @@ def _model_figures(loaded: _Loaded, notes: list[str]) -> tuple[dict[str, float],
             "tokens_in": votes.input_tokens.get(model.name),
             "tokens_out": votes.output_tokens.get(model.name),
             "cost_per_sample": (votes.cost_per_sample(model.name)
-                                if model.name in votes.output_tokens else None),
+                                if model.name in votes.output_tokens and _priced(votes, model.name)
+                                else None),  # no tokens or no price: unknown, not $0
         }
         if covered < n_items:
             notes.append(f"model {model.name}: samples on {covered} of {n_items} items only")
@@ -518,7 +525,8 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
                 return None, None
             tokens += k * votes.tokens_per_sample(name)
             money += k * votes.cost_per_sample(name)
-        return tokens, money
+        # no price for any of the models: the cost is unknown (None), not $0
+        return tokens, (money if any(_priced(votes, name) for name, _ in pairs) else None)
 
     all_pairs = [(m.name, m.k) for m in acc.members]
     best = acc.members[acc.best]
@@ -531,6 +539,7 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
         spent = [cost(list(used.items())) for trial in sim.figures["used"] for used in trial]
         spend["mux"] = ((None, None) if any(s[0] is None for s in spent) else
                         (float(np.mean([s[0] for s in spent])),
+                         None if any(s[1] is None for s in spent) else  # no price: unknown
                          float(np.mean([s[1] for s in spent]))))
         if isinstance(loaded.runnable, ir.Cascade):
             counts = np.bincount(sim.figures["step"].ravel(),
@@ -541,14 +550,16 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
 
 def evaluate(store: Any, spec: ir.Spec, mux: ir.Runnable, dataset: Any, *,
              trials: int | None = None, seed: int = 0, validation: str | None = None,
-             extra_models: Sequence[ir.Model] | None = None) -> dict[str, Any]:
-    """The full evaluation report (a JSON-ready dict); see the module docstring.
+             extra_models: Sequence[ir.Model] | None = None,
+             limit: int | None = None) -> dict[str, Any]:
+    """The full evaluation report (a JSON-ready dict); see the module docstring. ``limit``: only
+    the dataset's first items.
 
     The steps: stored votes (``_load``) → per-model figures → validation accuracies →
     trials (``_simulate``) → the report."""
     started = time.perf_counter()
     notes: list[str] = []
-    loaded = _load(store, spec, mux, dataset, extra_models)
+    loaded = _load(store, spec, mux, dataset, extra_models, limit)
     per_model, models_report = _model_figures(loaded, notes)
     acc = _accuracies(store, spec, loaded, validation, notes)
     sim = _simulate(loaded, acc, trials, seed, notes)

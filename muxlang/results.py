@@ -123,7 +123,8 @@ class RecordResult(_Typed):
     failed (reasons in ``failures``), ``partial`` the members some of whose samples failed (they
     count as unreadable samples, in k), ``error`` why the record got no answer at all, and
     ``text`` the full text of a sample of the chosen member whose extracted answer is the
-    selected one.
+    selected one. A record holding the task's gold field is scored: ``gold`` is that field,
+    ``correct`` whether the answer is equivalent to it (``muxlang.scoring``).
     """
 
     id: Any = None
@@ -146,6 +147,8 @@ class RecordResult(_Typed):
     tokens_out: Optional[int] = None
     latency: float = 0.0
     cached: int = 0  # samples served by the store
+    gold: Any = None  # the record's gold field, when it has one (muxlang.scoring)
+    correct: Optional[bool] = None  # the answer's key equals the gold's; None: not scored
 
     _nested: ClassVar[dict[str, Any]] = {"steps": _ListOf(StepResult)}
 
@@ -170,7 +173,8 @@ class RecordResult(_Typed):
                    step=out.get("step"),
                    steps=[StepResult.from_dict(s) for s in out.get("steps") or []],
                    tokens_in=tokens.get("input"), tokens_out=tokens.get("output"),
-                   latency=out.get("latency") or 0.0, cached=out.get("cached") or 0)
+                   latency=out.get("latency") or 0.0, cached=out.get("cached") or 0,
+                   gold=out.get("gold"), correct=out.get("correct"))
 
 
 @dataclass
