@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulations", type=int, metavar="N",
                         help="seeded resampling trials per configuration")
     parser.add_argument("--seed", type=int, metavar="N", help="seed of draws and sampler")
-    parser.add_argument("--sampler", choices=["auto", "grid", "tpe", "nsga2"])
+    parser.add_argument("--sampler", choices=["auto", "grid", "tpe", "nsga2"],
+                        help="how configurations are chosen: grid walks the whole space, tpe "
+                             "(one objective) and nsga2 (several) search it; auto: grid when "
+                             "the space fits in the trials, else tpe or nsga2 (default: the "
+                             "tune block's sampler)")
     parser.add_argument("--objective", action="append", metavar="NAME",
                         help="accuracy | union_contradiction | cost; repeat for several")
     parser.add_argument("--reference", action="append", metavar="MODEL", default=None,
