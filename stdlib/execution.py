@@ -68,11 +68,17 @@ SANDBOX_VERSION = "1"  # part of the cache key: bump when results would change
 # child only, after the fork: the zygote itself runs no candidate code.
 _ZYGOTE = r'''
 import sys, os, json, io, signal, math, select, shutil, tempfile, resource, struct, time
+try:
+    import ctypes
+    _prctl = ctypes.CDLL(None).prctl
+except Exception:
+    _prctl = None
 _tmp = None
 _BLOCK = ("os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
           "subprocess.Popen", "socket.", "ctypes.", "os.kill", "os.killpg", "signal.pthread_kill",
           "os.putenv", "os.unsetenv", "_posixsubprocess", "pty.", "resource.setrlimit",
-          "sys.setrecursionlimit", "os.setuid", "os.setgid", "shutil.", "os.chroot")
+          "os.setuid", "os.setgid", "shutil.", "os.chroot", "sqlite3.", "os.mkfifo",
+          "os.mknod", "os.setsid", "os.setpgid", "mmap.", "winreg.", "webbrowser.")
 _PATHED = ("os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
            "os.symlink", "os.truncate", "os.utime", "os.chflags", "os.lchown")
 def _inside(path):
@@ -165,6 +171,8 @@ def _run_job(job, tmp):
 
 def _child(job, tmp, w):
     os.setsid()
+    if _prctl is not None:
+        _prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL: the child dies with the fork server
     os.chdir(tmp)
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)

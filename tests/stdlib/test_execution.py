@@ -222,3 +222,56 @@ def test_judges_on_real_samples(humaneval_slice, tmp_path):
             for s in samples if s["id"] != "HumanEval/32"]
     assert same == [p for p, s in zip(passed, samples) if s["id"] != "HumanEval/32"]
     assert 0 < sum(passed) < len(passed)
+
+
+def test_ctypes_and_sqlite_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    r = run(f"import ctypes\ndef f(x):\n    return ctypes.CDLL(None).system(b'touch {marker}')\n")
+    assert r.outputs == ("!PermissionError",)
+    r = run(f"def f(x):\n    import sqlite3\n    sqlite3.connect({str(marker)!r})\n")
+    assert r.outputs == ("!PermissionError",)
+    assert not marker.exists()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_child_dies_with_its_fork_server():
+    """Even a fork server killed mid-run leaves no candidate behind (PR_SET_PDEATHSIG)."""
+    zygote = ex._Zygote()
+    job = {"program": "import time\ndef f(x):\n    time.sleep(60)\n", "entry": "f",
+           "inputs": ["(0,)"], "timeout": 30, "wall": 30, "memory": ex.MEMORY,
+           "max_output": ex.MAX_OUTPUT}
+    thread = threading.Thread(target=zygote.run, args=(job, time.monotonic() + 30))
+    thread.start()
+    deadline = time.monotonic() + 10
+    children: list[int] = []
+    while not children and time.monotonic() < deadline:
+        time.sleep(0.1)
+        children = _children(zygote.proc.pid)
+    assert children, "the candidate never started"
+    zygote.close()  # SIGKILL to the fork server
+    thread.join()
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in children)
