@@ -275,3 +275,34 @@ def test_child_dies_with_its_fork_server():
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in children)
+
+
+def test_eval_scores_code_by_execution(tmp_path, humaneval_slice):
+    """End to end through the store: import a slice of the recordings, eval the shipped spec's
+    muxes; the per-model accuracy is the share of samples that pass their unit tests."""
+    import subprocess
+    import sys
+
+    problems, samples = humaneval_slice
+    ids = ["HumanEval/0", "HumanEval/2", "HumanEval/12"]
+    questions = tmp_path / "he-questions.jsonl"
+    questions.write_text("".join(json.dumps(problems[i]) + "\n" for i in ids))
+    subset = [s for s in samples if s["id"] in ids and s["sample"] < 5]
+    recorded = tmp_path / "he-samples.jsonl"
+    recorded.write_text("".join(json.dumps(s) + "\n" for s in subset))
+    env = dict(os.environ, MUXLANG_EXEC_CACHE=str(tmp_path / "exec.sqlite"))
+    store = str(tmp_path / "s.sqlite")
+    cli = [sys.executable, "-m", "muxlang"]
+    done = subprocess.run(cli + ["import", str(recorded), "--questions", str(questions),
+                                 "--store", store], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(cli + ["eval", str(HE / "humaneval.mux"), "--mux", "sc5", "--dataset",
+                                 "he", "--store", store, "--json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    passed = ex.run_unit_tests([(s["text"], problems[s["id"]]) for s in subset],
+                               cache=ex.ExecutionCache("off"))
+    assert report["models"]["codegen16b"]["accuracy"] == pytest.approx(sum(passed) / len(passed))
+    assert 0 < report["mux"]["accuracy"] <= 1
