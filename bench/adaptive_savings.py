@@ -45,21 +45,36 @@ def _mux(models: dict[str, int], rule: str, adaptive: str,
 
 
 def compare(items: list[dict[str, list]], models: dict[str, int], rule: str,
-            accuracies: dict[str, float] | None = None) -> dict:
-    """Full budget vs adaptive = exact over ``items`` (model -> keys in sample order)."""
+            accuracies: dict[str, float] | None = None, gold: list | None = None,
+            policy: str = "exact") -> dict:
+    """Full budget vs an adaptive policy over ``items`` (model -> keys in sample order)."""
     full_mux = _mux(models, rule, "off", accuracies)
-    fast_mux = _mux(models, rule, "exact", accuracies)
-    differ = full_samples = fast_samples = 0
-    for drawn in items:
+    fast_mux = _mux(models, rule, policy, accuracies)
+    differ = full_samples = fast_samples = full_right = fast_right = 0
+    for i, drawn in enumerate(items):
         full = semantics.decide(full_mux, drawn)
         fast = semantics.decide(fast_mux, drawn)
         differ += (full.answer, full.decision.member) != (fast.answer, fast.decision.member)
         full_samples += sum(full.used.values())
         fast_samples += sum(fast.used.values())
+        if gold is not None:
+            full_right += full.answer == gold[i]
+            fast_right += fast.answer == gold[i]
     n = len(items)
-    return {"rule": rule, "items": n, "answers_differ": differ,
-            "full_samples_per_item": full_samples / n, "adaptive_samples_per_item": fast_samples / n,
-            "saving": 1 - fast_samples / full_samples}
+    out = {"rule": rule, "policy": policy, "items": n, "answers_differ": differ,
+           "full_samples_per_item": full_samples / n, "adaptive_samples_per_item": fast_samples / n,
+           "saving": 1 - fast_samples / full_samples}
+    if gold is not None:
+        out["accuracy_full"], out["accuracy_adaptive"] = full_right / n, fast_right / n
+    return out
+
+
+def crux_gold() -> list[str]:
+    gold = {}
+    for line in (SHARED / "crux-o-questions.jsonl").open():
+        row = json.loads(line)
+        gold[row["id"]] = row["answer"].strip()
+    return [gold[i] for i in sorted(gold)]
 
 
 def crux_items() -> list[dict[str, list]]:
@@ -97,6 +112,18 @@ def gsm8k_items() -> tuple[list[dict[str, list]], dict[str, float], list[str]]:
     accuracy = {m: sum(answers[m].get(i) == gold[i] for i in ids[:half]) / half for m in models}
     items = [{m: [answers[m].get(i)] for m in models} for i in ids[half:]]
     return items, accuracy, models
+
+
+def synthetic_items(n: int = 1000) -> tuple[list[dict[str, list]], dict[str, int], str,
+                                            dict[str, float], list[str]]:
+    """3 models x 5 samples with skills 0.85 / 0.6 / 0.4 (wrong answers spread over 4)."""
+    import random
+
+    rnd = random.Random(7)
+    skill = {"strong": 0.85, "mid": 0.6, "weak": 0.4}
+    items = [{m: ["42" if rnd.random() < p else str(rnd.randrange(4)) for _ in range(5)]
+              for m, p in skill.items()} for _ in range(n)]
+    return items, {m: 5 for m in skill}, "slm_mux", skill, ["42"] * n
 
 
 def live(questions: int = 300) -> dict:
@@ -147,27 +174,34 @@ def live(questions: int = 300) -> dict:
 
 def main() -> None:
     report: dict = {"benchmark": "adaptive_savings"}
-    crux = crux_items()
-    report["crux_codellama_k10"] = [compare(crux, {"codellama": 10}, rule)
-                                    for rule in ("slm_mux", "single")]
+    crux, gold = crux_items(), crux_gold()
+    report["crux_codellama_k10"] = [compare(crux, {"codellama": 10}, rule, gold=gold,
+                                            policy=policy)
+                                    for policy in ("exact", "delta(0.05)", "delta(0.1)")
+                                    for rule in ("slm_mux",)]
     items, accuracy, models = gsm8k_items()
     pool = {m: 1 for m in models}
     report["gsm8k_ten_small_k1"] = [compare(items, pool, rule, accuracy)
                                     for rule in ("slm_mux", "majority", "single")]
-    for name in ("crux_codellama_k10", "gsm8k_ten_small_k1"):
+    s_items, s_pool, _, s_acc, s_gold = synthetic_items()
+    report["synthetic_3x5"] = [compare(s_items, s_pool, "slm_mux", s_acc, s_gold, policy)
+                               for policy in ("exact", "delta(0.05)")]
+    for name in ("crux_codellama_k10", "gsm8k_ten_small_k1", "synthetic_3x5"):
         for row in report[name]:
-            print(f"{name:20s} {row['rule']:8s} {row['items']:5d} items: samples per item "
-                  f"{row['full_samples_per_item']:.2f} -> {row['adaptive_samples_per_item']:.2f} "
-                  f"({100 * row['saving']:.1f}% fewer), answers differing: "
-                  f"{row['answers_differ']}")
+            shown = (f", accuracy {100 * row['accuracy_full']:.2f}% -> "
+                     f"{100 * row['accuracy_adaptive']:.2f}%" if "accuracy_full" in row else "")
+            print(f"{name:20s} {row['rule']:8s} {row['policy']:11s} {row['items']:5d} items: "
+                  f"samples per item {row['full_samples_per_item']:.2f} -> "
+                  f"{row['adaptive_samples_per_item']:.2f} ({100 * row['saving']:.1f}% fewer), "
+                  f"answers differing: {row['answers_differ']}{shown}")
     report["live_3x5"] = run = live()
     print(f"live 3 models x 5 samples, {run['questions']} questions: samples {run['samples_off']} "
           f"-> {run['samples_exact']} ({100 * run['saving']:.1f}% fewer), requests "
           f"{run['requests_off']} -> {run['requests_exact']}, wall {run['seconds_off']:.2f} s -> "
           f"{run['seconds_exact']:.2f} s, answers differing: {run['answers_differ']}")
-    report["answers_differ"] = (sum(r["answers_differ"] for k in ("crux_codellama_k10",
-                                                                 "gsm8k_ten_small_k1")
-                                    for r in report[k]) + run["answers_differ"])
+    report["exact_answers_differ"] = (sum(r["answers_differ"] for k in (
+        "crux_codellama_k10", "gsm8k_ten_small_k1", "synthetic_3x5") for r in report[k]
+        if r["policy"] == "exact") + run["answers_differ"])
     print(json.dumps(report))
 
 

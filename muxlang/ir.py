@@ -128,7 +128,7 @@ class Mux:
     tie_break: str = "accuracy"  # "accuracy" (validation accuracy, then pool order) | "order"
     validation: str | None = None  # dataset name in the store to read validation accuracies from
     accuracy: float | None = None  # when this mux is itself a pool member of another mux
-    adaptive: str = "off"  # "off" | "exact": draw samples in rounds, stop when the answer is settled
+    adaptive: str = "off"  # "off" | "exact" | "delta(p)": draw in rounds, stop once settled
     pos: Pos = NOWHERE
 
 

@@ -374,6 +374,78 @@ def _chunk(member: _Member) -> int:
 def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
                measured: Mapping[str, Optional[float]] | None = None,
                threshold: Optional[float] = None) -> dict[int, int]:
+    """What to draw next under the mux's ``adaptive`` policy (see ``exact_draws``); under
+    ``delta(p)`` also ``{}`` once the chance that the full budget would select otherwise (or, as
+    a cascade step, fall on the other side of the threshold) is below p, and rounds are
+    quarters of a budget, so that it can stop between them."""
+    want = exact_draws(mux, inputs, measured, threshold)
+    p = delta_of(mux)
+    if p is None or not want:
+        return want
+    if change_probability(mux, inputs, measured or {}, threshold) < p:
+        return {}
+    return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
+
+
+def delta_of(mux: ir.Mux) -> Optional[float]:
+    """p of ``adaptive = delta(p)``, else None."""
+    text = mux.adaptive
+    return float(text[6:-1]) if text.startswith("delta(") else None
+
+
+_NEW = "\x00new"  # a simulated answer no sample gave yet
+
+
+def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
+                       measured: Mapping[str, Optional[float]], threshold: Optional[float],
+                       simulations: int = 200) -> float:
+    """The chance that drawing the rest of every budget changes the selection made now.
+
+    Each model member's next samples are drawn from a Dirichlet posterior over its answers so
+    far (counts + 1, plus one pseudo-count for an answer not seen yet: with one member and two
+    answers this is Adaptive-Consistency's Beta rule), the full-budget decision is made on them,
+    and the share of simulations where it picks another answer or member (or, as a cascade
+    step, the other side of the threshold) is returned. The generator is seeded by what was
+    drawn, so a replay decides exactly as the live run did."""
+    import zlib
+
+    import numpy as np
+
+    now = decide_mux(mux, inputs, measured)
+    seed = zlib.crc32(repr((mux.name, [list(g) if isinstance(g, (list, tuple)) else repr(g)
+                                       for g in inputs])).encode("utf-8"))
+    rng = np.random.default_rng(seed)
+    plans = []
+    for member, given in zip(mux.pool, inputs):
+        if not member.is_model or isinstance(given, (Decision, Failed)):
+            plans.append(None)
+            continue
+        keys = list(given)
+        left = member.samples - len(keys)
+        seen = list(dict.fromkeys(keys))
+        plans.append((keys, left, seen, [keys.count(k) + 1.0 for k in seen] + [1.0]))
+    changed = 0
+    for s in range(simulations):
+        full: list[MemberInput] = []
+        for given, plan in zip(inputs, plans):
+            if plan is None or plan[1] <= 0:
+                full.append(given)
+                continue
+            keys, left, seen, alpha = plan
+            picks = rng.choice(len(alpha), size=left, p=rng.dirichlet(alpha))
+            full.append(keys + [seen[i] if i < len(seen) else f"{_NEW}{s}.{j}"
+                                for j, i in enumerate(picks.tolist())])
+        final = decide_mux(mux, full, measured)
+        if (final.answer, final.index) != (now.answer, now.index) or (
+                threshold is not None
+                and (final.confidence >= threshold) != (now.confidence >= threshold)):
+            changed += 1
+    return changed / simulations
+
+
+def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
+                measured: Mapping[str, Optional[float]] | None = None,
+                threshold: Optional[float] = None) -> dict[int, int]:
     """Under ``adaptive = exact``: how many more samples to draw from which model members
     (pool position -> count), given what was drawn so far (``inputs`` as for ``decide_mux``, a
     model's keys being the prefix drawn); ``{}`` when the decision is settled. ``threshold``:

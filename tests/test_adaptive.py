@@ -138,3 +138,44 @@ def test_run_draws_fewer_samples_live_and_says_so(tmp_path):
     assert (result.answer, result.model, result.confidence) == ("7", "a", 1.0)
     assert result.samples == {"a": 5, "c": 0}
     assert [r["model"] for r in sent] == ["id-a"]  # n = 5 in one request; c never asked
+
+
+def test_delta_is_deterministic_and_stops_earlier_than_exact():
+    """delta(p) is seeded by what was drawn: the same samples give the same decision (a replay
+    answers as the live run did); on a confident pool it draws fewer samples than exact."""
+    import random
+
+    backend = _backend()
+    models = [ir.Model(n, backend, n, accuracy=a) for n, a in (("s", 0.8), ("m", 0.6))]
+    rnd = random.Random(3)
+    exact_used = delta_used = 0
+    for _ in range(200):
+        drawn = {"s": ["7" if rnd.random() < 0.85 else str(rnd.randrange(3)) for _ in range(8)],
+                 "m": ["7" if rnd.random() < 0.6 else str(rnd.randrange(3)) for _ in range(8)]}
+        pool = [ir.PoolMember(m, 8) for m in models]
+        exact = semantics.decide(ir.Mux("x", _task(), pool, adaptive="exact"), drawn)
+        mux = ir.Mux("x", _task(), pool, adaptive="delta(0.05)")
+        once, again = semantics.decide(mux, drawn), semantics.decide(mux, drawn)
+        assert (once.answer, once.decision.member, once.used) == (
+            again.answer, again.decision.member, again.used)
+        exact_used += sum(exact.used.values())
+        delta_used += sum(once.used.values())
+    assert delta_used < 0.8 * exact_used
+
+
+@pytest.mark.parametrize("value, message", [
+    ("delta(2)", "out of range: delta(p) needs 0 < p < 1"),
+    ("delta(0.1, 0.2)", "delta takes one number"),
+    ("exakt", "expected off, exact or delta(p)"),
+])
+def test_bad_adaptive_values_are_reported_at_their_place(value, message):
+    from muxlang.errors import SpecError
+    from muxlang.lang import check_text
+
+    text = ('backend b { kind = openai  url = "http://127.0.0.1:1/v1" }\n'
+            'model a { backend = b }\ntask t { user = "{question}" }\n'
+            f'mux m {{ task = t  pool = [a * 3]  adaptive = {value} }}\n')
+    with pytest.raises(SpecError) as raised:
+        check_text(text, "bad.mux")
+    (diagnostic,) = raised.value.diagnostics
+    assert diagnostic.line == 4 and message in diagnostic.message

@@ -254,6 +254,35 @@ class Function(Field):
 
 
 @dataclass
+class Adaptive(Field):
+    """``off``, ``exact`` or ``delta(p)`` (0 < p < 1): how a mux samples (docs/language.md)."""
+
+    expects = "off, exact or delta(p)"
+
+    def convert(self, value, report):
+        if isinstance(value, ast.Ref) and value.name in ("off", "exact"):
+            return value.name
+        if isinstance(value, ast.Call) and value.name == "delta":
+            args = value.args
+            if (len(args) == 1 and args[0].name in (None, "p")
+                    and isinstance(args[0].value, ast.Num)):
+                p = args[0].value.value
+                if 0 < p < 1:
+                    return f"delta({p:g})"
+                report(args[0].value, f"{args[0].value.text} is out of range: delta(p) needs "
+                       "0 < p < 1", "the chance of a changed answer you accept, e.g. 0.05")
+                return BAD
+            report(value, "delta takes one number: the chance of a changed answer you accept",
+                   "write e.g. delta(0.05)")
+            return BAD
+        from muxlang.errors import did_you_mean
+
+        name = value.name if isinstance(value, (ast.Ref, ast.Call)) else None
+        hint = did_you_mean(name, ("off", "exact", "delta")) if name else None
+        return self.wrong(value, report, hint)
+
+
+@dataclass
 class ListOf(Field):
     item: Field = field(default_factory=Field)
     min_items: int = 0
@@ -378,7 +407,7 @@ SCHEMAS: dict[str, Schema] = {
         "tie_break": Choice(choices=("accuracy", "order")),
         "validation": Text(),
         "accuracy": Number(0, 1),
-        "adaptive": Choice(choices=("off", "exact")),
+        "adaptive": Adaptive(),
     }, required=("task", "pool")),
     "cascade": Schema({
         "steps": ListOf(item=DeclRef(kinds=("mux",)), min_items=1),

@@ -273,6 +273,8 @@ class RecordResult:
                             for s in self.steps]
         if out["error"] is not None:
             out["error"] = scrub(out["error"])
+        if out["text"] is not None:  # a cached sample may predate masking at arrival
+            out["text"] = scrub(out["text"])
         for name, text in out.get("failures", {}).items():
             out["failures"][name] = scrub(text)
         return out
