@@ -2,7 +2,8 @@
 
 - extractor ``python_literal``: the text as a Python literal answer: the content of the last
   fenced code block or `inline code` when there is one, else the stripped text; a leading
-  "answer:" / "assert f(...) ==" is dropped. None when nothing is left.
+  "answer:" / "assert f(...) ==" is dropped. None when nothing is left, or when what is left
+  spans several lines and is no literal (prose: a reply whose JSON could not be read).
 - equivalence ``python_literal``: the ``repr`` of ``ast.literal_eval(answer)`` (so ``'a'`` and
   ``"a"``, ``(1,2)`` and ``(1, 2)``, ``{1: 2, 3: 4}`` and ``{3: 4, 1: 2}`` agree; sets and dicts
   are keyed order-free), else the stripped string.
@@ -37,7 +38,19 @@ def _literal_text(text: str) -> str | None:
     if m:
         s = m.group(1).strip()
     s = _LEAD.sub("", s, count=1).strip() if s.lower().startswith(("answer", "assert")) else s
+    if "\n" in s and not _is_literal(s):
+        return None  # several lines that are no literal: prose, not an answer
     return s or None
+
+
+def _is_literal(s: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ast.literal_eval(s)
+        return True
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
 
 
 def python_literal_extractor() -> Callable[[str], "str | None"]:

@@ -113,3 +113,10 @@ def test_shipped_specs_check():
         done = subprocess.run([sys.executable, "-m", "muxlang", "check", str(spec)],
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_prose_is_no_literal_answer():
+    extract = registry.make_extractor(Call("python_literal"))
+    assert extract("The function returns the list.\nSo the answer is [1, 2].") is None
+    assert extract("[1,\n 2]") == "[1,\n 2]"  # a literal over several lines is one
+    assert extract("'unterminated") == "'unterminated"  # one line: kept, keyed as text
