@@ -54,10 +54,17 @@ sys.path.insert(0, str(ROOT))
 import collect_workers as cw  # noqa: E402
 
 KEY = "sk-chaos-" + "7Qx9Lm2Vb8Rt4Zp6" * 2  # the API key every hostile backend is given
+WINDOWS = {KEY[i:i + 8] for i in range(9, len(KEY) - 7)}  # any 8 characters of its secret part
+
+
+def leaked(text: str) -> bool:
+    """Whether ``text`` shows the key or a piece of it (a prefix left by a cut counts)."""
+    return any(window in text for window in WINDOWS)
 ITEMS = 10
 HOSTILE = 3  # the item whose prompt says #hostile
 SAMPLES = 2
 TIMEOUT = 120  # seconds a command may take before the case counts as hanging
+MUX_ROOT = [ROOT]  # the checkout whose muxlang the cases run (--muxlang)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -71,7 +78,7 @@ def serve() -> None:
         prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
         key = request.headers.get("Authorization", "").removeprefix("Bearer ")
         n = int(body.get("n") or 1)
-        hostile = "#hostile" in prompt
+        hostile = "#hostile" in prompt or mode in ("echo400", "echo500")
 
         def reply(texts: list[str]) -> web.Response:
             return web.json_response({
@@ -109,11 +116,15 @@ def serve() -> None:
             return reply([f"Your key is {key}. #### 5"] * n)
         if mode == "echo_nul":
             return reply([f"key {key}\x00 #### 5"] * n)
-        if mode == "echo400":  # the key straddles a 400-character (and a 120-character) cut
-            return web.json_response({"error": {"message": "y" * 390 + f" bad key {key}"}},
-                                     status=400)
-        if mode == "echo500":
-            return web.Response(status=500, text=f"upstream rejected {key} " + "z" * 200)
+        if mode in ("echo400", "echo500"):
+            # the key at a different place in each reply (300..419 characters in for a 400,
+            # 60..179 for a 500): whatever the length a message is cut to, some cut crosses it
+            COUNTER[0] += 1
+            if mode == "echo400":
+                pad = 300 + (COUNTER[0] * 7) % 120
+                return web.json_response({"error": {"message": "y" * pad + key}}, status=400)
+            pad = 60 + (COUNTER[0] * 7) % 120
+            return web.Response(status=500, text="z" * pad + key + " rejected")
         if mode == "reset":
             if request.transport is not None:
                 request.transport.abort()
@@ -130,6 +141,8 @@ def serve() -> None:
         parts.append(squeeze.compress(blank))
     parts.append(squeeze.compress(b"}") + squeeze.flush())
     BOMB = b"".join(parts)
+
+    COUNTER = [0]
 
     async def main() -> None:
         app = web.Application(client_max_size=1024 ** 3)
@@ -168,7 +181,7 @@ class Result:
 def mux(args: list[str], cwd: Path, timeout: float = TIMEOUT,
         env: dict | None = None) -> Result:
     """`python -m muxlang ARGS`, with its peak RSS (wait4) and a hard timeout."""
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "CHAOS_KEY": KEY, **(env or {})}
+    environment = {**os.environ, "PYTHONPATH": str(MUX_ROOT[0]), "CHAOS_KEY": KEY, **(env or {})}
     out_path, err_path = cwd / f".out-{uuid.uuid4().hex[:6]}", cwd / f".err-{uuid.uuid4().hex[:6]}"
     began = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -214,7 +227,7 @@ class Tally:
         for r in results:
             if r.timed_out:
                 problems.append(f"still running after {TIMEOUT} s")
-            leaks += (KEY in r.out) + (KEY in r.err)
+            leaks += leaked(r.out) + leaked(r.err)
         if internal:
             problems.append("internal error / Traceback: " + next(
                 _last_line(r.err) for r in results
@@ -273,7 +286,7 @@ def store_text(store: str) -> str:
 
 
 def count_leaks(*texts: str) -> int:
-    return sum(KEY in t for t in texts)
+    return sum(leaked(t) for t in texts)
 
 
 def stored_ok(store: str, model_id: str) -> int:
@@ -395,11 +408,13 @@ def server_cases(tally: Tally, work: Path, url: str, pg: PgSchemas) -> None:
             if mode == "endless" and res.seconds > 15:  # the spec's timeout is 20 s
                 problems.append(f"an endless stream ran {res.seconds:.0f} s (until the timeout)")
             hostile_stored = stored - min(stored, good)
+            # echo400 and echo500 answer every item so (each with the key elsewhere in the text)
+            expect = 0 if mode in ("echo400", "echo500") else good
             tally.case(f"collect: {mode} reply ({database})", results=[res],
-                       lost=max(0, good - min(stored, good)),
+                       lost=max(0, expect - min(stored, expect)),
                        leaks=count_leaks(texts), problems=problems, exit=res.code,
                        stored_good=min(stored, good), hostile_stored=hostile_stored)
-        if mode in ("nul", "surrogate", "echo", "echo_nul", "echo400", "bomb"):
+        if mode in ("nul", "surrogate", "echo", "echo_nul", "echo400", "echo500", "bomb"):
             # `run --store` on the same server: every record gets its line, with its id
             spec = hostile_spec(work, url, mode)
             store = sqlite_store(work, "run-" + mode)
@@ -414,7 +429,7 @@ def server_cases(tally: Tally, work: Path, url: str, pg: PgSchemas) -> None:
                     except ValueError:
                         pass
             ids = {str(line.get("id")) for line in lines}
-            lost = sum(1 for i in range(ITEMS) if f"q{i}" not in ids)
+            lost = sum(1 for i in range(ITEMS) if f"q{i}" not in ids)  # a line each, error or not
             out_text = output.read_bytes().decode("latin-1") if output.exists() else ""
             tally.case(f"run --store: {mode} reply", results=[res], lost=lost,
                        leaks=count_leaks(out_text, store_text(store)), exit=res.code)
@@ -448,7 +463,7 @@ mux x {{
     data.write_text("".join(json.dumps({"id": i, "question": f"{i}?"}) + "\n"
                             for i in range(200)))
     output = work / "dying-out.jsonl"
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment = {**os.environ, "PYTHONPATH": str(MUX_ROOT[0])}
     began = time.monotonic()
     child = subprocess.Popen([sys.executable, "-m", "muxlang", "run", str(spec), "--input",
                               str(data), "--output", str(output)], cwd=str(work),
@@ -481,7 +496,7 @@ mux x {{
                seconds_after_death=round(after, 1), stderr_lines=len(err.splitlines()))
 
 
-def foreign_store_cases(tally: Tally, work: Path, pg: PgSchemas) -> None:
+def foreign_store_cases(tally: Tally, work: Path, url: str, pg: PgSchemas) -> None:
     """A user's own database as --store: refused by name, left byte for byte unchanged."""
     data = questions_file(work, "fq.jsonl")
     samples = work / "fs.jsonl"
@@ -490,8 +505,8 @@ def foreign_store_cases(tally: Tally, work: Path, pg: PgSchemas) -> None:
                                for i in range(ITEMS)))
     spec = work / "replay.mux"
     spec.write_text("""
-backend rec { kind = replay }
-model rec { backend = rec  id = "rec" }
+backend recorded { kind = replay }
+model rec { backend = recorded  id = "rec" }
 task t {
   user = "Question: {question}"
   extract = final_number
@@ -506,7 +521,8 @@ mux x {
     commands = {
         "eval": ["eval", str(spec), "--dataset", str(data)],
         "import": ["import", str(samples), "--questions", str(data)],
-        "collect": ["collect", str(spec), "--dataset", str(data), "--no-progress"],
+        "collect": ["collect", str(hostile_spec(work, url, "ok")), "--dataset", str(data),
+                    "--no-progress"],
     }
     for name, args in commands.items():
         app = work / f"app-{name}.sqlite"
@@ -552,7 +568,7 @@ mux x {
             rows = conn.execute(sqlalchemy.text("SELECT COUNT(*) FROM runs")).scalar_one()
         return tables, columns, rows
 
-    for name in ("eval", "import"):
+    for name in ("eval", "import", "collect"):
         before = shape()
         res = mux([*commands[name], "--store", url], work)
         after = shape()
@@ -661,7 +677,7 @@ def concurrent_registration_case(tally: Tally, work: Path, pg: PgSchemas) -> Non
         for _ in range(3):
             store = pg.new()
             cmd = cw.collect_cmd(spec, data, store)
-            procs = [cw.launch(cmd, work) for _ in range(2)]
+            procs = [cw.launch(cmd, work, MUX_ROOT[0]) for _ in range(2)]
             for proc in procs:
                 out, err = proc.communicate(timeout=TIMEOUT)
                 results.append(Result(proc.returncode, out, err, 0.0, 0.0, False))
@@ -689,7 +705,8 @@ def worker_cases(tally: Tally, work: Path, questions: int) -> dict:
             ratios[database] = {}
             for n in (1, 2, 3):
                 run = cw.run_workers(database, n, url=url, workdir=sub, spec=spec, data=data,
-                                     wanted=wanted)
+                                     wanted=wanted, root=MUX_ROOT[0],
+                                     cold=MUX_ROOT[0] != ROOT)
                 ratios[database][str(n)] = run["requests_per_stored_sample"]
                 problems = list(run["worker_errors"])
                 if not run["rows_ok"]:
@@ -700,7 +717,8 @@ def worker_cases(tally: Tally, work: Path, questions: int) -> dict:
                            lost=max(0, wanted - run["stored"]), problems=problems,
                            requests=run["requests"], stored=run["stored"])
             run = cw.run_workers(database, 2, url=url, workdir=sub, spec=spec, data=data,
-                                 wanted=wanted, kill_at=1 / 3)
+                                 wanted=wanted, kill_at=1 / 3, root=MUX_ROOT[0],
+                                 cold=MUX_ROOT[0] != ROOT)
             problems = list(run["worker_errors"])
             if not run["rows_ok"]:
                 problems.append(run["problem"])
@@ -722,7 +740,15 @@ def main() -> int:
                         help="questions of the concurrent-collector runs (x 3 models x 3)")
     parser.add_argument("--quick", action="store_true",
                         help="skip the concurrent collectors")
+    parser.add_argument("--only", action="append", metavar="GROUP",
+                        help="run only these groups of cases (servers, dying, foreign, import, "
+                             "files, registration, workers); repeatable")
+    parser.add_argument("--muxlang", metavar="CHECKOUT", type=Path,
+                        help="run the cases against the muxlang of another checkout (e.g. an "
+                             "older commit: git archive COMMIT | tar -x -C DIR)")
     args = parser.parse_args()
+    if args.muxlang:
+        MUX_ROOT[0] = args.muxlang.resolve()
     if args.serve:
         serve()
         return 0
@@ -736,21 +762,23 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            steps = [
-                lambda: server_cases(tally, work, url, pg),
-                lambda: dying_server_case(tally, work),
-                lambda: foreign_store_cases(tally, work, pg),
-                lambda: import_cases(tally, work),
-                lambda: bad_file_cases(tally, work, url, pg),
-                lambda: concurrent_registration_case(tally, work, pg),
-            ]
-            for step in steps:
+            steps = {
+                "servers": lambda: server_cases(tally, work, url, pg),
+                "dying": lambda: dying_server_case(tally, work),
+                "foreign": lambda: foreign_store_cases(tally, work, url, pg),
+                "import": lambda: import_cases(tally, work),
+                "files": lambda: bad_file_cases(tally, work, url, pg),
+                "registration": lambda: concurrent_registration_case(tally, work, pg),
+            }
+            for name, step in steps.items():
+                if args.only and name not in args.only:
+                    continue
                 try:
                     step()
                 except Exception as error:  # noqa: BLE001 - the bench goes on, and says so
-                    tally.case(f"harness error in {step.__code__.co_names}", problems=[
+                    tally.case(f"harness error in {name}", problems=[
                         f"{type(error).__name__}: {str(error)[:300]}"])
-            if not args.quick:
+            if not args.quick and (not args.only or "workers" in args.only):
                 ratios = worker_cases(tally, work, args.questions)
     finally:
         server.kill()
@@ -761,6 +789,7 @@ def main() -> int:
         "cases": len(tally.cases), "cases_failed": len(failed), "records_lost": tally.lost,
         "secrets_leaked": tally.leaks, "internal_errors": tally.internal,
         "requests_per_stored_sample": ratios, "postgresql": pg.reason or "yes",
+        "muxlang": str(MUX_ROOT[0]),
         "seconds": round(time.monotonic() - began, 1), "failed": failed,
         "details": tally.cases}))
     return 0
