@@ -13,7 +13,7 @@ Contracts of the implementations:
 
 User plugins: an installed distribution that declares entry points in the group
 ``muxlang.plugins`` adds names to these tables. The entry point's name is ``KIND.NAME`` with KIND
-one of ``extractor``, ``equivalence``, ``rule``; its value is the factory (``"module:attr"``),
+one of ``extractor``, ``equivalence``, ``rule``, ``confidence``; its value is the factory (``"module:attr"``),
 whose parameters (read from its signature: a default's type is the accepted type, no default =
 required) the checker checks like a stdlib function's. For example, in a plugin's pyproject.toml:
 
@@ -229,7 +229,8 @@ def plugin_entry(kind: str, name: str, target: str) -> Entry:
 def register(kind: str, name: str, target: str) -> Entry:
     """Add a plugin ``kind`` (extractor | equivalence | rule) named ``name``; a stdlib name is
     never replaced (returns the existing entry)."""
-    table = {"extractor": EXTRACTORS, "equivalence": EQUIVALENCES, "rule": RULES}[kind]
+    table = {"extractor": EXTRACTORS, "equivalence": EQUIVALENCES, "rule": RULES,
+             "confidence": CONFIDENCES}[kind]
     if dict.__contains__(table, name):
         return dict.__getitem__(table, name)
     entry = plugin_entry(kind, name, target)
@@ -247,15 +248,26 @@ def load_plugins(*, force: bool = False) -> None:
 
     for point in entry_points(group=PLUGIN_GROUP):
         kind, _, name = point.name.partition(".")
-        if kind not in ("extractor", "equivalence", "rule") or not name:
+        if kind not in ("extractor", "equivalence", "rule", "confidence") or not name:
             PLUGIN_ERRORS.append(f"{point.name}: the name must be KIND.NAME "
-                                 "(extractor, equivalence or rule)")
+                                 "(extractor, equivalence, rule or confidence)")
             continue
         try:
             register(kind, name, point.value)
         except Exception as error:  # noqa: BLE001 - a broken plugin must not break check
             PLUGIN_ERRORS.append(f"{point.name} = {point.value}: {type(error).__name__}: {error}")
 
+
+CONFIDENCES: dict[str, Entry] = _Table("confidence", {
+    e.name: e
+    for e in [
+        Entry("self_consistency", "muxlang.stdlib.confidence:self_consistency",
+              "a member's top answer's count / k (the paper's; the default)"),
+        Entry("logprob_vote", "muxlang.stdlib.confidence:logprob_vote",
+              "CISC: a vote weighted by softmax(mean token log-probability / temperature)",
+              (Param("temperature", _NUM, 1.0),)),
+    ]
+})
 
 _MODULES_DIR = Path(__file__).with_name("modules")
 
