@@ -57,7 +57,8 @@ from muxlang.votes import StoredVotes
 
 BASELINES = ("single_best", "single_best_sc", "agent_forest", "slm_mux", "union",
              "oracle_any_sample")
-DEFAULT_RESAMPLING_TRIALS = 100
+# resampling trials when more samples are stored than drawn: as many as tune simulates
+DEFAULT_RESAMPLING_TRIALS = ir.default(ir.Tune, "simulations")
 
 
 @dataclass

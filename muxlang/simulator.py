@@ -36,6 +36,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from muxlang import ir
 from muxlang.errors import MuxError
 from muxlang.votes import StoredVotes
 
@@ -160,12 +161,13 @@ def subset_votes(votes: StoredVotes, indices: Iterable[int], name: str | None = 
 def split_votes(votes: StoredVotes, fraction: float, seed: int) -> tuple[StoredVotes, StoredVotes]:
     """Split items at random (seeded) into a validation share ``fraction`` and the rest for test."""
     if not 0.0 < fraction < 1.0:
-        raise MuxError(f"--split must be between 0 and 1 (exclusive), got {fraction}")
+        raise MuxError(f"the validation share of a split must be between 0 and 1 (exclusive), "
+                       f"got {fraction}")
     n = len(votes.items)
     order = np.random.default_rng(int(seed)).permutation(n)
     n_val = int(round(fraction * n))
     if n_val == 0 or n_val == n:
-        raise MuxError(f"--split {fraction} of {n} items leaves one side empty")
+        raise MuxError(f"a split of {fraction} of {n} items leaves one side empty")
     val_idx = sorted(order[:n_val].tolist())
     test_idx = sorted(order[n_val:].tolist())
     return (subset_votes(votes, val_idx, f"{votes.dataset}[val {fraction:g} seed {seed}]"),
@@ -180,7 +182,8 @@ class Simulator:
     with the validation set's accuracies, never its own.
     """
 
-    def __init__(self, votes: StoredVotes, simulations: int = 100, seed: int = 0,
+    def __init__(self, votes: StoredVotes, simulations: int = ir.default(ir.Tune, "simulations"),
+                 seed: int = 0,
                  accuracies: Mapping[str, float | None] | None = None,
                  models: Iterable[str] | None = None, shuffle: bool | Iterable[str] = True):
         if simulations < 1:
