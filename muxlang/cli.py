@@ -52,6 +52,8 @@ def flag_hint(error: MuxError, command: str | None) -> str | None:
         if error.opening:
             return "--store URL or $MUXLANG_STORE chooses the store (default ./muxlang.sqlite)"
     elif isinstance(error, DatasetError):
+        if getattr(error, "conflict", False) and command == "import":
+            return "import with --replace to replace the stored texts with this file's"
         if error.clash:
             flag = {"import": "--dataset NAME", "collect": "--name NAME"}.get(command or "")
             return f"name this one with {flag}" if flag else None

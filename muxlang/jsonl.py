@@ -69,6 +69,18 @@ def parse_record(text: str) -> dict:
     return record
 
 
+def dumps_line(value: Any) -> str:
+    """One JSON line (with its newline) that can be written as UTF-8: readable UTF-8 text, but
+    a lone surrogate (a model may answer one) written as its ``\\uXXXX`` escape, which any JSON
+    reader reads back as the same string, where writing it raw would fail."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value)
+    return text + "\n"
+
+
 def _open_binary(path: Path):
     if path.name.endswith(".gz"):
         return gzip.open(path, "rb")

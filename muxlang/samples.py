@@ -60,7 +60,9 @@ def canonical_json(value: Any) -> str:
 
 
 def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate (a record may hold one) hashes instead of failing; every
+    # other string hashes exactly as before
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def prompt_hash(messages: Sequence[Mapping[str, Any]]) -> str:

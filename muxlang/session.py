@@ -416,16 +416,18 @@ class Session:
 
     # -- import ------------------------------------------------------------------------------
     def import_samples(self, samples: Union[str, os.PathLike], questions: Union[str, os.PathLike],
-                       dataset: Optional[str] = None) -> Any:
+                       dataset: Optional[str] = None, *, replace: bool = False) -> Any:
         """Import recorded outputs (ZeroEval JSON lines ``{"id", "model", "sample",
         "temperature", "text"}``, optionally gzipped) with their questions file into the store,
         as ``muxlang import`` does; ``dataset`` defaults to the questions file's name. Returns
-        ``muxlang.store.ImportResult`` (dataset, items, samples read and written, per model)."""
+        ``muxlang.store.ImportResult`` (dataset, items, samples read and written, per model).
+        A stored sample whose text differs from the file's is a ``DataError`` at its line and
+        nothing is imported; ``replace=True`` replaces such samples (``samples_replaced``)."""
         from muxlang.store import import_samples
 
         store = self.open_store()
         try:
-            return import_samples(store, samples, questions, dataset)
+            return import_samples(store, samples, questions, dataset, replace=replace)
         finally:
             store.close()
 
@@ -588,15 +590,11 @@ class Session:
 
 
 def storage_url(url: Optional[str]) -> Optional[str]:
-    """An Optuna storage URL: a plain path is a SQLite file, ``postgresql://`` uses psycopg 3."""
-    if url is None:
-        return None
-    if "://" not in url:
-        return "sqlite:///" + str(Path(url).expanduser().absolute())
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgresql", "postgres"):
-        return "postgresql+psycopg://" + rest
-    return url
+    """An Optuna storage URL: a plain path is a SQLite file, ``postgresql://`` uses psycopg 3;
+    another scheme is a StoreError naming those two."""
+    from muxlang.store.urls import study_storage_url
+
+    return study_storage_url(url)
 
 
 def _merge_votes(into: Any, other: Any, model: str) -> None:

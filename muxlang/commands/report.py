@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from muxlang.errors import MuxError
 
@@ -29,9 +30,14 @@ def _from_storage(url: str, study: str | None) -> dict:
 
     if not study:
         raise MuxError("--storage needs --study NAME")
+    resolved = storage_url(url)  # an unsupported scheme is refused here, by name
+    if resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
+        raise MuxError(f"no study storage at {url}: `muxlang tune --storage` writes one")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        s = optuna.load_study(study_name=study, storage=storage_url(url))
+        # report only reads: Optuna's tables are not created in a database that lacks them
+        storage = optuna.storages.RDBStorage(resolved, skip_table_creation=True)
+        s = optuna.load_study(study_name=study, storage=storage)
     except KeyError:
         raise MuxError(f"no study '{study}' in that storage")
     except Exception as error:

@@ -48,8 +48,7 @@ class Runtime:
         known = {b.name for b in backends}
         for name in urls:
             if name not in known:
-                raise MuxError(f"a URL is given for backend '{name}', which the spec does not "
-                               "declare"
+                raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
                                + (f" (backends: {', '.join(sorted(known))})" if known else ""))
         self.clients: dict[str, BackendClient] = dict(clients or {})
         for backend in backends:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import IO, Any, AsyncIterator, Callable, Iterator
 
 from muxlang.errors import MuxError
-from muxlang.jsonl import parse_line
+from muxlang.jsonl import dumps_line, parse_line
 from muxlang.runtime.executor import PlanExecutor, RecordResult
 from muxlang.runtime.secrets import clip, scrub
 
@@ -216,7 +216,7 @@ async def run_records(executor: PlanExecutor, lines: AsyncIterator[tuple[int, st
                     summary.missing += bool(out.get("missing"))
                     summary.partial += bool(out.get("partial"))
                     summary.incomplete += bool(out.get("missing") or out.get("partial"))
-            ready[seq] = json.dumps(out, ensure_ascii=False) + "\n"
+            ready[seq] = dumps_line(out)  # a lone surrogate in a reply: escaped
         except Exception as error:  # noqa: BLE001 - one record's bug must not end the run
             message = clip(f"{source}:{number}: internal error: {type(error).__name__}: "
                            f"{error}", 1000)

@@ -6,7 +6,13 @@ Where it lives
     transaction ``BEGIN IMMEDIATE``); ``postgresql://user@host:5432/db`` (or
     ``postgresql+psycopg://...``) means PostgreSQL via psycopg 3. ``store.display_url`` is the URL
     with its password hidden: print that, never ``store.url``. Opening a store creates or upgrades
-    its schema (``migrations.MIGRATIONS``, an ordered list; ``store.version``).
+    its schema (``migrations.MIGRATIONS``, an ordered list; ``store.version``), but only in an
+    empty database or a store recognised as muxlang's (its ``muxlang_meta`` table, or the exact
+    tables of an earlier version: ``migrations.recognise``); anything else is refused untouched.
+    ``Store(url, must_exist=True)`` is for commands that only read: nothing is created, migrated
+    or switched, a read-only SQLite file is opened read-only, and caches are written only when
+    ``store.writable``. Text columns take any Python string (``schema.SafeText``: NUL and lone
+    surrogates are stored escaped and read back exactly).
 
 Cache API (for the runtime: ``run`` and ``collect``)
     key = SampleKey.for_model(model, messages)      # muxlang.samples; ir.Model + the messages sent
@@ -46,7 +52,9 @@ For eval and the optimizer
     signature covers the task's extractor and equivalence and the stdlib code (see ``votes.py``).
 
 Imports
-    import_samples(store, samples_path, questions_path, dataset=None) -> ImportResult
+    import_samples(store, samples_path, questions_path, dataset=None, replace=False)
+        -> ImportResult; a stored sample with another text under the same key is a DataError
+        at its line (nothing written) unless ``replace``
 """
 from muxlang.store.core import (DatasetInfo, Item, NewSample, Store, StoredSample,
                                 default_dataset_name, load_dataset_file, read_records,

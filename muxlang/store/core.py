@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from muxlang.errors import DataError, DatasetError, MuxError, StoreError
+from muxlang.errors import DataError, DatasetError, MuxError, StoreError, shorten
 from muxlang.jsonl import iter_records, read_records  # noqa: F401 - re-exported
 from muxlang.samples import SampleKey, canonical_json, record_input_hash, sha256
 from muxlang.store import migrations
@@ -79,13 +79,18 @@ class Item:
     input_hash: str
 
 
+MAX_NAME = 512  # characters of a record id, model name, backend or dataset name (both databases:
+# PostgreSQL indexes these columns, and an index entry holds at most about 2,700 bytes)
+
+
 def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via every test
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
         cursor = dbapi_connection.cursor()
+        # per connection only: nothing here changes the file (the journal mode is set once, by
+        # Store.upgrade, after the file was recognised as a store)
         cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across kill -9
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -101,35 +106,97 @@ def _sqlite_setup(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
 
 
+_DAMAGED = ("malformed", "disk i/o error", "not a database", "file is encrypted")
+
+
+def _error_setup(store: "Store", path: str | None) -> None:
+    """A damaged SQLite file fails wherever a query meets a bad page: say so, with the file,
+    wherever that is (not as an internal error of whichever command read it)."""
+    @event.listens_for(store.engine, "handle_error")
+    def _on_error(context):  # pragma: no cover - exercised by the damaged-file test
+        original = context.original_exception
+        reason = str(original).strip().splitlines()[0] if str(original).strip() else ""
+        if path and type(original).__module__ == "sqlite3" and any(
+                word in reason.lower() for word in _DAMAGED):
+            raise StoreError(f"store {path} is damaged or not a muxlang store ({reason}): "
+                             "restore it from a backup (`sqlite3 FILE .recover` saves what can "
+                             "be read)", url=store.display_url, opening=True) from None
+
+
+def _read_only(path: Path) -> bool:
+    """Whether a SQLite file is meant to be read only: it or its folder has no write permission
+    bit (checked on the bits, not with access(): root may write anything)."""
+    try:
+        return not (path.stat().st_mode & 0o222) or not (path.parent.stat().st_mode & 0o222)
+    except OSError:
+        return False
+
+
+READABLE_VERSION = 2  # the oldest schema a reader can use as it is (answers and gold keys exist)
+
+
+def _read_only_connector(path: Path):
+    """A connection that cannot write the file: ``mode=ro``; ``immutable`` as well when no WAL
+    is pending (no -wal file), so that not even the -shm file is created beside it."""
+    import sqlite3
+    from urllib.parse import quote
+
+    def connect():
+        wal = Path(str(path) + "-wal")
+        pending = wal.exists() and wal.stat().st_size > 0
+        uri = f"file:{quote(str(path))}?mode=ro" + ("" if pending else "&immutable=1")
+        return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+    return connect
+
+
 class Store:
-    """A sample store at a SQLAlchemy URL (see the package docstring for the API)."""
+    """A sample store at a SQLAlchemy URL (see the package docstring for the API).
+
+    A store is recognised by its ``muxlang_meta`` table (or, made by an earlier muxlang, by its
+    exact set of tables: ``migrations.recognise``): a database that holds anything else is
+    refused by name before anything in it is touched.
+
+    ``must_exist=True`` opens it for a command that only reads (eval, tune, run's tie-breaks):
+    the store must exist already, and nothing is created, migrated or switched (journal mode);
+    a SQLite file or folder without write permission is opened read-only. Such a store writes
+    its caches (answers, gold keys, run records) only when it can (``writable``): current
+    schema, writable file; otherwise it computes them and goes on.
+    """
 
     def __init__(self, url: str | None = None, *, upgrade: bool = True, echo: bool = False,
                  must_exist: bool = False):
-        """``must_exist``: a SQLite file that does not exist is an error (readers such as eval
-        should not create an empty store on a mistyped path)."""
+        """``must_exist``: opened by a command that only reads (above): a SQLite file that does
+        not exist is an error (readers such as eval should not create an empty store on a
+        mistyped path), and so is an empty database."""
         self.url = resolve_url(url)
         self.display_url = redact_url(self.url)
-        if must_exist and self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
-            path = Path(self.url.split(":///", 1)[1])
-            if not path.exists():
+        self.reader = must_exist
+        self.writable = not must_exist
+        self.path: Path | None = None
+        read_only = False
+        if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
+            self.path = Path(self.url.split(":///", 1)[1].split("?", 1)[0])
+        if must_exist and self.path is not None:
+            if not self.path.exists():
                 raise StoreError(f"store {self.display_url} does not exist: import or collect "
                                  "samples into it first, or open the store that holds them",
                                  url=self.display_url, missing=True)
+            read_only = _read_only(self.path)
         try:
             if self.url.startswith("sqlite"):
                 memory = self.url in ("sqlite://", "sqlite:///:memory:")
-                if not memory:
-                    path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
-                    if path and not Path(path).parent.exists():
-                        raise StoreError(f"store {self.display_url}: directory "
-                                         f"{Path(path).parent} does not exist",
-                                         url=self.display_url, opening=True)
+                if not memory and self.path is not None and not self.path.parent.exists():
+                    raise StoreError(f"store {self.display_url}: directory "
+                                     f"{self.path.parent} does not exist",
+                                     url=self.display_url, opening=True)
                 # check_same_thread off: the pool hands a connection to one thread at a time,
                 # and the runtime cache works from a worker thread.
+                options: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
+                if read_only:
+                    options["creator"] = _read_only_connector(self.path)
                 self.engine = create_engine(
-                    self.url, echo=echo, connect_args={"check_same_thread": False},
-                    **({"poolclass": StaticPool} if memory else {}))
+                    self.url, echo=echo, connect_args={"check_same_thread": False}, **options)
                 _sqlite_setup(self.engine)
             else:
                 self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
@@ -142,8 +209,11 @@ class Store:
         if self.dialect not in ("sqlite", "postgresql"):
             raise StoreError(f"store {self.display_url}: unsupported database '{self.dialect}' "
                              "(use SQLite or PostgreSQL)", url=self.display_url, opening=True)
+        _error_setup(self, str(self.path) if self.path is not None else None)
         self._version: int | None = None
-        if upgrade:
+        if must_exist:
+            self._open_to_read(read_only)
+        elif upgrade:
             self.upgrade()
 
     # -- connections ---------------------------------------------------------------------------
@@ -171,29 +241,96 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({self.display_url!r})"
 
+    def _refuse(self, found: migrations.Recognition) -> StoreError:
+        shown = ", ".join(found.tables[:8]) + (f", … ({len(found.tables)} tables)"
+                                                if len(found.tables) > 8 else "")
+        where = "file" if self.dialect == "sqlite" else "database"
+        return StoreError(f"{self.display_url} is not a muxlang store: the {where} holds other "
+                          f"tables ({shown}) and no muxlang_meta table; muxlang leaves it as it "
+                          "is. Give the store a new file or an empty database",
+                          url=self.display_url, opening=True)
+
+    def _newer(self, version: int) -> StoreError:
+        return StoreError(f"store {self.display_url} has schema version {version}, newer than "
+                          f"this muxlang understands ({migrations.LATEST}): upgrade muxlang",
+                          url=self.display_url)
+
+    def _cannot_open(self, error: DBAPIError) -> StoreError:
+        return StoreError(f"cannot open store {self.display_url}: {_reason(error)}"
+                          + (" (is it a muxlang store? a SQLite store is a database file, "
+                             "not a data file)" if self.dialect == "sqlite" else ""),
+                          url=self.display_url, opening=True)
+
     def upgrade(self, target: int = migrations.LATEST) -> tuple[int, int]:
-        """Bring the schema to ``target``. This is the first statement a command runs against a
-        store, so a path that is not a database (``--store samples.jsonl``: "file is not a
-        database"), or a PostgreSQL database the user may not write to, surfaces here: it is a
-        user error with the store's (redacted) URL, not an internal error."""
+        """Create the store in an empty database, or bring a store's schema to ``target``; a
+        database that is not a muxlang store is refused and left as it is. This is the first
+        statement a command that writes runs against a store, so a path that is not a database
+        (``--store samples.jsonl``: "file is not a database"), or a PostgreSQL database the user
+        may not write to, surfaces here: a user error with the store's (redacted) URL, not an
+        internal error."""
         try:
             with self.transaction() as conn:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(7215033)"))
-                version = migrations.current_version(conn)
-                if version > migrations.LATEST:
-                    raise StoreError(f"store {self.display_url} has schema version {version}, "
-                                     f"newer than this muxlang understands "
-                                     f"({migrations.LATEST}): upgrade muxlang",
-                                     url=self.display_url)
+                found = migrations.recognise(conn)
+                if found.kind == "foreign":
+                    raise self._refuse(found)
+                if found.version > migrations.LATEST:
+                    raise self._newer(found.version)
                 result = migrations.upgrade(conn, target)
         except DatabaseError as error:
-            raise StoreError(f"cannot open store {self.display_url}: {_reason(error)}"
-                             + (" (is it a muxlang store? a SQLite store is a database file, "
-                                "not a data file)" if self.dialect == "sqlite" else ""),
-                             url=self.display_url, opening=True) from None
+            raise self._cannot_open(error) from None
+        if self.dialect == "sqlite" and self.path is not None:
+            self._use_wal()
         self._version = result[1]
+        self.writable = True
         return result
+
+    def _use_wal(self) -> None:
+        """Switch a SQLite store to WAL (once: the mode is kept in the file): readers never wait
+        for writers. Only ever done to a file recognised as a store."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                try:
+                    cursor.execute("PRAGMA journal_mode = WAL")
+                except Exception:  # another process switches it at this moment: it is done
+                    pass
+            cursor.close()
+        finally:
+            raw.close()
+
+    def _open_to_read(self, read_only: bool) -> None:
+        """Recognise the store for a command that only reads; nothing is written."""
+        try:
+            with self.engine.connect() as conn:
+                found = migrations.recognise(conn)
+                conn.rollback()
+        except DatabaseError as error:
+            raise self._cannot_open(error) from None
+        if found.kind == "foreign":
+            raise self._refuse(found)
+        if found.kind == "empty":
+            raise StoreError(f"store {self.display_url} is empty: import or collect samples "
+                             "into it first, or open the store that holds them",
+                             url=self.display_url, missing=True)
+        if found.version > migrations.LATEST:
+            raise self._newer(found.version)
+        if found.version < READABLE_VERSION:
+            raise StoreError(f"store {self.display_url} has schema version {found.version}, "
+                             "too old to read without upgrading it; a command that writes to it "
+                             "(import, collect) upgrades it", url=self.display_url)
+        self._version = found.version
+        # a reader keeps its caches in the store only where that changes nothing else: a
+        # current, writable store, in WAL mode on SQLite (where its writes never wait for its
+        # own reads; the mode is the store's, a reader does not switch it)
+        self.writable = not read_only and found.version == migrations.LATEST
+        if self.writable and self.dialect == "sqlite" and self.path is not None:
+            with self.engine.connect() as conn:
+                mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+                conn.rollback()
+            self.writable = str(mode).lower() == "wal"
 
     @property
     def version(self) -> int:
@@ -251,6 +388,9 @@ class Store:
             if sample.index < 0:
                 raise ValueError(f"sample index {sample.index} < 0")
             key = sample.key
+            if len(key.model) > MAX_NAME or len(key.backend) > MAX_NAME:
+                check_name("model id", key.model)
+                check_name("backend name", key.backend)
             rows.append({
                 "key_hash": key.hash, "sample_index": int(sample.index), "backend": key.backend,
                 "model": key.model, "params": key.params, "prompt_hash": key.prompt_hash,
@@ -308,9 +448,12 @@ class Store:
         with raw.cursor() as cursor:
             cursor.execute(f'CREATE TEMPORARY TABLE "{temp}" (LIKE "{table.name}" INCLUDING DEFAULTS) '
                            "ON COMMIT DROP")
+            # COPY takes the values as they are: escape what SafeText escapes on an INSERT
+            escaped = [isinstance(table.c[c].type, s.SafeText) for c in columns]
             with cursor.copy(f'COPY "{temp}" ({names}) FROM STDIN') as copy:
                 for row in rows:
-                    copy.write_row([row[c] for c in columns])
+                    copy.write_row([s.escape_text(row[c]) if e else row[c]
+                                    for c, e in zip(columns, escaped)])
             cursor.execute(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{temp}" '
                            f'ON CONFLICT ({", ".join(conflict)}) DO NOTHING')
             written = cursor.rowcount
@@ -339,16 +482,28 @@ class Store:
         content_hash = dataset_hash(records)
         with self._transaction(conn) as cx:
             existing = self._dataset_row(cx, name)
+            if existing is None:
+                check_name("dataset name", name)
+                for position, key in enumerate(keys):
+                    check_name(f"dataset {shorten(name)}: record {position + 1}'s id", key)
+                # ON CONFLICT DO NOTHING: two workers registering the same new dataset at once
+                # (PostgreSQL; SQLite's write lock serialises them) both end here, one inserts,
+                # the other waits for its commit, inserts nothing and reads the row back
+                statement = self.insert(s.datasets).on_conflict_do_nothing(
+                    index_elements=["name"]).values(
+                    name=name, content_hash=content_hash, source=source, gold_field=gold_field,
+                    n_items=len(records), created_at=time.time()).returning(s.datasets.c.id)
+                inserted = cx.execute(statement).first()
+                if inserted is None:
+                    existing = self._dataset_row(cx, name)
             if existing is not None:
                 if existing.content_hash != content_hash:
                     raise DatasetError(
-                        f"dataset '{name}' is already in the store with different content "
+                        f"dataset {shorten(name)} is already in the store with different content "
                         f"(stored {existing.content_hash[:12]}, this file {content_hash[:12]}); "
                         "give this one another name", dataset=name, clash=True)
                 return existing
-            dataset_id = cx.execute(s.datasets.insert().values(
-                name=name, content_hash=content_hash, source=source, gold_field=gold_field,
-                n_items=len(records), created_at=time.time())).inserted_primary_key[0]
+            dataset_id = inserted[0]
             rows = []
             for position, (key, record) in enumerate(zip(keys, records)):
                 gold = record.get(gold_field) if gold_field else None
@@ -405,16 +560,19 @@ class Store:
             names = [d.name for d in self.list_datasets()]
             hint = did_you_mean(dataset, names)
             known = f" (stored: {', '.join(names)})" if names else " (the store has no datasets)"
-            raise DatasetError(f"no dataset '{dataset}' in store {self.display_url}{known}"
+            raise DatasetError(f"no dataset {shorten(dataset)} in store {self.display_url}{known}"
                                + (f"; {hint}" if hint else ""), dataset=dataset, known=names)
         return info
 
     # -- runs ----------------------------------------------------------------------------------
 
     def start_run(self, command: str, parameters: Mapping[str, Any], *, spec_path: str | None = None,
-                  spec_text: str | None = None) -> int:
+                  spec_text: str | None = None) -> int | None:
         """Record a run as "running" (this process's host and pid kept); runs of this host left
-        "running" by processes that no longer exist are marked "killed" first."""
+        "running" by processes that no longer exist are marked "killed" first. A store opened
+        only to read that cannot keep the record (``writable`` false) records nothing: None."""
+        if not self.writable:
+            return None
         self.reap_runs()
         with self.transaction() as cx:
             return int(cx.execute(s.runs.insert().values(
@@ -438,7 +596,10 @@ class Store:
                            .values(status="killed"))
         return len(dead)
 
-    def finish_run(self, run_id: int, status: str, summary: Mapping[str, Any] | None = None) -> None:
+    def finish_run(self, run_id: int | None, status: str,
+                   summary: Mapping[str, Any] | None = None) -> None:
+        if run_id is None:  # start_run recorded nothing
+            return
         with self.transaction() as cx:
             cx.execute(s.runs.update().where(s.runs.c.id == run_id).values(
                 status=status, ended_at=time.time(),
@@ -496,6 +657,13 @@ def _reason(error: DBAPIError) -> str:
     return str(original or error).strip().splitlines()[0]
 
 
+def check_name(what: str, value: str) -> None:
+    """A record id, model, backend or dataset name the store can keep (``MAX_NAME``)."""
+    if len(value) > MAX_NAME:
+        raise DatasetError(f"{what} has {len(value):,} characters, more than the {MAX_NAME} a "
+                           f"store keeps: {shorten(value)}")
+
+
 def item_key_of(record: Mapping[str, Any], position: int) -> str:
     value = record.get("id")
     return str(position) if value is None else str(value)
@@ -515,15 +683,24 @@ def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None
     for position, (line, record) in enumerate(lines):
         key = item_key_of(record, position)
         if key in seen:
-            raise DataError(str(path), line, f"field 'id': duplicate id {key!r} "
+            raise DataError(str(path), line, f"field 'id': duplicate id {shorten(key)} "
                                              f"(first on line {seen[key]})")
         seen[key] = line
     records = [record for _, record in lines]
-    if name is None:
+    if name is None or not store.writable:
         existing = store.find_dataset_by_hash(dataset_hash(records))
         if existing is not None:
             return existing
-        name = default_dataset_name(path)
+        name = name or default_dataset_name(path)
+    if not store.writable:
+        raise DatasetError(f"the questions of {path} are not in store {store.display_url}, "
+                           "which this command only reads: import or collect them first",
+                           dataset=str(path))
+    for line, record in lines:
+        key = item_key_of(record, 0)
+        if len(key) > MAX_NAME:
+            raise DataError(str(path), line, f"field 'id': {len(key):,} characters, more than "
+                                             f"the {MAX_NAME} a store keeps")
     return store.put_dataset(name, records, gold_field=gold_field, source=str(path))
 
 
@@ -533,7 +710,7 @@ def resolve_dataset(store: Store, value: str, gold_field: str | None) -> Dataset
     ``eval`` and ``tune`` both take either, so a user can point them at the file beside the data
     without a separate import step; the file's questions must still have stored samples.
     """
-    if Path(value).is_file():
+    if _is_file(value):
         return load_dataset_file(store, value, gold_field=gold_field or "answer")
     info = store.get_dataset(value)
     if info is not None:
@@ -542,10 +719,17 @@ def resolve_dataset(store: Store, value: str, gold_field: str | None) -> Dataset
 
     names = [d.name for d in store.list_datasets()]
     hint = did_you_mean(value, names)
-    raise DatasetError(f"'{value}' is neither a dataset in store {store.display_url} nor a file"
+    raise DatasetError(f"{shorten(value)} is neither a dataset in store {store.display_url} nor a file"
                        + (f"; {hint}" if hint else
                           f" (stored datasets: {', '.join(names)})" if names else
                           " (the store has no datasets yet)"), dataset=value, known=names)
+
+
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # a name too long for a path, a NUL in it
+        return False
 
 
 def default_dataset_name(path: str | Path) -> str:

@@ -5,6 +5,12 @@ questions file: JSON lines ``{"id", "question", "answer"}``. Every line is check
 is written; the dataset, its items and all samples are then written in ONE transaction, so a bad
 line or a crash keeps nothing of the import. Re-importing the same files changes nothing.
 
+A sample already stored under the same key (model, temperature, question, sample index) with a
+different text is a conflict: the import stops at the first one, naming its line and key, and
+writes nothing; with ``replace=True`` the stored samples are replaced by the file's (their
+cached answers go with them). A stored failed request is always replaced by a recorded text, and
+a recorded failure (``"text": null``) never replaces a stored text.
+
 Imported samples get backend ``"import"``, the recorded model name as model id, parameters
 ``{"temperature": T, "top_p": null, "max_tokens": null, "seed": null}`` and, as prompt hash, the
 item's input hash (the question record without its gold answer), so a spec's ``replay`` backend
@@ -18,10 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 from pathlib import Path
 
-from muxlang.errors import DataError, DatasetError, MuxError
+from sqlalchemy import select
+
+from muxlang.errors import DataError, DatasetError, MuxError, shorten
 from muxlang.samples import SampleKey, canonical_json, record_input_hash
-from muxlang.store.core import (Store, default_dataset_name, item_key_of,
-                                iter_records, read_records)
+from muxlang.store import schema as s
+from muxlang.store.core import (CHUNK, MAX_NAME, Store, default_dataset_name, in_values,
+                                item_key_of, iter_records, read_records)
 
 IMPORT_BACKEND = "import"
 IMPORT_BATCH = 10_000  # rows per insert batch inside the one import transaction
@@ -38,6 +47,7 @@ class ImportResult:
     models: dict[str, int] = field(default_factory=dict)  # model -> samples in the file
     seconds: float = 0.0
     run_id: int | None = None
+    samples_replaced: int = 0  # stored texts replaced (replace=True)
 
 
 def _check_questions(path: str) -> list[dict]:
@@ -48,6 +58,9 @@ def _check_questions(path: str) -> list[dict]:
             raise DataError(path, line, "field 'id': missing")
         if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
             raise DataError(path, line, "field 'id': must be a string or an integer")
+        if len(str(record["id"])) > MAX_NAME:
+            raise DataError(path, line, f"field 'id': {len(str(record['id'])):,} characters, "
+                                        f"more than the {MAX_NAME} a store keeps")
         for name in ("question", GOLD_FIELD):
             if name not in record:
                 raise DataError(path, line, f"field '{name}': missing")
@@ -55,7 +68,8 @@ def _check_questions(path: str) -> list[dict]:
             raise DataError(path, line, "field 'question': must be a string")
         key = item_key_of(record, position)
         if key in seen:
-            raise DataError(path, line, f"field 'id': duplicate id {key!r} (first on line {seen[key]})")
+            raise DataError(path, line, f"field 'id': duplicate id {shorten(key)} "
+                                        f"(first on line {seen[key]})")
         seen[key] = line
     if not lines:
         raise DataError(path, 1, "no questions in the file")
@@ -80,10 +94,12 @@ def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
             bad("id", "must be a string or an integer")
         item_id = str(item_id)
         if item_id not in by_key:
-            bad("id", f"{item_id!r} is not in {questions_path}")
+            bad("id", f"{shorten(item_id)} is not in {questions_path}")
         model = record["model"]
         if not isinstance(model, str) or not model.strip():
             bad("model", "must be a non-empty string")
+        if len(model) > MAX_NAME:
+            bad("model", f"{len(model):,} characters, more than the {MAX_NAME} a store keeps")
         index = record["sample"]
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             bad("sample", "must be an integer >= 0")
@@ -99,7 +115,8 @@ def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
         if marker in seen:
             first_line, first_text, first_temp = seen[marker]
             if first_temp == temperature and first_text != text:
-                bad("text", f"sample {index} of {model} on {item_id!r} differs from line {first_line}")
+                bad("text", f"sample {index} of {shorten(model)} on {shorten(item_id)} differs "
+                            f"from line {first_line}")
             if first_temp == temperature:
                 continue  # an exact repeat: harmless
         seen[marker] = (line, text, temperature)
@@ -116,12 +133,58 @@ def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
             "tokens_in": None, "tokens_out": None, "latency": None,
             "finish_reason": finish if isinstance(finish, str) else None,
             "error": None if text is not None else "no output recorded",
-            "created_at": now, "run_id": run_id,
+            "created_at": now, "run_id": run_id, "_line": line, "_item": item_id,
+            "_temperature": temperature,
         }
 
 
+class _Conflicts:
+    """Rows of a batch whose (key, index) is stored with another text: an error at the first
+    one, or (``replace``) the stored rows deleted so that the batch's take their place."""
+
+    def __init__(self, store: Store, samples_path: str, replace: bool):
+        self.store, self.path, self.replace = store, samples_path, replace
+        self.replaced = 0
+
+    def check(self, conn, batch: list[dict]) -> None:
+        c = s.samples.c
+        wanted = {(r["key_hash"], r["sample_index"]): r for r in batch if r["text"] is not None}
+        hashes = sorted({h for h, _ in wanted})
+        stale: list[int] = []
+        for start in range(0, len(hashes), CHUNK):
+            query = select(c.id, c.key_hash, c.sample_index, c.text).where(
+                in_values(self.store.dialect, c.key_hash, hashes[start:start + CHUNK]),
+                c.error.is_(None))
+            for found in conn.execute(query):
+                row = wanted.get((found.key_hash, found.sample_index))
+                if row is None or row["text"] == found.text:
+                    continue
+                if not self.replace:
+                    error = DataError(
+                        self.path, row["_line"],
+                        f"sample {row['sample_index']} of model {shorten(row['model'])} on "
+                        f"{shorten(row['_item'])} (temperature {row['_temperature']}) is already stored "
+                        "with a different text; nothing was imported (replace=True replaces "
+                        "the stored texts with the file's)")
+                    error.conflict = True
+                    raise error
+                stale.append(found.id)
+        for start in range(0, len(stale), CHUNK):
+            ids = stale[start:start + CHUNK]
+            conn.execute(s.answers.delete().where(in_values(self.store.dialect,
+                                                             s.answers.c.sample_id, ids)))
+            conn.execute(s.samples.delete().where(in_values(self.store.dialect, c.id, ids)))
+        self.replaced += len(stale)
+
+
+def _plain(batch: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in batch]
+
+
 def import_samples(store: Store, samples_path: str | Path, questions_path: str | Path,
-                   dataset: str | None = None) -> ImportResult:
+                   dataset: str | None = None, *, replace: bool = False) -> ImportResult:
+    """Import a samples file with its questions (see the module docstring); ``replace``: stored
+    samples whose text differs from the file's are replaced instead of being a conflict."""
     started = time.perf_counter()
     samples_path, questions_path = str(samples_path), str(questions_path)
     records = _check_questions(questions_path)
@@ -141,14 +204,17 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
         with store.transaction() as conn:
             info = store.put_dataset(name, records, gold_field=GOLD_FIELD, source=questions_path,
                                      conn=conn)
+            conflicts = _Conflicts(store, samples_path, replace)
             batch: list[dict] = []
             for row in _sample_rows(samples_path, questions_path, by_key, models, run_id):
                 batch.append(row)
                 if len(batch) >= IMPORT_BATCH:
-                    counts["written"] += store._put_rows(conn, batch, replace_errors=True)
+                    conflicts.check(conn, batch)
+                    counts["written"] += store._put_rows(conn, _plain(batch), replace_errors=True)
                     counts["read"] += len(batch)
                     batch = []
-            counts["written"] += store._put_rows(conn, batch, replace_errors=True)
+            conflicts.check(conn, batch)
+            counts["written"] += store._put_rows(conn, _plain(batch), replace_errors=True)
             counts["read"] += len(batch)
             if counts["read"] == 0:
                 raise DataError(samples_path, 1, "no samples in the file")
@@ -160,7 +226,9 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
         store.analyze()  # fresh planner statistics after a bulk load
     result = ImportResult(dataset=info.name, dataset_hash=info.content_hash, items=len(records),
                           samples_read=counts["read"], samples_written=written, models=models,
-                          seconds=time.perf_counter() - started, run_id=run_id)
+                          seconds=time.perf_counter() - started, run_id=run_id,
+                          samples_replaced=conflicts.replaced)
     store.finish_run(run_id, "ok", {"dataset": info.name, "items": len(records),
-                                    "samples_read": counts["read"], "samples_written": written})
+                                    "samples_read": counts["read"], "samples_written": written,
+                                    "samples_replaced": conflicts.replaced})
     return result

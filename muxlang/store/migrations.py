@@ -6,14 +6,28 @@ SQLite, an advisory lock on PostgreSQL), so two processes opening a new store at
 migrate it, and a failed migration leaves the previous version intact.
 
 To change the schema: append a function here, update ``schema.py`` to the new shape, and add a
-test that opens a store of the previous version.
+test that opens a store of the previous version. Keep migrations additive (new tables, new
+columns, wider types): a store is shared by processes of different versions while they upgrade.
+
+How a store is recognised (``recognise``), before anything is written to a database:
+
+- it has a ``muxlang_meta`` table (schema v5 on): a muxlang store, at the version recorded there;
+- it has no table at all: an empty database, where a command that writes may create a store;
+- it has no ``muxlang_meta`` but exactly the tables an earlier muxlang created for the version its
+  ``schema_version`` table records (``LEGACY_TABLES``: stores made before the marker existed):
+  a muxlang store of that version, which gets the marker with its next upgrade (the first
+  command that writes to it);
+- anything else is someone else's database: refused by name and left exactly as it is.
+
+Optuna's tables (``OPTUNA_TABLES``) may share the database (``tune --storage`` pointed at the
+same PostgreSQL database as the store): they are neither ours nor a reason to refuse.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, text
+from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, select, text
 from sqlalchemy.engine import Connection
 
 from muxlang.store import schema as s
@@ -75,28 +89,125 @@ def _v4_collect_leases(conn: Connection) -> None:
     s.collect_leases.to_metadata(meta).create(conn, checkfirst=True)
 
 
+def _v5_marker_and_text(conn: Connection) -> None:
+    """The ``muxlang_meta`` marker table; names and ids as TEXT on PostgreSQL (they were
+    VARCHAR(255): a longer model name or record id failed to store). SQLite does not enforce
+    declared lengths, so only PostgreSQL's columns change (a type change without a rewrite)."""
+    meta = MetaData()
+    s.meta.to_metadata(meta).create(conn, checkfirst=True)
+    conn.execute(s.meta.insert().values(key="store", value=s.MARKER))
+    conn.execute(s.meta.insert().values(key="schema_version", value="0"))
+    conn.execute(s.meta.insert().values(key="created_by", value=f"muxlang {_version()}"))
+    if conn.dialect.name == "postgresql":
+        for table, column in (("datasets", "name"), ("datasets", "gold_field"),
+                              ("items", "item_key"), ("samples", "backend"),
+                              ("samples", "model"), ("samples", "finish_reason"),
+                              ("runs", "host")):
+            conn.execute(text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE TEXT'))
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("muxlang")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "(unknown version)"
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial schema", _v1_initial),
     Migration(2, "answer cache, gold keys, run summaries", _v2_answer_cache),
     Migration(3, "run owner (host, pid)", _v3_run_owner),
     Migration(4, "leases of concurrent collectors", _v4_collect_leases),
+    Migration(5, "muxlang_meta marker; names and ids as TEXT", _v5_marker_and_text),
 ]
 
 LATEST = MIGRATIONS[-1].version
+MARKER_VERSION = 5  # the version that added muxlang_meta
+
+_V1 = {"schema_version", "datasets", "items", "samples", "runs"}
+# the tables of each version made before the marker existed: how such a store is recognised
+LEGACY_TABLES: dict[int, frozenset[str]] = {
+    1: frozenset(_V1),
+    2: frozenset(_V1 | {"answers", "gold_keys"}),
+    3: frozenset(_V1 | {"answers", "gold_keys"}),
+    4: frozenset(_V1 | {"answers", "gold_keys", "collect_leases"}),
+}
+OPTUNA_TABLES = frozenset({
+    "alembic_version", "version_info", "studies", "study_directions", "study_user_attributes",
+    "study_system_attributes", "trials", "trial_params", "trial_values",
+    "trial_intermediate_values", "trial_user_attributes", "trial_system_attributes",
+    "trial_heartbeats",
+})
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What a database holds: ``kind`` is "store" (``version`` > 0; ``marked``: it has the
+    marker), "empty" (no tables but Optuna's) or "foreign" (``tables``: what is there)."""
+
+    kind: str
+    version: int = 0
+    marked: bool = False
+    tables: tuple[str, ...] = ()
+
+
+def table_names(conn: Connection) -> set[str]:
+    """The tables and views of the database (on PostgreSQL: of its current schema). Read from
+    the catalog only: nothing is created or locked beyond a read."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.execute(text("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                                 "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"))
+    else:
+        rows = conn.execute(text(
+            "SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+            "AND c.relkind IN ('r', 'v', 'm', 'p', 'f')"))
+    return {row[0] for row in rows}
+
+
+def recognise(conn: Connection) -> Recognition:
+    """Whose database this is (see the module docstring); reads only."""
+    tables = table_names(conn)
+    if s.meta.name in tables:
+        row = conn.execute(select(s.meta.c.value).where(s.meta.c.key == "schema_version")).first()
+        try:
+            version = int(row[0]) if row else 0
+        except ValueError:
+            version = 0
+        if version <= 0:  # a table of that name that we did not write
+            return Recognition("foreign", tables=tuple(sorted(tables)))
+        return Recognition("store", version, True)
+    ours = tables - OPTUNA_TABLES
+    if not ours:
+        return Recognition("empty")
+    version = _legacy_version(conn) if "schema_version" in ours else 0
+    if version in LEGACY_TABLES and ours == LEGACY_TABLES[version]:
+        return Recognition("store", version, False)
+    return Recognition("foreign", tables=tuple(sorted(tables)))
+
+
+def _legacy_version(conn: Connection) -> int:
+    try:
+        row = conn.execute(s.schema_version.select().where(s.schema_version.c.id == 1)).first()
+        return int(row.version) if row else 0
+    except Exception:  # a schema_version table of someone else's shape
+        return 0
 
 
 def current_version(conn: Connection) -> int:
-    if not inspect(conn).has_table("schema_version"):
-        return 0
-    row = conn.execute(s.schema_version.select().where(s.schema_version.c.id == 1)).first()
-    return int(row.version) if row else 0
+    """The schema version of the store in ``conn`` (0: none)."""
+    found = recognise(conn)
+    return found.version if found.kind == "store" else 0
 
 
 def upgrade(conn: Connection, target: int = LATEST) -> tuple[int, int]:
-    """Bring the database in ``conn`` (inside a transaction) to ``target``; (before, after)."""
-    s.schema_version.create(conn, checkfirst=True)
+    """Bring the store in ``conn`` (inside a write transaction; ``recognise`` said it is ours or
+    empty) to ``target``; (before, after)."""
     before = current_version(conn)
     version = before
+    s.schema_version.create(conn, checkfirst=True)
     for migration in MIGRATIONS:
         if version < migration.version <= target:
             migration.apply(conn)
@@ -107,4 +218,7 @@ def upgrade(conn: Connection, target: int = LATEST) -> tuple[int, int]:
         else:
             conn.execute(s.schema_version.update().where(s.schema_version.c.id == 1)
                          .values(version=version))
+        if version >= MARKER_VERSION:
+            conn.execute(s.meta.update().where(s.meta.c.key == "schema_version")
+                         .values(value=str(version)))
     return before, version

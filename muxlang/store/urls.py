@@ -48,3 +48,24 @@ def redact_url(url: str) -> str:
         query = {k: ("***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in parsed.query.items()}
         parsed = parsed.set(query=query)
     return parsed.render_as_string(hide_password=True)
+
+
+def study_storage_url(url: str | None) -> str | None:
+    """An Optuna study storage URL (``tune --storage``, ``report --storage``): a plain path is a
+    SQLite file, ``postgresql://`` uses psycopg 3; any other scheme is refused here, naming the
+    ones that work, rather than failing later inside Optuna with a missing driver."""
+    if url is None:
+        return None
+    value = url.strip()
+    if not value:
+        raise StoreError("empty study storage URL", opening=True)
+    if "://" not in value:
+        return "sqlite:///" + str(Path(value).expanduser().absolute())
+    scheme, rest = value.split("://", 1)
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    if scheme.split("+")[0] not in ("sqlite", "postgresql"):
+        raise StoreError(f"study storage URL scheme {scheme[:40]!r} is not supported: a study "
+                         "storage is SQLite (a file path, or sqlite:///PATH) or PostgreSQL "
+                         "(postgresql://USER@HOST:5432/DB)", opening=False)
+    return value

@@ -217,6 +217,8 @@ def _fill_cache(store: Store, signature: str, reader: Reader, rows: list[_Row],
                 todo[r.id].key, todo[r.id].cached = key, True
                 new.append({"sample_id": r.id, "signature": signature, "answer": answer,
                             "key": key})
+    if not store.writable:  # a store opened only to read: the answers serve this command only
+        return
     with store.transaction() as cx:
         store.insert_ignore(cx, s.answers, new, ["sample_id", "signature"])
 
@@ -242,8 +244,9 @@ def gold_keys(store: Store, items: Sequence[Item], task: ir.Task, reader: Reader
         for item in missing:
             cached[item.id] = reader.gold(item.gold, item.record if aware else None)
             new.append({"item_id": item.id, "signature": signature, "key": cached[item.id]})
-        with store.transaction() as cx:
-            store.insert_ignore(cx, s.gold_keys, new, ["item_id", "signature"])
+        if store.writable:
+            with store.transaction() as cx:
+                store.insert_ignore(cx, s.gold_keys, new, ["item_id", "signature"])
     return [cached[item.id] for item in items]
 
 

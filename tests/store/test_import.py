@@ -74,7 +74,7 @@ BAD_LINES = [
     ({"id": "q1", "model": "m", "sample": 1, "temperature": 0, "text": 5}, 2, "field 'text'"),
     ({"id": "q1", "model": "m", "sample": 1, "temperature": 0}, 2, "field 'text': missing"),
     ({"id": "q1", "model": "m", "sample": 0, "temperature": 0.0, "text": "other"}, 2,
-     "field 'text': sample 0 of m on 'q1' differs from line 1"),
+     "field 'text': sample 0 of 'm' on 'q1' differs from line 1"),
     ("[1, 2]", 2, "not a JSON object"),
 ]
 
