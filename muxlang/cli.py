@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("evaluate", "evaluate a spec and the paper's baselines from stored samples"),
     "tune": ("tune", "search model subsets and sample budgets on stored samples (Optuna)"),
     "report": ("report", "plot the Pareto front and accuracy vs samples of a tuning study"),
+    "samples": ("samples", "show the stored samples of a dataset: texts, answers, per model"),
     "serve": ("serve", "serve muxes behind an OpenAI-compatible HTTP endpoint"),
 }
 
@@ -90,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        from muxlang.envfile import load_env_file
+
+        load_env_file()  # ./.env: values for env(...), the real environment wins
         return int(args._run(args) or 0)
     except MuxError as error:
         from muxlang.runtime.secrets import scrub

@@ -61,3 +61,60 @@ class SampleLog:
     def record(record: Optional[Any]) -> Any:
         """Mark the running task (and the tasks it starts) as working on ``record``."""
         return _RECORD.set(record)
+
+
+def stored(session: Any, spec: Any, dataset: str, *, ids: Optional[Any] = None,
+           models: Optional[Any] = None, mux: Any = None, limit: Optional[int] = None
+           ) -> list[dict[str, Any]]:
+    """The stored samples of a mux's pool models on a dataset in the session's store, as the
+    objects a run's sample log holds (``muxlang samples``): ``ids`` and ``models`` (spec model
+    names) narrow it; ``limit``: the first items only. Nothing is written."""
+    from muxlang.errors import MuxError, did_you_mean
+    from muxlang.prompts import render
+    from muxlang.scoring import Scorer
+    from muxlang.session import _spec, pool_members, runnable_of
+    from muxlang.store import resolve_dataset
+    from muxlang.store.browse import stored_samples
+
+    spec = _spec(spec)
+    runnable = runnable_of(spec, mux)
+    task = runnable.task
+    pool = [model for model, _, _ in pool_members(runnable, None)]
+    if models:
+        names = {m.name for m in pool}
+        for name in models:
+            if name not in names:
+                hint = did_you_mean(name, names)
+                raise MuxError(f"no model '{name}' in the pool of '{runnable.name}'"
+                               + (f"; {hint}" if hint else f" (models: {', '.join(sorted(names))})"))
+        pool = [m for m in pool if m.name in set(models)]
+    scorer = Scorer(task)
+    store = session.open_store(must_exist=True)
+    try:
+        info = resolve_dataset(store, dataset, task.gold)
+        items = store.items(info)
+        if limit is not None:
+            items = items[:limit]
+        if ids is not None:
+            wanted = {str(i) for i in ids}
+            items = [item for item in items if str(item.key) in wanted]
+            if not items:
+                raise MuxError(f"dataset {info.name} has no item with id "
+                               f"{', '.join(sorted(wanted))}")
+        by_key = {str(item.key): item for item in items}
+        out = []
+        for sample in stored_samples(store, task, items, pool):
+            try:
+                prompt = render(task, by_key[str(sample.item)].record)
+            except MuxError:
+                prompt = None
+            answer = scorer.extract(sample.text)
+            out.append({
+                "id": sample.item, "member": sample.model, "model": sample.model_id,
+                "sample": sample.sample, "prompt": prompt, "text": sample.text,
+                "answer": answer, "key": scorer.key(answer), "error": sample.error,
+                "tokens": {"input": sample.tokens_in, "output": sample.tokens_out},
+                "latency": sample.latency, "backend": sample.backend})
+        return out
+    finally:
+        store.close()

@@ -31,7 +31,8 @@ import warnings as _warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Optional, Union
+from typing import (Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Optional,
+                    Sequence, Union)
 
 from muxlang import ir
 from muxlang.errors import MuxError, SpecError, did_you_mean
@@ -294,6 +295,9 @@ class Session:
                  concurrency: Optional[int] = None, rate: Optional[float] = None,
                  in_flight: Optional[int] = None,
                  warn: Optional[Callable[[str], None]] = None):
+        from muxlang.envfile import load_env_file
+
+        load_env_file()  # ./.env: values for env(...), the real environment wins
         self.store = None if store is None else os.fspath(store)
         self.backends = {str(k): str(v) for k, v in (backends or {}).items()}
         self.cache = (store is not None) if cache is None else bool(cache)
@@ -391,16 +395,20 @@ class Session:
     # -- collect -----------------------------------------------------------------------------
     def collection(self, spec: Union[ir.Spec, str], dataset: str,
                    samples: Optional[int] = None, *, mux: Union[str, ir.Runnable, None] = None,
-                   name: Optional[str] = None, lease: Optional[float] = None) -> "Collection":
+                   name: Optional[str] = None, lease: Optional[float] = None,
+                   limit: Optional[int] = None) -> "Collection":
         """A prepared collection: what is stored and what is still to draw (``counts``), drawn by
         ``draw()`` / ``await adraw()``. Use as a context manager (it holds the store open).
-        ``lease``: seconds a dead worker's claims keep others waiting (default 30)."""
-        return Collection(self, _spec(spec), dataset, samples, mux, name, lease=lease)
+        ``lease``: seconds a dead worker's claims keep others waiting (default 30). ``limit``:
+        only the dataset's first ``limit`` items; ``muxlang.dryrun.collect_plan`` of it says
+        what ``draw()`` would send."""
+        return Collection(self, _spec(spec), dataset, samples, mux, name, lease=lease,
+                          limit=limit)
 
     def collect(self, spec: Union[ir.Spec, str], dataset: str, samples: Optional[int] = None, *,
                 mux: Union[str, ir.Runnable, None] = None, name: Optional[str] = None,
                 on_progress: Optional[Callable[[CollectResult], None]] = None,
-                lease: Optional[float] = None) -> CollectResult:
+                lease: Optional[float] = None, limit: Optional[int] = None) -> CollectResult:
         """Store ``samples`` samples (default: each member's count in the pool) per pool model for
         every item of ``dataset`` (a JSONL file, registered by content hash, or the name of a
         dataset in the store). What is stored is never drawn again, so a collection that was
@@ -411,7 +419,7 @@ class Session:
         no sample is requested twice; a worker that dies loses its claims after ``lease`` seconds
         (default 30; at once when it was a process of this host) and the others draw them."""
         with self.collection(spec, dataset, samples, mux=mux, name=name,
-                             lease=lease) as collection:
+                             lease=lease, limit=limit) as collection:
             return collection.draw(on_progress)
 
     # -- import ------------------------------------------------------------------------------
@@ -434,13 +442,14 @@ class Session:
     # -- evaluate ----------------------------------------------------------------------------
     def evaluate(self, spec: Union[ir.Spec, str], dataset: str, validation: Optional[str] = None,
                  mux: Union[str, ir.Runnable, None] = None, trials: Optional[int] = None, *,
-                 seed: int = 0) -> EvalReport:
+                 seed: int = 0, limit: Optional[int] = None) -> EvalReport:
         """A mux or cascade and the paper's baselines on stored samples (no model is called).
 
         ``dataset`` and ``validation``: a dataset in the store or a questions file; validation
         accuracies (tie-breaks, Single-Best) from ``validation``, else the mux's ``validation``,
         else typed accuracies. ``trials``: seeded resampling trials (default: 100 when more
-        samples are stored than the mux draws, else 1)."""
+        samples are stored than the mux draws, else 1). ``limit``: only the dataset's first
+        ``limit`` items."""
         from muxlang.evaluation import evaluate
         from muxlang.store import resolve_dataset
 
@@ -448,6 +457,7 @@ class Session:
         runnable = runnable_of(spec, mux)
         if trials is not None and (not isinstance(trials, int) or trials < 1):
             raise MuxError(f"trials must be a whole number >= 1, not {trials!r}")
+        _check_limit(limit)
         store = self.open_store(must_exist=True)
         try:
             info = resolve_dataset(store, dataset, runnable.task.gold)
@@ -460,7 +470,7 @@ class Session:
                                      spec_path=str(spec.path), spec_text=spec.text)
             try:
                 report = evaluate(store, spec, runnable, info, trials=trials, seed=seed,
-                                  validation=validation_name)
+                                  validation=validation_name, limit=limit)
             except BaseException as error:
                 store.finish_run(run_id, "failed", {"error": str(error)[:500]})
                 raise
@@ -589,6 +599,11 @@ class Session:
                       .splitlines()[0])
 
 
+def _check_limit(limit: Optional[int]) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise MuxError(f"limit must be a whole number >= 1, not {limit!r}")
+
+
 def storage_url(url: Optional[str]) -> Optional[str]:
     """An Optuna storage URL: a plain path is a SQLite file, ``postgresql://`` uses psycopg 3;
     another scheme is a StoreError naming those two."""
@@ -710,7 +725,27 @@ class Runner:
         return await self.executor.run_record(record)
 
     async def run(self, record: Any) -> RecordResult:
-        return to_record_result(await self.executor.run_record(record))
+        return RecordResult.from_output(self.line(record, await self.executor.run_record(record)))
+
+    @property
+    def scorer(self) -> Any:
+        """The task's ``muxlang.scoring.Scorer``: gold and correctness of answers."""
+        if getattr(self, "_scorer", None) is None:
+            from muxlang.scoring import Scorer
+
+            self._scorer = Scorer(self.runnable.task)
+        return self._scorer
+
+    def line(self, record: Any, result: Any, keep: Sequence[str] = ()) -> dict[str, Any]:
+        """The ``muxlang run`` output object of one record: the executor's ``output()``, with
+        ``gold`` and ``correct`` when the record holds the task's gold field and ``fields``
+        (the record's values of ``keep``, those it has) when ``keep`` names any."""
+        out = result.output()
+        if self.scorer.has_gold(record) and not getattr(result, "bad_input", False):
+            out["gold"], out["correct"] = self.scorer.score(record, out.get("answer"))
+        if keep and isinstance(record, dict):
+            out["fields"] = {name: record[name] for name in keep if name in record}
+        return out
 
     @property
     def cache_hits(self) -> int:
@@ -787,7 +822,7 @@ class Collection:
 
     def __init__(self, session: Session, spec: ir.Spec, dataset: str, samples: Optional[int],
                  mux: Union[str, ir.Runnable, None], name: Optional[str], *,
-                 lease: Optional[float] = None):
+                 lease: Optional[float] = None, limit: Optional[int] = None):
         from muxlang.prompts import render
         from muxlang.samples import SampleKey
         from muxlang.store import load_dataset_file, resolve_dataset
@@ -798,6 +833,7 @@ class Collection:
         if lease is not None and (isinstance(lease, bool) or not isinstance(lease, (int, float))
                                   or not 0 < lease < float("inf")):
             raise MuxError(f"lease must be a number of seconds > 0, not {lease!r}")
+        _check_limit(limit)
         self.lease = float(lease) if lease is not None else DEFAULT_TTL
         self.leases: Any = None  # muxlang.store.leases.Leases, while drawing
         self.session = session
@@ -829,7 +865,7 @@ class Collection:
                 info = resolve_dataset(self.store, dataset, gold)  # a dataset in the store
             else:
                 info = load_dataset_file(self.store, dataset, name=name, gold_field=gold)
-            items = self.store.items(info)
+            items = self.store.items(info)[:limit]  # limit None: every item
             counts.dataset, counts.items = info.name, len(items)
             jobs: list[tuple[Any, _Job]] = []
             for item in items:

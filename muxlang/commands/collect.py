@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "samples may run at once (processes, hosts on one PostgreSQL "
                              "store); each draws only what it claimed, and a killed worker's "
                              "claims pass to the others after this time (default 30)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="collect only for the dataset's first N items")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="send nothing: print the plan (requests per backend, samples, n > 1 "
+                             "use, samples already stored, estimated tokens and cost)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -81,8 +86,18 @@ def run(args: argparse.Namespace) -> int:
     urls = backend_urls(args.backend, spec)
     session = Session(args.store, urls, concurrency=args.concurrency, rate=args.rate)
     with session.collection(spec, args.dataset, args.samples, mux=runnable,
-                            name=args.name, lease=args.lease) as collection:
+                            name=args.name, lease=args.lease, limit=args.limit) as collection:
         counts = collection.counts
+        if args.dry_run:
+            from muxlang.dryrun import collect_plan
+
+            plan = collect_plan(collection)
+            if args.json:
+                print(json.dumps(plan.to_dict(), sort_keys=True))
+            else:
+                for line in plan.lines():
+                    print(line)
+            return 0
         if not args.json:
             print(f"collect: {len(counts.models)} model(s) x {counts.items} items of dataset "
                   f"'{counts.dataset}' = {counts.wanted} samples in {counts.store}; "

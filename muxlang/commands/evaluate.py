@@ -37,20 +37,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", metavar="URL",
                         help="store URL or SQLite path (default: $MUXLANG_STORE, else "
                              "./muxlang.sqlite)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="evaluate only the dataset's first N items")
+    parser.add_argument("--html", metavar="FILE",
+                        help="also write one self-contained HTML report (per-model accuracy, "
+                             "baselines with error bars, one row per record with each member's "
+                             "votes and raw samples)")
+    parser.add_argument("--tune-result", metavar="FILE.json",
+                        help="with --html: a tuning result (`muxlang tune --json` or --result) "
+                             "whose accuracy-cost front the report shows")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
+    from muxlang.errors import MuxError
     from muxlang.session import Session, load
 
     spec = load(args.spec)
     mux = select_runnable(spec, args.spec, args.mux)
-    report = Session(args.store).evaluate(spec, args.dataset, validation=args.validation, mux=mux,
-                                          trials=args.trials, seed=args.seed)
+    tune = None
+    if args.tune_result:
+        if not args.html:
+            raise MuxError("--tune-result goes with --html FILE")
+        try:
+            with open(args.tune_result, encoding="utf-8") as fh:
+                tune = json.load(fh)
+        except (OSError, ValueError) as error:
+            raise MuxError(f"cannot read the tuning result {args.tune_result}: {error}")
+    session = Session(args.store)
+    report = session.evaluate(spec, args.dataset, validation=args.validation, mux=mux,
+                              trials=args.trials, seed=args.seed, limit=args.limit)
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
     else:
         render(report)
+        if report.validation.dataset is None and "pool order" in report.validation.source:
+            print("hint: without validation accuracies, Single-Best and ties went by pool order; "
+                  "give --validation NAME_OR_FILE to measure them on another dataset")
+    if args.html:
+        from muxlang.report_html import html_report
+
+        page = html_report(session, spec, args.dataset, report=report, tune=tune, mux=mux)
+        try:
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(page)
+        except OSError as error:
+            raise MuxError(f"cannot write {args.html}: {error.strerror or error}")
+        print(f"wrote {args.html}", file=sys.stderr)
     return 0
 
 
@@ -118,7 +151,7 @@ def render(report: EvalReport, file: Any = None) -> None:
     for name, justify in (("method", "left"), ("accuracy", "right"), ("±trials", "right"),
                           ("±items", "right"),
                           *((("tokens/question", "right"), ("cost/question", "right"))
-                            if costs else ()), ("", "left")):
+                            if costs else ()), ("note", "left")):
         table.add_column(name, justify=justify, no_wrap=name == "method")
 
     def row(label: str, key: str, note: str = "") -> None:

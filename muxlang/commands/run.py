@@ -38,14 +38,78 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="request rate cap per backend, e.g. 20 or 20/s or 600/m")
     parser.add_argument("--in-flight", type=positive_int, metavar="N",
                         help="records in progress at once (default: from the concurrency)")
-    parser.add_argument("--store", metavar="URL", nargs="?", const="",
-                        help="cache samples in the sample store: what is stored is not drawn "
-                             "again, what is drawn is stored (URL or SQLite path; without a "
-                             "value: $MUXLANG_STORE, else muxlang.sqlite)")
+    parser.add_argument("--store", metavar="URL",
+                        help="cache samples in this sample store (URL or SQLite path): what is "
+                             "stored is not drawn again, what is drawn is stored")
+    parser.add_argument("--cache", action="store_true",
+                        help="cache samples in the default store ($MUXLANG_STORE, else "
+                             "./muxlang.sqlite), as --store URL does in that one")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 also when a record was answered without every sample it "
                              "asked for (a member missing, or some of its samples failed)")
+    parser.add_argument("--keep-fields", metavar="A,B", type=_field_list, default=(),
+                        help="copy these input fields into each output line (under 'fields')")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="run only the first N records of the input")
+    parser.add_argument("--log-samples", metavar="FILE",
+                        help="write every sample as one JSON line to FILE: record id, member, "
+                             "sample index, prompt, raw text, extracted answer, equivalence key, "
+                             "error, tokens, latency")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="send nothing: print the plan (requests per backend, samples, n > 1 "
+                             "use, samples in the store, estimated tokens and cost)")
     parser.add_argument("--no-progress", action="store_true", help="print no progress")
+
+
+def _field_list(text: str) -> tuple[str, ...]:
+    fields = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not fields:
+        raise argparse.ArgumentTypeError("expected field names separated by commas")
+    return fields
+
+
+class _Lines:
+    """The executor as ``run_records`` sees it: each record's line is the runner's ``line``
+    (gold and correct when the record holds the gold field, kept fields), and scored records are
+    counted for the final line; with a sample log, each record's samples are marked as its."""
+
+    def __init__(self, runner: Any, keep: tuple[str, ...], log: Any = None):
+        self.runner, self.keep, self.log = runner, keep, log
+        self.scored = self.correct = 0
+
+    async def run_record(self, record: Any) -> Any:
+        if self.log is not None:
+            self.log.record(record)  # this task's context: the executor's tasks inherit it
+        result = await self.runner.executor.run_record(record)
+        line = self.runner.line(record, result, self.keep)
+        if line.get("correct") is not None:
+            self.scored += 1
+            self.correct += bool(line["correct"])
+        return _Done(result, line)
+
+
+class _Done:
+    def __init__(self, result: Any, line: dict[str, Any]):
+        self._result, self._line = result, line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._result, name)
+
+    def output(self) -> dict[str, Any]:
+        return self._line
+
+
+async def _first(lines: Any, limit: int | None) -> Any:
+    """The first ``limit`` items of ``lines`` (all when None)."""
+    count = 0
+    try:
+        async for item in lines:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield item
+    finally:
+        await lines.aclose()  # stops the reader thread
 
 
 def _count_lines(path: str) -> int | None:
@@ -64,9 +128,11 @@ def run(args: argparse.Namespace) -> int:
     spec = load(args.spec)
     runnable = select_runnable(spec, args.spec, args.mux)
     urls = backend_urls(args.backend, spec)
-    session = Session(args.store or None, urls, cache=args.store is not None,
+    session = Session(args.store, urls, cache=args.store is not None or args.cache,
                       concurrency=args.concurrency, rate=args.rate, in_flight=args.in_flight,
                       warn=_warn)
+    if args.dry_run:
+        return _dry_run(args, session, spec, runnable)
     runner = session.runner(spec, runnable, source=args.input)
     try:
         for line in describe_tie_breaks(runner.info):
@@ -77,6 +143,38 @@ def run(args: argparse.Namespace) -> int:
         raise
     runner.close({0: "ok", 130: "interrupted"}.get(status, "failed"), {"exit_status": status})
     return status
+
+
+def _dry_run(args: argparse.Namespace, session: Any, spec: Any, runnable: Any) -> int:
+    from muxlang.dryrun import run_plan
+    from muxlang.jsonl import parse_line
+
+    def records() -> Any:
+        count = 0
+        stream = sys.stdin if args.input == "-" else open(args.input, encoding="utf-8",
+                                                           errors="surrogateescape")
+        try:
+            for line in stream:
+                if not line.strip():
+                    continue
+                if args.limit is not None and count >= args.limit:
+                    return
+                count += 1
+                try:
+                    yield parse_line(line)
+                except ValueError:
+                    yield None  # counted as a record that cannot run
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+
+    try:
+        plan = run_plan(session, spec, records(), runnable)
+    except OSError as error:
+        raise MuxError(f"cannot read {args.input}: {error.strerror or error}") from None
+    for line in plan.lines():
+        print(line)
+    return 0
 
 
 def _warn(message: str) -> None:
@@ -102,6 +200,10 @@ def _run_files(args: argparse.Namespace, runner: Any) -> int:
         except OSError as error:
             raise MuxError(f"cannot read {args.input}: {error.strerror}") from None
         total = _count_lines(args.input)
+    if total is not None and args.limit is not None:
+        total = min(total, args.limit)
+    elif args.limit is not None:
+        total = args.limit
     try:
         if args.output == "-":
             out_stream: IO[str] = sys.stdout
@@ -137,7 +239,19 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
 
     progress = Progress(total, enabled=not args.no_progress)
     summary = RunSummary()
-    executor, runtime = runner.executor, runner.runtime
+    runtime = runner.runtime
+    log_file = log = None
+    if args.log_samples:
+        from muxlang.jsonl import dumps_line
+        from muxlang.sample_log import SampleLog
+
+        try:
+            log_file = open(args.log_samples, "w", encoding="utf-8")
+        except OSError as error:
+            raise MuxError(f"cannot write {args.log_samples}: {error.strerror}") from None
+        log = SampleLog(lambda obj: log_file.write(dumps_line(obj)),
+                        runner.scorer).attach(runtime)
+    executor = _Lines(runner, tuple(args.keep_fields or ()), log)
     for client in runtime.clients.values():
         client.notify = progress.message  # one line when a backend stops, goes down, comes back
 
@@ -166,7 +280,8 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
         beat = asyncio.ensure_future(progress.heartbeat())
         try:
             async with runner:
-                await run_records(executor, read_lines(in_stream), write, source=source,
+                await run_records(executor, _first(read_lines(in_stream), args.limit), write,
+                                  source=source,
                                   in_flight=runner.in_flight, report=progress.message,
                                   on_done=lambda _result, failed: progress.advance(failed),
                                   summary=summary)
@@ -192,6 +307,8 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
                        f"after {summary.records} lines: {error.strerror or error}") from None
     finally:
         progress.stop()
+        if log_file is not None:
+            log_file.close()
     stats = [client.stats for client in runtime.clients.values()]
     requests = sum(s.requests for s in stats)
     retries = sum(s.retries for s in stats)
@@ -206,6 +323,11 @@ def _run_loop(runner: Any, in_stream: IO[str], out_stream: IO[str], source: str,
         line += f"; {requests} requests, {retries} retries, {limited} rate-limited"
         if runtime.cache_hits:
             line += f", {runtime.cache_hits} samples from the cache"
+        if executor.scored:
+            line += (f"; accuracy {executor.correct / executor.scored:.1%} "
+                     f"({executor.correct}/{executor.scored} scored)")
+        if log is not None:
+            line += f"; {log.count} samples logged to {args.log_samples}"
         print(line, file=sys.stderr, flush=True)
     if summary.interrupted:
         return 130

@@ -48,9 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mux", action="append", default=[], metavar="NAME",
                         help="serve only this mux or cascade (repeatable; default: every one "
                              "whose backends are model servers)")
-    parser.add_argument("--store", metavar="URL", nargs="?", const="",
-                        help="cache samples in the sample store as `run --store` does (URL or "
-                             "SQLite path; without a value: $MUXLANG_STORE, else muxlang.sqlite)")
+    parser.add_argument("--store", metavar="URL",
+                        help="cache samples in this sample store (URL or SQLite path): what is "
+                             "stored is not drawn again, what is drawn is stored")
+    parser.add_argument("--cache", action="store_true",
+                        help="cache samples in the default store ($MUXLANG_STORE, else "
+                             "./muxlang.sqlite), as --store URL does in that one")
     parser.add_argument("--backend", action="append", default=[], metavar="NAME=URL",
                         help="override a backend's URL (repeatable); also "
                              "MUXLANG_BACKEND_<NAME>_URL, and MUXLANG_BACKEND_<NAME>_KEY for its "
@@ -105,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             seen.add(message)
             _say(f"warning: {message}")
 
-    session = Session(args.store or None, urls, cache=args.store is not None,
+    session = Session(args.store, urls, cache=args.store is not None or args.cache,
                       concurrency=args.concurrency, rate=args.rate, warn=warn)
     server = MuxServer(spec, session, args.mux or None, api_key=api_key,
                        in_flight=args.in_flight, queue=args.queue, deadline=args.deadline,
