@@ -153,3 +153,15 @@ def test_store_takes_a_value_everywhere_and_cache_means_the_default_store(
                  "--cache", "--no-progress"]) == 0
     assert len(server.requests) == sent  # served by the default store
     assert read_jsonl(tmp_path / "b.jsonl")[0]["cached"] == 3
+
+
+def test_the_readme_first_spec_runs_against_a_local_server_without_a_key(server, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.delenv("MUXLANG_API_KEY", raising=False)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = readme.split("## A spec", 1)[1].split("```", 2)[1]
+    spec = muxlang.loads(text, name="readme.mux")
+    session = muxlang.Session(backends={"local": server.openai_url})
+    result, = session.run(spec, [{"id": 1, "question": "What is 1 + 1?", "answer": "2"}])
+    assert result.error is None and result.answer is not None and result.correct is not None
