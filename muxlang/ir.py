@@ -63,6 +63,9 @@ class Backend:
     retry_time: float = 120.0  # total seconds a request may spend retrying
     supports_n: bool | None = None  # None = probe once per model
     max_response: int = 8_000_000  # bytes a response may hold, once decompressed
+    # whom a server's 429 (or 503 with Retry-After) pauses: "backend", "model", or "auto" (the
+    # model when the server's error names it, as LiteLLM's per-model-group limits do)
+    rate_scope: str = "auto"
     pos: Pos = NOWHERE
 
 

@@ -135,6 +135,7 @@ class Sample:
     latency: float = 0.0  # seconds of the request that produced it
     seed: int | None = None  # the seed sent with the request that produced it
     cached: bool = False  # served from the cache, not from the backend
+    cost: float | None = None  # USD a gateway reported for it (x-litellm-response-cost), if any
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

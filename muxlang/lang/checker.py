@@ -190,7 +190,7 @@ class Checker:
             **self._given(decl, url="url", api_key_env="api_key", concurrency="concurrency",
                           rate="rate", timeout="timeout", retries="retries",
                           retry_time="retry_time", supports_n="n",
-                          max_response="max_response"))
+                          max_response="max_response", rate_scope="rate_scope"))
         self.spec.backends[decl.name] = backend
 
     def _model(self, decl: ast.Decl) -> None:

@@ -380,6 +380,7 @@ SCHEMAS: dict[str, Schema] = {
         "retry_time": Seconds(),
         "n": Flag(allow_auto=True),
         "max_response": Bytes(low=1024),
+        "rate_scope": Choice(choices=("auto", "backend", "model")),
     }, required=("kind",)),
     "model": Schema({
         "backend": DeclRef(kinds=("backend",)),

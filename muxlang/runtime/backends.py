@@ -7,10 +7,16 @@ returns, per index, a ``Sample`` or a ``SampleFailure``; it never raises for a s
 
 Retries: timeouts, connection errors, 408, 409, 429, 5xx and malformed bodies are retried with
 exponential backoff and jitter, honouring ``Retry-After`` (seconds or an HTTP date) and
-``retry-after-ms``, bounded by ``backend.retries`` extra attempts and ``backend.retry_time``
-seconds in total. A 429 makes the whole backend wait (cool-down) before its next request, but no
-request waits past its own retry deadline. Other 4xx fail at once with the server's error text.
-A response without text (``content: null``) is an error, never an empty vote. A response is read
+``retry-after-ms`` plus a random share of as long again (``retry_delay``), bounded by
+``backend.retries`` extra attempts and ``backend.retry_time`` seconds in total. A 429, or a 5xx
+with ``Retry-After``, makes the backend wait (cool-down) before its next request, or only that
+model when the server's error names it or ``rate_scope = model`` says so (``_cool_scope``); no
+request waits past its own retry deadline. Other 4xx fail at once with the server's error text;
+those that say every later request would fail too (401, 403, 404, and 400s whose meaning is
+permanent: ``permanent_400``, the same 400 with n > 1 and n = 1) stop the backend or the model.
+A reply without content (``content: null``, a refusal, a content filter, a length cut with
+nothing) is a sample with no answer and its reason (``no_answer``), never retried; a gateway's
+reported cost (``x-litellm-response-cost``) is kept on each sample. A response is read
 (and gzip/deflate-decompressed, by ``_read_body``) no further than the backend's ``max_response``
 bytes: past it, that sample fails at once (``response too large``). Keys are read from the
 environment at request time and scrubbed from every message.
@@ -48,12 +54,15 @@ class RequestError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False,
                  retry_after: float | None = None, unreachable: bool = False,
-                 connection: str | None = None):
+                 connection: str | None = None, detail: str | None = None,
+                 error_type: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.detail = detail  # the server's own error text (HTTP errors)
+        self.error_type = error_type  # its error "type" or "code", when it gave one
         self.unreachable = unreachable  # no connection could be opened at all
         self.connection = connection  # a connection failure (no answer): its error class
 
@@ -61,11 +70,13 @@ class RequestError(Exception):
 class RequestFailed(Exception):
     """A request that failed for good (after retries, or at once for a 4xx)."""
 
-    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0):
+    def __init__(self, message: str, *, status: int | None = None, attempts: int = 0,
+                 detail: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.attempts = attempts
+        self.detail = detail  # the server's own error text, when it answered with an error
 
 
 def env_name(backend_name: str) -> str:
@@ -88,6 +99,7 @@ class BackendSettings:
     retry_time: float = ir.default(ir.Backend, "retry_time")
     supports_n: bool | None = ir.default(ir.Backend, "supports_n")
     max_response: int = ir.default(ir.Backend, "max_response")
+    rate_scope: str = ir.default(ir.Backend, "rate_scope")
 
     @classmethod
     def resolve(cls, backend: ir.Backend, *, url: str | None = None,
@@ -122,6 +134,7 @@ class BackendSettings:
             retry_time=float(backend.retry_time),
             supports_n=backend.supports_n,
             max_response=int(backend.max_response),
+            rate_scope=backend.rate_scope,
         )
 
     def _check_url(self, spec_key_env: str | None) -> None:
@@ -189,6 +202,14 @@ class RetryPolicy:
         return delay * (1 - self.jitter * random.random())
 
 
+def retry_delay(retry_after: float) -> float:
+    """How long a request told ``Retry-After: retry_after`` waits: the server's time, then a
+    random share of as long again (at least 0.5 s). Requests that got the same Retry-After at
+    once must not all come back in the same instant: behind a gateway's in-flight cap (503,
+    ``Retry-After: 1`` to every request past it) they would collide again, round after round."""
+    return retry_after + random.uniform(0, max(0.5, retry_after))
+
+
 def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
     if headers is None:
@@ -217,9 +238,35 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+COST_HEADERS = ("x-litellm-response-cost",)  # a gateway's cost of one reply, USD
+
+
+def response_cost(headers: Any) -> float | None:
+    """The cost a gateway reported for a reply (LiteLLM's ``x-litellm-response-cost``), USD."""
+    if headers is None:
+        return None
+    for name in COST_HEADERS:
+        value = headers.get(name)
+        if value:
+            try:
+                cost = float(value)
+            except ValueError:
+                continue
+            if cost >= 0 and cost == cost and cost != float("inf"):
+                return cost
+    return None
+
+
 def _error_text(raw: bytes) -> str:
     """The server's error message out of an error body (JSON or text), shortened."""
+    return _error_info(raw)[0]
+
+
+def _error_info(raw: bytes) -> tuple[str, str | None]:
+    """The server's error message (shortened) and its error ``type`` or ``code`` if it gave one
+    (LiteLLM: ``{"error": {"message": ..., "type": "no_db_connection", "code": "400"}}``)."""
     text = raw.decode("utf-8", errors="replace").strip()
+    kind = None
     try:
         body = json.loads(text)
     except ValueError:
@@ -227,11 +274,42 @@ def _error_text(raw: bytes) -> str:
     if isinstance(body, dict):
         err = body.get("error", body.get("detail", body.get("message")))
         if isinstance(err, dict):
+            for name in ("type", "code"):
+                if isinstance(err.get(name), str) and not err[name].isdigit():
+                    kind = clip(err[name], 80)
+                    break
             err = err.get("message") or json.dumps(err)
         if err is not None:
             text = str(err)
     text = clip(" ".join(text.split()), MAX_ERROR_TEXT)  # masked before it is cut
-    return text or "(empty body)"
+    return text or "(empty body)", kind
+
+
+# 400s whose meaning is permanent, as gateways word them (LiteLLM's proxy above all). A key the
+# gateway cannot check or refuses fails every request to the backend; an unknown model every
+# request for that model. Matched on the error type and the message, case-insensitive.
+BACKEND_400 = re.compile(
+    r"no_db_connection|no connected db|invalid proxy server token|authentication ?error|"
+    r"invalid[_ ]api[_ ]key|incorrect api key|api key (is )?(not valid|invalid)|"
+    r"unauthorized|expired key|key not allowed|budget_exceeded|exceeded budget", re.I)
+MODEL_400 = re.compile(
+    r"invalid model name passed in model=|model_not_found|model not found|"
+    r"(model|deployment) \S+ (does not exist|not found)|no such model|unknown model|"
+    r"key not allowed to access model|team not allowed to access model", re.I)
+# a 400 about this one request (its length, its content) says nothing about the next one
+REQUEST_400 = re.compile(r"context|too long|maximum|token|length|content[ _-]?(policy|filter)|"
+                         r"safety|prompt", re.I)
+
+
+def permanent_400(detail: str | None, error_type: str | None) -> str | None:
+    """``"backend"`` or ``"model"`` when a 400 says that every later request (to the backend, or
+    for the model) would fail the same way; None for a 400 about this request."""
+    text = f"{error_type or ''} {detail or ''}"
+    if MODEL_400.search(text):
+        return "model"
+    if BACKEND_400.search(text):
+        return "backend"
+    return None
 
 
 class ResponseTooLarge(Exception):
@@ -306,19 +384,35 @@ def _split(total: int | None, parts: int) -> list[int | None]:
     return [base + (1 if j < extra else 0) for j in range(parts)]
 
 
-def _no_content(finish_reason: Any, message: Any) -> str:
-    """Why a response without text is an error, not an empty (unreadable) vote.
+# finish reasons of a complete answer: an empty text with one of these is a real (empty) answer
+ANSWERED = frozenset({"stop", "eos", "end_turn", "stop_sequence"})
 
-    ``content: null`` is what servers send when the model produced no answer at all (a refusal,
-    a tool call, every token spent on hidden reasoning); counting it as a vote would dilute the
-    member's agreement score with an answer that was never given. ``""`` stays a real (empty)
-    answer.
-    """
-    detail = f"no message content (finish_reason {finish_reason!r})"
+
+def _no_content(finish_reason: Any, message: Any) -> str:
+    """The reason recorded for a valid reply that carries no answer (``content: null``): its
+    refusal text, else its finish reason (``content_filter``, ``length``, ``tool_calls``), else
+    ``no_content``. Such a reply is a sample with no answer (see ``no_answer``), not an error:
+    the same request would draw the same refusal, so it is never retried."""
     refusal = message.get("refusal") if isinstance(message, dict) else None
-    if isinstance(refusal, str) and refusal:
-        detail += f"; refusal: {clip(' '.join(refusal.split()), 200)}"
-    return detail
+    if isinstance(refusal, str) and refusal.strip():
+        return "refusal: " + clip(" ".join(refusal.split()), 200)
+    if isinstance(finish_reason, str) and finish_reason and finish_reason not in ANSWERED:
+        return clip(finish_reason, 60)
+    return "no_content"
+
+
+def no_answer(sample: Sample) -> str | None:
+    """Why ``sample`` has no answer, or None when it has one (an empty text that ended normally
+    is a real, empty answer). A sample with no answer counts in k and never wins: it is read as
+    an unreadable sample, whatever the extractor would make of an empty text. Its reason is its
+    ``finish_reason`` (``refusal: ...``, ``content_filter``, ``length``, ``no_content``), kept
+    in the output and in the store."""
+    if sample.text:
+        return None
+    reason = sample.finish_reason
+    if reason is None or reason in ANSWERED:
+        return None
+    return reason
 
 
 @dataclass
@@ -350,7 +444,9 @@ class BackendClient:
         self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._throttler: Throttler | None = None
-        self._cooldown_until = 0.0
+        # pauses the server asked for: monotonic end, per model id (None: the whole backend)
+        self._cooldowns: dict[str | None, float] = {}
+        self._cooldown_spans: dict[str | None, float] = {}  # how long each pause was asked for
         self._n_support: dict[str, bool] = {}
         self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
@@ -367,6 +463,7 @@ class BackendClient:
         # prints it); the requests that fail for it then only point at it
         self.notify: Callable[[str], None] | None = None
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
+        self._model_answered: set[str] = set()  # model ids that got a 200 this run
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
         else:
@@ -515,7 +612,8 @@ class BackendClient:
             got = await self._request(model, messages, indices)
         except RequestFailed as failure:
             if failure.status == 400:
-                return await self._probe_rejected(model, messages, indices[0], results)
+                return await self._probe_rejected(model, messages, indices[0], results,
+                                                  failure)
             for i in indices:
                 results[i] = SampleFailure(i, failure.message, failure.status, failure.attempts)
             return None
@@ -527,7 +625,8 @@ class BackendClient:
         return supported
 
     async def _probe_rejected(self, model: ir.Model, messages: Messages, first: int,
-                              results: dict[int, Sample | SampleFailure]) -> bool | None:
+                              results: dict[int, Sample | SampleFailure],
+                              rejected: RequestFailed | None = None) -> bool | None:
         """The probe got a 400: was it ``n``, or this request (a prompt past the context, ...)?
 
         The probe's first sample is asked for alone. If that works, the server rejects n
@@ -539,6 +638,12 @@ class BackendClient:
         single = await self._one(model, messages, first)
         results[first] = single
         if isinstance(single, SampleFailure):
+            if (rejected is not None and single.status == 400 and rejected.detail
+                    and self._same_400(model, rejected.detail, single.error)):
+                # the same 400 with n and without, before the model ever answered: it is about
+                # the model (or what the gateway makes of it), not about n or this request
+                self._stop_model(model, scrub(f"{self._prefix(model)}: HTTP 400 with n > 1 "
+                                              f"and with n = 1: {rejected.detail}"))
             return None
         self._n_support[model.id] = False
         self.stats.probes[model.id] = False
@@ -579,7 +684,8 @@ class BackendClient:
                 if not error.retryable:
                     self.stats.failures += 1
                     self._stop_on(error, model)
-                    raise RequestFailed(message, status=error.status, attempts=attempts)
+                    raise RequestFailed(message, status=error.status, attempts=attempts,
+                                        detail=error.detail)
                 if attempts > retries:
                     self.stats.failures += 1
                     self._stop_on(error, model)
@@ -588,10 +694,12 @@ class BackendClient:
                                         status=error.status, attempts=attempts)
                 delay = self.policy.backoff(attempts)
                 if error.retry_after is not None:
-                    # honour the server, plus a little jitter so waiters do not return at once
-                    delay = error.retry_after + random.uniform(0, 0.1 + 0.1 * error.retry_after)
-                if error.status == 429:
-                    self._cool_down(delay)
+                    delay = retry_delay(error.retry_after)
+                if error.status == 429 or (error.retry_after is not None
+                                           and error.status in (502, 503, 504)):
+                    # a pause the server asked for holds back the other requests too
+                    self._cool_down(self._cool_scope(error, model), error.retry_after
+                                    if error.retry_after is not None else delay)
                 elapsed = time.monotonic() - started
                 if elapsed + delay > retry_time:
                     self.stats.failures += 1
@@ -620,17 +728,26 @@ class BackendClient:
         backoff per record, before telling the user what one request already knew.
         """
         reason = scrub(error.message)
-        if error.status == 401:
+        permanent = (permanent_400(error.detail, error.error_type) if error.status == 400
+                     else None)
+        if error.status == 401 or permanent == "backend":
             self._stop(reason, clip(reason, 100))
-        elif error.status in (403, 404):
-            self._stopped_models.setdefault(model.id, clip(reason, 100))  # every model with it
-            if model.name not in self.stats.stopped_models:
-                self.stats.stopped_models[model.name] = reason
-                self._say(f"model '{model.name}' on backend '{self.name}' stopped taking "
-                          f"requests: {reason}")
+        elif error.status in (403, 404) or permanent == "model":
+            self._stop_model(model, reason)
         elif error.unreachable and not self._answered:
             self._stop(f"the server was never reached: {reason}",
                        f"the server was never reached ({error.connection})")
+
+    def _same_400(self, model: ir.Model, detail: str, single_error: str) -> bool:
+        return (model.id not in self._model_answered and detail in single_error
+                and not REQUEST_400.search(detail))
+
+    def _stop_model(self, model: ir.Model, reason: str) -> None:
+        self._stopped_models.setdefault(model.id, clip(reason, 100))  # every model with it
+        if model.name not in self.stats.stopped_models:
+            self.stats.stopped_models[model.name] = reason
+            self._say(f"model '{model.name}' on backend '{self.name}' stopped taking "
+                      f"requests: {reason}")
 
     def _stop(self, reason: str, short: str) -> None:
         if self.stats.stopped is None:
@@ -712,25 +829,55 @@ class BackendClient:
             raise RequestFailed(f"{self._prefix(model)}: {what}: the model stopped taking "
                                 f"requests: {reason}", attempts=attempt - 1)
 
-    def _cool_down(self, delay: float) -> None:
-        self._cooldown_until = max(self._cooldown_until, time.monotonic() + delay)
+    def _cool_scope(self, error: RequestError, model: ir.Model) -> str | None:
+        """Whom a pause the server asked for holds back: None for the whole backend, else the
+        model id. ``rate_scope = model`` or ``backend`` says so; ``auto`` pauses only the model
+        when the server's error names it (LiteLLM limits each model group on its own: "...
+        Passed model=NAME ..."), else the backend."""
+        scope = self.settings.rate_scope
+        if scope == "model":
+            return model.id
+        if scope == "backend":
+            return None
+        text = error.detail or ""
+        if model.id and re.search(r"(?<![\w./:-])" + re.escape(model.id) + r"(?![\w/:-]|\.\w)",
+                                  text):
+            return model.id
+        return None
 
-    async def _wait_cool_down(self, deadline: float) -> None:
-        """Wait out the backend's 429 cool-down, but never past this request's retry deadline.
+    def _cool_down(self, scope: str | None, delay: float) -> None:
+        until = time.monotonic() + delay
+        if until > self._cooldowns.get(scope, 0.0):
+            self._cooldowns[scope] = until
+            self._cooldown_spans[scope] = delay
+
+    async def _wait_cool_down(self, model: ir.Model, deadline: float) -> None:
+        """Wait out a pause the server asked for (a 429, or a 503 with ``Retry-After``) on the
+        backend or on this model, but never past this request's retry deadline.
 
         A server may ask for a long pause (``Retry-After: 86400``). The request that got it gives
         up at once (the pause passes its retry time); every other request must not then wait the
         whole pause either, which would stall the run with no bound: one whose deadline comes
-        before the cool-down ends fails now, without being sent.
+        before the cool-down ends fails now, without being sent. Each waiter then waits a random
+        share of the pause more, so that the requests it held back do not all come back in the
+        same instant and collide again (a gateway's in-flight cap answers them 503 at once).
         """
+        waited: set[str | None] = set()
         while True:
-            wait = self._cooldown_until - time.monotonic()
+            scope = model.id if (self._cooldowns.get(model.id, 0.0)
+                                 > self._cooldowns.get(None, 0.0)) else None
+            until = self._cooldowns.get(scope, 0.0)
+            wait = until - time.monotonic()
             if wait <= 0:
                 return
-            if self._cooldown_until > deadline:
+            if until > deadline:
+                what = f"model '{model.id}'" if scope is not None else "backend"
                 raise RequestError(
-                    f"rate-limited: the server asked the backend to pause {wait:.1f}s more, "
+                    f"rate-limited: the server asked the {what} to pause {wait:.1f}s more, "
                     f"past the retry time of {self.settings.retry_time:g}s", status=429)
+            if scope not in waited:
+                waited.add(scope)
+                wait += random.uniform(0, self._cooldown_spans.get(scope, 0.0))
             await asyncio.sleep(wait)
 
     def _headers(self) -> dict[str, str]:
@@ -755,7 +902,7 @@ class BackendClient:
             self._refuse_if_stopped(model, attempt)
             probe = self._admit(model, attempt)
             try:
-                await self._wait_cool_down(deadline)
+                await self._wait_cool_down(model, deadline)
                 if self._throttler is not None:
                     await self._throttler.acquire()
             except BaseException:
@@ -807,19 +954,25 @@ class BackendClient:
             self._answered = True
             try:
                 body = json.loads(raw)
-                return self.parse(body, n, seed, latency)
+                got = self.parse(body, n, seed, latency)
+                self._model_answered.add(model.id)
+                cost = response_cost(headers)
+                if cost is not None and got:  # the reply's cost, shared by its samples
+                    for sample in got:
+                        sample.cost = cost / len(got)
+                return got
             except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
                 # masked before it is cut (a key crossing the cut would keep its prefix)
                 snippet = clip(raw[:4096].decode("utf-8", errors="replace"), MAX_SNIPPET)
                 raise RequestError(f"malformed response body ({clip(error, 200)}): {snippet!r}",
                                    status=200, retryable=True) from None
-        text = _error_text(raw)
+        text, error_type = _error_info(raw)
         if status == 429:
             self.stats.rate_limited += 1
         retryable = status in RETRYABLE_STATUS or status >= 500
         return_after = parse_retry_after(headers) if retryable else None
         raise RequestError(f"HTTP {status}: {text}", status=status, retryable=retryable,
-                           retry_after=return_after)
+                           retry_after=return_after, detail=text, error_type=error_type)
 
 
 class OpenAIBackend(BackendClient):
@@ -865,12 +1018,14 @@ class OpenAIBackend(BackendClient):
                 content = choice.get("text")
             else:
                 raise ValueError("a choice has no 'message'")
-            if content is None:
-                raise ValueError(_no_content(choice.get("finish_reason"), message))
+            finish = choice.get("finish_reason")
+            if content is None or (content == "" and isinstance(finish, str)
+                                   and finish not in ANSWERED):
+                content, finish = "", _no_content(finish, message)  # a sample with no answer
             if not isinstance(content, str):
                 raise ValueError("message content is not text")
             samples.append(Sample(index=j, text=content,
-                                  finish_reason=choice.get("finish_reason"),
+                                  finish_reason=finish if isinstance(finish, str) else None,
                                   input_tokens=inputs[j], output_tokens=outputs[j],
                                   latency=latency, seed=seed + j))
         return samples
@@ -899,15 +1054,17 @@ class OllamaBackend(BackendClient):
         if not isinstance(message, dict):
             raise ValueError("no 'message' object")
         content = message.get("content")
+        finish = body.get("done_reason")
         if content is None:
-            raise ValueError(_no_content(body.get("done_reason"), message))
+            content, finish = "", _no_content(finish, message)  # a sample with no answer
         if not isinstance(content, str):
             raise ValueError("message content is not text")
 
         def count(name: str) -> int | None:
             value = body.get(name)
             return int(value) if isinstance(value, (int, float)) else None
-        return [Sample(index=0, text=content, finish_reason=body.get("done_reason"),
+        return [Sample(index=0, text=content, finish_reason=finish if isinstance(finish, str)
+                       else None,
                        input_tokens=count("prompt_eval_count"), output_tokens=count("eval_count"),
                        latency=latency, seed=seed)]
 

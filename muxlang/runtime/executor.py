@@ -24,7 +24,8 @@ import networkx as nx
 
 from muxlang import ir, semantics
 from muxlang.errors import MuxError
-from muxlang.runtime.backends import BackendClient, BackendSettings, RetryPolicy, make_backend
+from muxlang.runtime.backends import (BackendClient, BackendSettings, RetryPolicy, make_backend,
+                                      no_answer)
 from muxlang.prompts import Messages, RecordError, render
 from muxlang.runtime.secrets import scrub
 from muxlang.samples import NullCache, Sample, SampleCache, SampleFailure, sample_keys
@@ -168,6 +169,7 @@ class MemberVotes:
     failed: list[str] = field(default_factory=list)  # errors of the samples that did not
     error: str | None = None  # why the member has no votes for this record: every sample failed
     path: list[str] = field(default_factory=list)  # [member, ..., model] for nested muxes
+    no_answer: list[str] = field(default_factory=list)  # replies with no answer: their reasons
 
     def add(self, item: Any) -> None:
         """One sample's outcome, in sample order: an ``Extracted`` or a ``SampleFailure``."""
@@ -182,6 +184,9 @@ class MemberVotes:
         self.keys.append(item.key)
         self.drawn.append(item.sample)
         self.samples.append(item.sample)
+        reason = no_answer(item.sample)
+        if reason is not None:  # a refusal, a content filter: unreadable, counted in k
+            self.no_answer.append(reason)
 
     def settle(self) -> "MemberVotes":
         if self.failed and not self.samples:
@@ -203,6 +208,7 @@ class MuxResult:
     missing: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     partial: dict[str, str] = field(default_factory=dict)  # members with some samples failed
+    no_answer: dict[str, str] = field(default_factory=dict)  # members with replies without one
     drawn: dict[str, int] | None = None  # adaptive: samples drawn per model member
     bounds: tuple[float, float] | None = None  # adaptive, stopped early: full-budget confidence
     decision: semantics.Decision | None = None
@@ -253,6 +259,8 @@ class RecordResult:
             out["failures"] = dict(r.failures)
         if r and r.partial:
             out["partial"] = dict(r.partial)
+        if r and r.no_answer:
+            out["no_answer"] = {name: scrub(text) for name, text in r.no_answer.items()}
         drawn = {}
         for step in (self.steps or ([r] if r else [])):
             for name, n in (step.drawn or {}).items():
@@ -419,6 +427,8 @@ class PlanExecutor:
     def _extract(self, task: ir.Task, generated: Sample | SampleFailure) -> Any:
         if isinstance(generated, SampleFailure):
             return generated
+        if no_answer(generated) is not None:  # never read: an empty text must not be a vote
+            return Extracted(generated, None, None)
         try:
             answer = self._extractors[task.name](generated.text)
         except Exception:  # noqa: BLE001 - an extractor bug must not sink the run
@@ -502,6 +512,10 @@ class PlanExecutor:
                     result.partial[member.name] = (
                         f"{len(value.failed)} of {len(value.keys)} samples failed (counted as "
                         f"unreadable): {scrub(value.failed[0])}")
+                if value.no_answer:
+                    result.no_answer[member.name] = (
+                        f"{len(value.no_answer)} of {len(value.keys)} replies had no answer "
+                        f"(counted as unreadable): {value.no_answer[0]}")
         decision = semantics.decide_mux(mux, inputs, self.accuracies, self._rules[mux.name])
         result.decision = decision
         result.confidence = decision.confidence

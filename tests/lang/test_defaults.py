@@ -53,5 +53,5 @@ def test_the_runtime_reads_the_backend_defaults_of_the_ir():
     settings = BackendSettings.resolve(spec.backends["b"], environ={})
     plain = BackendSettings("b", "openai", "http://127.0.0.1:1/v1")
     for name in ("concurrency", "rate", "timeout", "retries", "retry_time", "supports_n",
-                 "max_response"):
+                 "max_response", "rate_scope"):
         assert getattr(settings, name) == getattr(plain, name) == ir.default(ir.Backend, name)

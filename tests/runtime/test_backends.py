@@ -9,7 +9,7 @@ import pytest
 
 from muxlang import ir
 from muxlang.errors import MuxError
-from muxlang.runtime.backends import (BackendSettings, RetryPolicy, make_backend,
+from muxlang.runtime.backends import (BackendSettings, RetryPolicy, make_backend, no_answer,
                                       parse_retry_after)
 from muxlang.runtime.executor import Runtime
 from muxlang.samples import MemoryCache, Sample, SampleFailure
@@ -412,7 +412,9 @@ def test_a_failing_n_probe_does_not_queue_the_other_records_behind_it(server):
 
 
 @pytest.mark.parametrize("kind", ["openai", "ollama"])
-def test_null_content_is_an_error_and_empty_content_a_vote(server, kind):
+def test_null_content_is_a_sample_with_no_answer_and_empty_content_a_vote(server, kind):
+    # a valid reply without content (a refusal, a length cut with nothing) is a sample with no
+    # answer and its reason, never retried (issue 15); "" that ended normally is an empty answer
     if kind == "openai":
         null = ('{"choices": [{"index": 0, "finish_reason": "stop", "message": '
                 '{"role": "assistant", "content": null, "refusal": "I cannot help."}}]}')
@@ -422,17 +424,16 @@ def test_null_content_is_an_error_and_empty_content_a_vote(server, kind):
         null = ('{"message": {"role": "assistant", "content": null}, "done": true, '
                 '"done_reason": "length"}')
         empty = '{"message": {"role": "assistant", "content": ""}, "done": true}'
-    server.add_fault("malformed", count=2, body=null)
+    server.add_fault("malformed", count=1, body=null)
     server.add_fault("malformed", count=1, body=empty)
     b = backend(server.url if kind == "ollama" else server.openai_url, kind=kind, retries=1,
                 supports_n=False)
-    (failure,), _ = draw(b, model(b), [0])
-    assert isinstance(failure, SampleFailure)
-    assert "no message content" in failure.error and len(server.requests) == 2
-    if kind == "openai":
-        assert "I cannot help." in failure.error
+    (refused,), _ = draw(b, model(b), [0])
+    assert isinstance(refused, Sample) and refused.text == "" and len(server.requests) == 1
+    reason = no_answer(refused)
+    assert reason == ("refusal: I cannot help." if kind == "openai" else "length")
     (sample,), _ = draw(b, model(b), [0])
-    assert isinstance(sample, Sample) and sample.text == ""
+    assert isinstance(sample, Sample) and sample.text == "" and no_answer(sample) is None
 
 
 def test_a_400_to_the_probe_that_is_not_about_n_leaves_n_undecided(server):

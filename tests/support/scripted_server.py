@@ -32,7 +32,21 @@ they were added by the requests they match:
   (``message=`` sets its text);
 - ``"hang"``: sleep ``seconds`` (default 30) before answering, i.e. past the client's timeout;
 - ``"reset"``: close the connection without an answer;
-- ``"malformed"``: status 200 with a body that is not the expected JSON (``body=`` sets it).
+- ``"malformed"``: status 200 with a body that is not the expected JSON (``body=`` sets it);
+- ``"refusal"``, ``"content_filter"``, ``"length_empty"``: a valid 200 reply with no answer
+  (``content: null`` with a ``refusal``; ``content: null`` with ``finish_reason:
+  content_filter``; ``content: ""`` with ``finish_reason: length``).
+
+Any status fault takes ``retry_after=`` (a ``Retry-After`` header, for a 503 too) and ``type=``
+(the error's ``type``, as LiteLLM's ``no_db_connection``).
+
+Gateway behaviour, as LiteLLM's proxy answers (``keys=``, ``known_models=``, ``in_flight_cap=``,
+``cost=``): a request whose bearer key is not in ``keys`` gets ``400 {"error": {"message": "No
+connected db.", "type": "no_db_connection"}}``; a model not in ``known_models`` gets ``400
+Invalid model name passed in model=...``; past ``in_flight_cap`` requests handled at once, a
+request gets ``503`` with ``Retry-After: <cap_retry_after>``; ``cost`` (a number, or a function
+of the model) is sent as ``x-litellm-response-cost``. ``GET /v1/models`` lists ``known_models``
+(or every model with an answer function).
 
 ``count`` is how many requests the fault hits (``None``: all of them, forever); ``duration``
 (seconds) makes it hit every matching request for that long instead (a storm); ``model`` and
@@ -109,7 +123,18 @@ class ScriptedServer:
         port: int = 0,
         host: str = "127.0.0.1",
         log: bool = True,
+        keys: set[str] | None = None,
+        known_models: set[str] | None = None,
+        in_flight_cap: int | None = None,
+        cap_retry_after: float = 1,
+        cost: float | Callable[[str], float | None] | None = None,
     ):
+        self.keys = set(keys) if keys is not None else None  # gateway keys, LiteLLM-like
+        self.known_models = set(known_models) if known_models is not None else None
+        self.in_flight_cap = in_flight_cap  # requests handled at once before 503s
+        self.cap_retry_after = cap_retry_after
+        self.capped = 0  # requests answered 503 for the in-flight cap
+        self.cost = cost
         self.log = log  # keep the request log (off for benchmarks)
         self.answer = answer or default_answer
         self.answers = dict(answers or {})
@@ -132,6 +157,7 @@ class ScriptedServer:
         # per model id: most requests being handled at once, faults (hangs) included
         self.peak_in_flight: dict[str, int] = {}
         self._in_flight_now: dict[str, int] = {}
+        self._in_flight_total = 0  # requests being handled now, every model
         self.held = 0  # requests that took a slot
         self.held_seconds = 0.0  # slot time they really took (timer overshoot included)
         self.asked_seconds = 0.0  # slot time they asked for (the scripted latency)
@@ -175,10 +201,39 @@ class ScriptedServer:
         app.router.add_post("/chat/completions", self._openai)
         app.router.add_post("/api/chat", self._ollama)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
         app.router.add_get("/log", self._log)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/config", self._config)
         return app
+
+    async def _models(self, request: web.Request) -> web.Response:
+        names = sorted(self.known_models if self.known_models is not None else self.answers)
+        return web.json_response({"object": "list", "data": [
+            {"id": name, "object": "model", "owned_by": "scripted"} for name in names]})
+
+    def _gateway_refusal(self, request: web.Request, model: str) -> web.Response | None:
+        """LiteLLM's answers to a wrong key, an unknown model and a full in-flight cap."""
+        if self.keys is not None:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if given not in self.keys:
+                return web.json_response({"error": {
+                    "message": "No connected db.", "type": "no_db_connection", "param": None,
+                    "code": "400"}}, status=400)
+        if self.known_models is not None and model not in self.known_models:
+            message = (f"/chat/completions: Invalid model name passed in model={model}. Call "
+                       "`/v1/models` to view available models for your key.")
+            return web.json_response({"error": {
+                "message": message, "type": "invalid_request_error", "param": None,
+                "code": "400"}}, status=400)
+        if self.in_flight_cap is not None and self._in_flight_total > self.in_flight_cap:
+            self.capped += 1
+            return web.json_response(
+                {"error": {"message": "Max parallel request limit reached.",
+                           "type": "service_unavailable", "code": "503"}},
+                status=503, headers={"Retry-After": f"{self.cap_retry_after:g}"})
+        return None
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -253,8 +308,23 @@ class ScriptedServer:
         if kind == "malformed":
             return web.Response(status=200, body=opt.get("body", '{"choices": [ {"mess'),
                                 content_type="application/json")
+        if kind in ("refusal", "content_filter", "length_empty"):
+            message: dict[str, Any] = {"role": "assistant", "content": None}
+            finish = {"refusal": "stop", "content_filter": "content_filter",
+                      "length_empty": "length"}[kind]
+            if kind == "refusal":
+                message["refusal"] = opt.get("refusal", "I can't help with that.")
+            if kind == "length_empty":
+                message["content"] = ""
+            body = {"id": "chatcmpl-empty", "object": "chat.completion",
+                    "created": int(time.time()), "model": "scripted",
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 0, "total_tokens": 5}}
+            return web.json_response(body)
         status = int(kind)
         headers = {}
+        if status != 429 and opt.get("retry_after") is not None:
+            headers["Retry-After"] = str(opt["retry_after"])
         if status == 429:
             if "retry_after_ms" in opt:
                 headers["retry-after-ms"] = str(opt["retry_after_ms"])
@@ -267,7 +337,8 @@ class ScriptedServer:
         if api == "ollama":
             body = {"error": message}
         else:
-            body = {"error": {"message": message, "type": "scripted", "code": status}}
+            body = {"error": {"message": message, "type": opt.get("type", "scripted"),
+                              "code": status}}
         return web.json_response(body, status=status, headers=headers)
 
     def _record(self, api: str, request: web.Request, body: Any, status: int | str) -> None:
@@ -304,10 +375,12 @@ class ScriptedServer:
         self._in_flight_now[model] = self._in_flight_now.get(model, 0) + 1
         self.peak_in_flight[model] = max(self.peak_in_flight.get(model, 0),
                                          self._in_flight_now[model])
+        self._in_flight_total += 1
         try:
             yield
         finally:
             self._in_flight_now[model] -= 1
+            self._in_flight_total -= 1
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
@@ -322,6 +395,10 @@ class ScriptedServer:
         n = int(body.get("n") or 1)
         seed = int(body.get("seed") or 0)
         prompt = self._prompt(body["messages"])
+        refused = self._gateway_refusal(request, model)
+        if refused is not None:
+            self._record("openai", request, body, refused.status)
+            return refused
         fault = self._take_fault(model, prompt)
         if fault is not None:
             self._record("openai", request, body, fault.kind)
@@ -353,7 +430,11 @@ class ScriptedServer:
             prompt_tokens = max(1, len(prompt.split()))
             payload["usage"] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                                 "total_tokens": prompt_tokens + completion}
-        return web.json_response(payload)
+        headers = {}
+        cost = self.cost(model) if callable(self.cost) else self.cost
+        if cost is not None:
+            headers["x-litellm-response-cost"] = repr(float(cost))
+        return web.json_response(payload, headers=headers)
 
     async def _ollama(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
