@@ -780,6 +780,7 @@ class _Job:
     messages: list[dict[str, str]]
     missing: list[int]
     key: Any = None  # muxlang.samples.SampleKey
+    item: Any = None  # the record's id
 
 
 def pool_members(runnable: ir.Runnable, k: Optional[int]) -> list[tuple[Any, Any, int]]:
@@ -836,6 +837,9 @@ class Collection:
         _check_limit(limit)
         self.lease = float(lease) if lease is not None else DEFAULT_TTL
         self.leases: Any = None  # muxlang.store.leases.Leases, while drawing
+        # on_samples(record id, model, messages, [Sample | SampleFailure]) as each request ends
+        # (collect --log-samples: muxlang.sample_log.sample_object of each)
+        self.on_samples: Optional[Callable[[Any, Any, Any, list], None]] = None
         self.session = session
         self.spec = spec
         self.runnable = runnable_of(spec, mux)
@@ -881,7 +885,7 @@ class Collection:
                     if messages is None:
                         continue
                     key = SampleKey.for_model(model, messages)
-                    jobs.append((key, _Job(model, messages, list(range(k)), key)))
+                    jobs.append((key, _Job(model, messages, list(range(k)), key, item.key)))
             counts.skipped_items = len(counts.skipped)
             stored = self.store.get_samples_many([key for key, _ in jobs])
             self.todo: list[_Job] = []
@@ -937,7 +941,8 @@ class Collection:
         for job in self.todo:
             same = jobs.get(job.key.hash)
             if same is None:
-                jobs[job.key.hash] = _Job(job.model, job.messages, list(job.missing), job.key)
+                jobs[job.key.hash] = _Job(job.model, job.messages, list(job.missing), job.key,
+                                          job.item)
             else:
                 same.missing = sorted(set(same.missing) | set(job.missing))
         order = list(jobs)
@@ -966,7 +971,7 @@ class Collection:
             for h, indices in got.mine.items():
                 job = jobs[h]
                 tried.update((h, i) for i in indices)
-                await ready.put(_Job(job.model, job.messages, indices, job.key))
+                await ready.put(_Job(job.model, job.messages, indices, job.key, job.item))
             return got.held
 
         async def claimer() -> None:
@@ -981,6 +986,8 @@ class Collection:
 
         async def one(job: _Job) -> None:
             results = await runtime.sample(job.model, job.messages, job.missing)
+            if self.on_samples is not None:
+                self.on_samples(job.item, job.model, job.messages, results)
             for result in results:
                 released.append((job.key.hash, result.index))
                 if isinstance(result, Sample):

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "claims pass to the others after this time (default 30)")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="collect only for the dataset's first N items")
+    parser.add_argument("--log-samples", metavar="FILE",
+                        help="write every sample drawn as one JSON line to FILE (the fields of "
+                             "run --log-samples)")
     parser.add_argument("--dry-run", action="store_true",
                         help="send nothing: print the plan (requests per backend, samples, n > 1 "
                              "use, samples already stored, estimated tokens and cost)")
@@ -107,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}", file=sys.stderr)
         for message in counts.skipped[:5]:
             print(f"warning: item {message}", file=sys.stderr)
-        totals = _draw(collection, args)
+        if args.log_samples:
+            totals = _draw_logged(collection, args)
+        else:
+            totals = _draw(collection, args)
     if args.json:
         print(json.dumps({"store": totals.store, "status": totals.status, **totals.summary()},
                          sort_keys=True))
@@ -125,6 +131,35 @@ def run(args: argparse.Namespace) -> int:
     if totals.status == "interrupted":
         return 130
     return 1 if totals.failed or totals.skipped_items else 0
+
+
+def _draw_logged(collection: Any, args: argparse.Namespace) -> Any:
+    """``_draw`` with every sample written to ``--log-samples FILE`` as it arrives."""
+    from muxlang.errors import MuxError
+    from muxlang.jsonl import dumps_line
+    from muxlang.sample_log import sample_object
+    from muxlang.scoring import Scorer
+
+    scorers: dict[str, Any] = {}
+    tasks = {model.name: task for model, task, _ in collection.members}
+    try:
+        log = open(args.log_samples, "w", encoding="utf-8")
+    except OSError as error:
+        raise MuxError(f"cannot write {args.log_samples}: {error.strerror}") from None
+
+    def on_samples(item: Any, model: Any, messages: Any, results: list) -> None:
+        task = tasks.get(model.name)
+        scorer = scorers.get(model.name)
+        if scorer is None and task is not None:
+            scorer = scorers[model.name] = Scorer(task)
+        for result in results:
+            log.write(dumps_line(sample_object(item, model, messages, result, scorer)))
+
+    collection.on_samples = on_samples
+    try:
+        return _draw(collection, args)
+    finally:
+        log.close()
 
 
 def _draw(collection: Any, args: argparse.Namespace) -> Any:

@@ -165,3 +165,20 @@ def test_the_readme_first_spec_runs_against_a_local_server_without_a_key(server,
     session = muxlang.Session(backends={"local": server.openai_url})
     result, = session.run(spec, [{"id": 1, "question": "What is 1 + 1?", "answer": "2"}])
     assert result.error is None and result.answer is not None and result.correct is not None
+
+
+def test_collect_log_samples_writes_one_line_per_sample_drawn(server, api_key, write_spec,
+                                                              write_records, tmp_path, capsys):
+    server.answer = answer_sum
+    spec = write_spec(spec_text(server.openai_url, samples=2))
+    source = write_records([{"id": f"q{i}", "question": f"What is {i} + 2?", "answer": str(i + 2)}
+                            for i in range(3)])
+    log = tmp_path / "collect.jsonl"
+    assert main(["collect", str(spec), "--dataset", str(source), "--store",
+                 str(tmp_path / "s.sqlite"), "--log-samples", str(log), "--no-progress"]) == 0
+    rows = read_jsonl(log)
+    assert sorted((r["id"], r["member"], r["sample"]) for r in rows) == sorted(
+        (f"q{i}", m, k) for i in range(3) for m in "abc" for k in range(2))
+    row = next(r for r in rows if r["id"] == "q1" and r["member"] == "a")
+    assert row["answer"] == "3" and row["text"].endswith("#### 3") and row["error"] is None
+    assert row["prompt"][-1]["content"] == "Question: What is 1 + 2?"
