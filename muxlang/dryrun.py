@@ -50,12 +50,16 @@ class DryRunPlan:
                f"{self.to_draw} to draw"]
         for plan in self.backends.values():
             n = {"yes": "n > 1 used", "no": "one request per sample",
-                 "auto": "n > 1 if the server honours it (probed at the start)"}[plan.n]
+                 "auto": "n > 1 if the server honours it, probed at the start"}[plan.n]
             line = (f"  backend {plan.backend}: {plan.samples} samples in {plan.requests} "
                     f"requests ({n})")
             if plan.n == "auto" and plan.requests != plan.requests_without_n:
                 line += f"; {plan.requests_without_n} requests if it does not"
             out.append(line)
+        if not self.to_draw:
+            out.append("  nothing to draw: no tokens, no cost")
+            out.extend(f"  note: {note}" for note in self.notes)
+            return out
         tokens_out = ("unknown (no max_tokens)" if self.tokens_out is None
                       else f"at most {self.tokens_out:,.0f}")
         out.append(f"  estimated tokens: {self.tokens_in or 0:,.0f} input (characters / 4), "
@@ -129,6 +133,8 @@ def run_plan(session: Any, spec: Any, records: Iterable[Any], mux: Any = None) -
         for record in records:
             plan.records += 1
             if not isinstance(record, dict):
+                if not plan.skipped:
+                    plan.notes.append(f"record {plan.records} cannot run: not a JSON object")
                 plan.skipped += 1
                 continue
             jobs = []
@@ -138,7 +144,9 @@ def run_plan(session: Any, spec: Any, records: Iterable[Any], mux: Any = None) -
                     if task.name not in rendered:
                         rendered[task.name] = render(task, record)
                     jobs.append((model, rendered[task.name], k))
-            except MuxError:
+            except MuxError as error:
+                if not plan.skipped:
+                    plan.notes.append(f"record {plan.records} cannot run: {error}")
                 plan.skipped += 1
                 continue
             stored: dict[str, Any] = {}
