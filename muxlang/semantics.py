@@ -387,6 +387,22 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
 
 
+def policy_of(text: str) -> str:
+    """A policy written as text (``off``, ``exact``, ``delta(p)`` with 0 < p < 1), normalised;
+    ValueError with what is accepted otherwise (a request's ``mux.adaptive``, say)."""
+    text = str(text).strip()
+    if text in ("off", "exact"):
+        return text
+    if text.startswith("delta(") and text.endswith(")"):
+        try:
+            p = float(text[6:-1])
+        except ValueError:
+            p = -1.0
+        if 0 < p < 1:
+            return f"delta({p:g})"
+    raise ValueError(f"adaptive must be off, exact or delta(p) with 0 < p < 1, not {text!r}")
+
+
 def delta_of(mux: ir.Mux) -> Optional[float]:
     """p of ``adaptive = delta(p)``, else None."""
     text = mux.adaptive

@@ -39,6 +39,7 @@ from aiohttp import web
 from muxlang import ir
 from muxlang.errors import MuxError, did_you_mean
 from muxlang.runtime.secrets import scrub
+from muxlang.semantics import policy_of
 from muxlang.session import Runner, Session, load, runnable_of, to_record_result
 
 __all__ = ["MuxServer", "make_app", "ServeError", "MUX_FIELDS", "describe_runnable"]
@@ -111,17 +112,21 @@ def model_members(runnable: ir.Runnable) -> dict[str, int]:
     return found
 
 
-def with_samples(runnable: ir.Runnable, samples: Mapping[str, int]) -> ir.Runnable:
-    """The same mux or cascade with the named model members drawn ``samples[name]`` times."""
-    def mux_of(mux: ir.Mux) -> ir.Mux:
+def with_samples(runnable: ir.Runnable, samples: Mapping[str, int],
+                 adaptive: Optional[str] = None) -> ir.Runnable:
+    """The same mux or cascade with the named model members drawn ``samples[name]`` times, and
+    (``adaptive``) its own sampling policy — or each step's — replaced (nested muxes always draw
+    in full: muxlang.semantics)."""
+    def mux_of(mux: ir.Mux, top: bool) -> ir.Mux:
         pool = [replace(m, samples=samples.get(m.name, m.samples)) if m.is_model
-                else replace(m, member=mux_of(m.member))  # type: ignore[arg-type]
+                else replace(m, member=mux_of(m.member, False))  # type: ignore[arg-type]
                 for m in mux.pool]
-        return replace(mux, pool=pool)
+        policy = adaptive if top and adaptive is not None else mux.adaptive
+        return replace(mux, pool=pool, adaptive=policy)
 
     if isinstance(runnable, ir.Cascade):
-        return replace(runnable, steps=[mux_of(step) for step in runnable.steps])
-    return mux_of(runnable)
+        return replace(runnable, steps=[mux_of(step, True) for step in runnable.steps])
+    return mux_of(runnable, True)
 
 
 def first_slots(runnable: ir.Runnable) -> list[str]:
@@ -173,6 +178,7 @@ class ChatRequest:
     samples: dict[str, int] = field(default_factory=dict)
     deadline: Optional[float] = None
     ignored: list[str] = field(default_factory=list)
+    adaptive: Optional[str] = None  # mux.adaptive: the sampling policy for this request
     status: int = 200  # what the request ended with (a streamed error: the error's status)
 
 
@@ -452,10 +458,13 @@ class MuxServer:
                              + f" (served: {', '.join(self.served)})", "model_not_found",
                              param="model")
         options = _mux_options(body)
+        adaptive = None
         if "adaptive" in options:
-            raise ServeError(400, "mux.adaptive is not supported yet: adaptive sampling is not "
-                             "part of muxlang's runtime; leave it out (the spec's fixed sample "
-                             "counts are drawn)", "unsupported_parameter", param="mux.adaptive")
+            try:
+                adaptive = policy_of(options["adaptive"])
+            except ValueError as error:
+                raise ServeError(400, f"mux.{error}", "invalid_mux_options",
+                                 param="mux.adaptive") from None
         stream = body.get("stream", False)
         if stream is None:
             stream = False
@@ -490,7 +499,7 @@ class MuxServer:
         ignored = [key for key in body if key not in CHAT_FIELDS and not key.startswith("mux.")]
         record, source, dropped = self._record(served, body.get("messages"), options)
         return ChatRequest(served, record, source, stream, include_usage, trace, samples,
-                           deadline, dropped + ignored)
+                           deadline, dropped + ignored, adaptive=adaptive)
 
     def _samples(self, served: Served, given: Any) -> dict[str, int]:
         if given is None:
@@ -562,22 +571,22 @@ class MuxServer:
         """The prepared run for a request: the mux's own, or one with its sample overrides
         (kept for the next request with the same overrides)."""
         served = request.served
-        if not request.samples:
+        if not request.samples and request.adaptive is None:
             return served.runner
-        key = tuple(sorted(request.samples.items()))
+        key = (tuple(sorted(request.samples.items())), request.adaptive)
         runner = served.variants.get(key)
         if runner is not None:
             served.variants.move_to_end(key)
             return runner
-        variant = with_samples(served.runnable, request.samples)
+        variant = with_samples(served.runnable, request.samples, request.adaptive)
         if variant == served.runnable:  # the spec's own counts
             runner = served.runner
         else:
             try:
                 runner = self.session.runner(self.spec, variant, share=self._owner)
             except MuxError as error:
-                raise ServeError(500, f"cannot prepare '{served.name}' with mux.samples: "
-                                 f"{error}", "internal_error") from None
+                raise ServeError(500, f"cannot prepare '{served.name}' with mux.samples or "
+                                 f"mux.adaptive: {error}", "internal_error") from None
         served.variants[key] = runner
         while len(served.variants) > VARIANTS:
             served.variants.popitem(last=False)
@@ -675,8 +684,8 @@ class Answer:
     def _samples(self, runnable: ir.Runnable, drawn: int, cached: int) -> dict[str, Any]:
         """Samples behind the answer: drawn now, from the store, the request's budget, and
         per member of the mux that answered (a nested mux: all of its own)."""
-        if self.request.samples:
-            runnable = with_samples(runnable, self.request.samples)
+        if self.request.samples or self.request.adaptive is not None:
+            runnable = with_samples(runnable, self.request.samples, self.request.adaptive)
         answering: Any = runnable
         if isinstance(runnable, ir.Cascade):
             answering = next((s for s in runnable.steps if s.name == self.result.step),
@@ -708,8 +717,17 @@ class Answer:
         if r.steps:
             trace["step"] = r.step
             trace["steps"] = [s.to_dict() for s in r.steps]
+        overrides: dict[str, Any] = {}
         if request.samples:
-            trace["overrides"] = {"samples": request.samples}
+            overrides["samples"] = request.samples
+        if request.adaptive is not None:
+            overrides["adaptive"] = request.adaptive
+        if overrides:
+            trace["overrides"] = overrides
+        if r.samples:  # an adaptive mux: what it drew per member, and where the full-budget
+            trace["drawn"] = r.samples  # confidence lies when it stopped early
+        if r.confidence_bounds is not None:
+            trace["confidence_bounds"] = r.confidence_bounds
         if request.deadline is not None:
             trace["deadline"] = request.deadline
         return trace

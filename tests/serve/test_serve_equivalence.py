@@ -158,5 +158,5 @@ def test_sample_overrides_reach_nested_muxes_and_equal_run_with_those_counts(bac
         variants = running.call(lambda: dict(running.server.served["nested"].variants))
     assert_same(want, got)
     assert got[0][1].model_extra["mux"]["samples"]["members"] == {"small": 3, "c": 3}
-    assert variants[(("c", 2),)] is running.server.served["nested"].runner
+    assert variants[((("c", 2),), None)] is running.server.served["nested"].runner
     assert same.choices[0].message.content

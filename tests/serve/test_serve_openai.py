@@ -278,14 +278,30 @@ def test_per_request_sample_counts(backend, write_spec, spec):
     assert kept == 1  # the second request reused the first one's prepared run
 
 
-def test_adaptive_is_refused_until_it_exists_and_unknown_options_are_named(spec):
+def test_mux_adaptive_draws_as_run_does_with_that_policy_and_bad_values_are_400(
+        spec, backend):
+    """mux.adaptive = exact answers as the spec with adaptive = exact answers through run (the
+    full budget's answer and member), drawing what that run draws; a bad policy is a 400."""
+    from dataclasses import replace
+
+    adaptive = replace(spec.muxes["pool"], adaptive="exact")
+    want = muxlang.Session().run(spec, [{"question": QUESTION}], mux=adaptive)[0]
+    full = expected(spec, {"question": QUESTION})
     with serving(spec) as running:
         sdk = client(running)
+        completion = sdk.chat.completions.create(
+            model="pool", messages=[{"role": "user", "content": QUESTION}],
+            extra_body={"mux": {"adaptive": "exact", "trace": True}})
+        trace = completion.model_extra["mux"]
+        assert completion.choices[0].message.content == want.text
+        assert (trace["answer"], trace["model"]) == (full.answer, full.model)
+        assert trace["overrides"] == {"adaptive": "exact"}
+        assert trace["drawn"] == want.samples
         with pytest.raises(openai.BadRequestError) as error:
             sdk.chat.completions.create(model="pool", messages=[{"role": "user", "content": "x"}],
-                                        extra_body={"mux": {"adaptive": True}})
+                                        extra_body={"mux": {"adaptive": "delta(3)"}})
         assert error.value.status_code == 400
-        assert "not supported yet" in error.value.body["message"]
+        assert "off, exact or delta(p)" in error.value.body["message"]
         assert error.value.body["param"] == "mux.adaptive"
         with pytest.raises(openai.BadRequestError, match="did you mean 'trace'"):
             sdk.chat.completions.create(model="pool", messages=[{"role": "user", "content": "x"}],
