@@ -3,6 +3,7 @@ model and the large reference model marked) and accuracy vs samples per model fo
 
 The result comes from ``muxlang tune --result FILE.json`` (or ``tune --json`` output saved to a
 file), or from a study in Optuna storage that ``muxlang tune --storage URL --study NAME`` ran.
+``--html FILE --eval EVAL.json`` writes one self-contained HTML page instead (``report_html``).
 """
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--study", metavar="NAME", help="the study (with --storage)")
     parser.add_argument("--out", metavar="DIR", default="tuning-plots",
                         help="folder for the PNG files (default tuning-plots)")
+    parser.add_argument("--html", metavar="FILE",
+                        help="write one self-contained HTML page instead of PNG files: the "
+                             "tuning front, with --eval the evaluation (per-model accuracy, "
+                             "baselines with error bars, one row per record)")
+    parser.add_argument("--eval", metavar="EVAL.json",
+                        help="with --html: an evaluation saved by `muxlang eval --json`")
 
 
 def _from_storage(url: str, study: str | None) -> dict:
@@ -73,6 +80,34 @@ def run(args) -> int:
             raise MuxError(f"{args.result}: not a tuning result (no 'best')")
     else:
         result = _from_storage(args.storage, args.study)
+    if args.html:
+        return _write_html(args, result)
+    if args.eval:
+        raise MuxError("--eval goes with --html FILE")
     for path in write_plots(result, args.out):
         print(f"wrote {path}")
+    return 0
+
+
+def _write_html(args, result: dict) -> int:
+    from muxlang.report_html import render
+    from muxlang.results import EvalReport, TuneResult
+
+    if not args.eval:
+        raise MuxError("--html needs --eval EVAL.json (an evaluation saved by `muxlang eval "
+                       "--json`); `muxlang eval --html FILE` writes the page with raw samples")
+    try:
+        with open(args.eval, encoding="utf-8") as fh:
+            evaluation = EvalReport.from_dict(json.load(fh))
+    except OSError as error:
+        raise MuxError(f"cannot read {args.eval}: {error.strerror or error}")
+    except (ValueError, TypeError, AttributeError) as error:
+        raise MuxError(f"{args.eval}: not an evaluation saved by `muxlang eval --json` ({error})")
+    page = render(evaluation, None, TuneResult.from_dict(result))
+    try:
+        with open(args.html, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as error:
+        raise MuxError(f"cannot write {args.html}: {error.strerror or error}")
+    print(f"wrote {args.html}")
     return 0

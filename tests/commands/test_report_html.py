@@ -126,3 +126,20 @@ def test_evaluate_limit_and_html_report_from_the_api(gsm8k_store):
     assert page.count('<tr class="record ') == 30 and page.startswith("<!DOCTYPE html>")
     with pytest.raises(muxlang.MuxError, match="limit must be a whole number"):
         session.evaluate(spec, "zeroeval-gsm8k", limit=0)
+
+
+def test_report_command_writes_the_page_from_saved_results(gsm8k_store, tmp_path, capsys):
+    assert main(["eval", str(GSM / "gsm8k.mux"), "--store", str(gsm8k_store), "--dataset",
+                 "zeroeval-gsm8k", "--limit", "12", "--json"]) == 0
+    saved = tmp_path / "eval.json"
+    saved.write_text(capsys.readouterr().out)
+    tune = tmp_path / "tune.json"
+    tune.write_text('{"best": {"pool": {"a": 1}, "rule": "single", "val_accuracy": 0.9, '
+                    '"cost": 0.001}, "front_accuracy_cost": [{"pool": {"a": 1}, "rule": '
+                    '"single", "val_accuracy": 0.9, "cost": 0.001}]}')
+    page = tmp_path / "r.html"
+    assert main(["report", "--result", str(tune), "--eval", str(saved), "--html", str(page)]) == 0
+    text = page.read_text()
+    assert text.count('<tr class="record ') == 12 and "Tuning: accuracy against cost" in text
+    assert main(["report", "--result", str(tune), "--html", str(page)]) == 1
+    assert "--html needs --eval" in capsys.readouterr().err
