@@ -1,7 +1,8 @@
 """``muxlang run SPEC --input IN.jsonl --output OUT.jsonl``: run a mux or cascade over records.
 
 One output line per non-blank input line, in input order, with ``answer``, ``model``,
-``confidence``, ``votes``, ``missing``, ``error``, ``tokens`` and ``latency``. Exit status 0 when
+``confidence``, ``text``, ``votes``, ``missing``, ``error``, ``tokens`` and ``latency``, and
+``gold``/``correct`` for records that hold the task's gold field (every field: docs/output.md). Exit status 0 when
 every record got an answer, 1 when any record failed (bad input included) or, with ``--strict``,
 was answered with a member missing or some of a member's samples failed; 130 on Ctrl-C (the lines
 already written stay). A backend or model that stops taking requests, goes down or comes back is
