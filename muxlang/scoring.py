@@ -22,11 +22,13 @@ class Scorer:
         self.field = task.gold or "answer"
         self._extract: Optional[Callable[[str], Optional[str]]] = None
         self._key: Optional[Callable[[str], Optional[str]]] = None
+        self._equivalence: Any = None
 
     def _build(self) -> None:
         from muxlang.stdlib.registry import make_equivalence, make_extractor
 
         equivalence = make_equivalence(self.task.equivalence)
+        self._equivalence = equivalence
         self._key = equivalence.key if hasattr(equivalence, "key") else equivalence
         self._extract = make_extractor(self.task.extract)
 
@@ -69,6 +71,17 @@ class Scorer:
         if not self.has_gold(record):
             return None, None
         gold = record[self.field]
+        if self._key is None:
+            self._build()
+        if hasattr(self._equivalence, "for_record"):  # keyed by the record (code by execution)
+            try:
+                key = self._equivalence.for_record(record)
+                text = gold if isinstance(gold, str) else json.dumps(gold, sort_keys=True)
+                gold_key = key(text)
+                return gold, (None if gold_key is None else
+                              answer is not None and key(answer) == gold_key)
+            except Exception:
+                return gold, None
         gold_key = self.gold_key(gold)
         if gold_key is None:
             return gold, None

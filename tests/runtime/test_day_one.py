@@ -182,3 +182,23 @@ def test_collect_log_samples_writes_one_line_per_sample_drawn(server, api_key, w
     row = next(r for r in rows if r["id"] == "q1" and r["member"] == "a")
     assert row["answer"] == "3" and row["text"].endswith("#### 3") and row["error"] is None
     assert row["prompt"][-1]["content"] == "Question: What is 1 + 2?"
+
+
+def test_a_record_aware_equivalence_scores_by_the_record():
+    """An equivalence keyed by the record (code by execution: for_record) scores a run's answer
+    as eval scores it: gold and answer keyed with the record."""
+    from muxlang.ir import Task
+    from muxlang.scoring import Scorer
+
+    class ByRecord:
+        def key(self, answer):
+            raise AssertionError("not used for a record-aware equivalence")
+
+        def for_record(self, record):
+            return lambda text: str(eval(text.replace("x", str(record["x"]))))  # noqa: S307
+
+    scorer = Scorer(Task(name="t", user="{x}"))
+    scorer._equivalence, scorer._key, scorer._extract = ByRecord(), ByRecord().key, str
+    assert scorer.score({"x": 3, "answer": "x * 2"}, "x + 3") == ("x * 2", True)
+    assert scorer.score({"x": 3, "answer": "x * 2"}, "x + 4") == ("x * 2", False)
+    assert scorer.score({"x": 3}, "x") == (None, None)
