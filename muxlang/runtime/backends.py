@@ -464,6 +464,10 @@ class BackendClient:
         self.notify: Callable[[str], None] | None = None
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         self._model_answered: set[str] = set()  # model ids that got a 200 this run
+        # the adaptive in-flight limit (see _gate_enter)
+        self._limit = float(max(1, settings.concurrency))
+        self._in_flight = 0
+        self._gate_waiters: list[asyncio.Future] = []
         if settings.supports_n is not None:
             self._default_n = settings.supports_n
         else:
@@ -698,8 +702,11 @@ class BackendClient:
                 if error.status == 429 or (error.retry_after is not None
                                            and error.status in (502, 503, 504)):
                     # a pause the server asked for holds back the other requests too
-                    self._cool_down(self._cool_scope(error, model), error.retry_after
+                    scope = self._cool_scope(error, model)
+                    self._cool_down(scope, error.retry_after
                                     if error.retry_after is not None else delay)
+                    if scope is None:
+                        self._pushed_back()
                 elapsed = time.monotonic() - started
                 if elapsed + delay > retry_time:
                     self.stats.failures += 1
@@ -880,6 +887,46 @@ class BackendClient:
                 wait += random.uniform(0, self._cooldown_spans.get(scope, 0.0))
             await asyncio.sleep(wait)
 
+    # ---- the adaptive in-flight limit ---------------------------------------------------------
+    async def _gate_enter(self) -> None:
+        """Wait for one of the ``_limit`` requests the server takes at once now. The limit is
+        the backend's concurrency until the server pushes back (a 429, or a 5xx with
+        Retry-After, that pauses the backend): then it halves, down to 1, and grows again by
+        about one per round of answers. A gateway's in-flight cap answers every request past
+        it at once; resending them all after its Retry-After, however spread, collides again."""
+        while self._in_flight >= max(1, int(self._limit)):
+            waiter = asyncio.get_running_loop().create_future()
+            self._gate_waiters.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._gate_waiters:
+                    self._gate_waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass the turn on
+                raise
+        self._in_flight += 1
+
+    def _gate_leave(self) -> None:
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = max(1, int(self._limit)) - self._in_flight
+        while free > 0 and self._gate_waiters:
+            waiter = self._gate_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def _pushed_back(self) -> None:
+        self._limit = max(1.0, self._limit / 2)
+
+    def _went_through(self) -> None:
+        if self._limit < self.settings.concurrency:
+            self._limit = min(float(self.settings.concurrency), self._limit + 1 / self._limit)
+            self._wake()
+
     def _headers(self) -> dict[str, str]:
         # the key is read from the environment for every request (it may be rotated), but the
         # headers dict is rebuilt only when it changes
@@ -897,65 +944,73 @@ class BackendClient:
         """One HTTP attempt; ``deadline`` (monotonic) bounds the wait for a 429 cool-down."""
         assert self._session is not None and self._semaphore is not None
         async with self._semaphore:
-            # checked once a slot is ours: requests queued behind the one that found the
-            # backend or model dead must not be sent either
-            self._refuse_if_stopped(model, attempt)
-            probe = self._admit(model, attempt)
+            await self._gate_enter()
             try:
-                await self._wait_cool_down(model, deadline)
-                if self._throttler is not None:
-                    await self._throttler.acquire()
-            except BaseException:
-                if probe:
-                    self._breaker_probe = False  # no probe went: the next request may probe
-                raise
-            self.stats.requests += 1
-            start = time.monotonic()
-            answered = False
-            try:
-                async with self._session.post(self.endpoint, data=payload,
-                                              headers=self._headers()) as response:
-                    answered = True
-                    self._answer_seen()
-                    status = response.status
-                    headers = response.headers
-                    raw = await _read_body(response, self.settings.max_response)
-            except ResponseTooLarge as error:
-                # not retried: the same request would draw the same flood
-                raise RequestError(f"response too large: {error} (HTTP {status}), past the "
-                                   f"backend's max_response of {self.settings.max_response} "
-                                   "bytes; not read further", status=status) from None
-            except asyncio.TimeoutError:
-                raise RequestError(f"no answer within the timeout of {self.settings.timeout:g}s",
-                                   retryable=True) from None
-            except aiohttp.ClientError as error:
-                detail = str(error) or type(error).__name__
-                kind = type(error).__name__
-                if not answered:
-                    self._connection_failed(probe)
-                # a failed probe is not retried: the backend is still down
-                raise RequestError(f"connection error ({kind}): {detail}"
-                                   + (" (probing a backend that is down)" if probe else ""),
-                                   retryable=not probe,
-                                   unreachable=isinstance(error, aiohttp.ClientConnectorError),
-                                   connection=None if answered else kind) from None
-            except OSError as error:
-                if not answered:
-                    self._connection_failed(probe)
-                raise RequestError(f"connection error: {error}", retryable=not probe,
-                                   connection=None if answered else type(error).__name__
-                                   ) from None
+                # checked once a slot is ours: requests queued behind the one that found the
+                # backend or model dead must not be sent either
+                self._refuse_if_stopped(model, attempt)
+                probe = self._admit(model, attempt)
+                try:
+                    await self._wait_cool_down(model, deadline)
+                    if self._throttler is not None:
+                        await self._throttler.acquire()
+                except BaseException:
+                    if probe:
+                        self._breaker_probe = False  # no probe went: the next one may probe
+                    raise
+                self.stats.requests += 1
+                start = time.monotonic()
+                answered = False
+                try:
+                    async with self._session.post(self.endpoint, data=payload,
+                                                  headers=self._headers()) as response:
+                        answered = True
+                        self._answer_seen()
+                        status = response.status
+                        headers = response.headers
+                        raw = await _read_body(response, self.settings.max_response)
+                except ResponseTooLarge as error:
+                    # not retried: the same request would draw the same flood
+                    raise RequestError(
+                        f"response too large: {error} (HTTP {status}), past the backend's "
+                        f"max_response of {self.settings.max_response} bytes; not read further",
+                        status=status) from None
+                except asyncio.TimeoutError:
+                    raise RequestError(
+                        f"no answer within the timeout of {self.settings.timeout:g}s",
+                        retryable=True) from None
+                except aiohttp.ClientError as error:
+                    detail = str(error) or type(error).__name__
+                    kind = type(error).__name__
+                    if not answered:
+                        self._connection_failed(probe)
+                    # a failed probe is not retried: the backend is still down
+                    raise RequestError(
+                        f"connection error ({kind}): {detail}"
+                        + (" (probing a backend that is down)" if probe else ""),
+                        retryable=not probe,
+                        unreachable=isinstance(error, aiohttp.ClientConnectorError),
+                        connection=None if answered else kind) from None
+                except OSError as error:
+                    if not answered:
+                        self._connection_failed(probe)
+                    raise RequestError(f"connection error: {error}", retryable=not probe,
+                                       connection=None if answered else type(error).__name__
+                                       ) from None
+                finally:
+                    if probe and self._breaker_probe:  # a probe that got no answer (a timeout)
+                        self._breaker_probe = False
+                        self._last_probe = time.monotonic()
+                latency = time.monotonic() - start
             finally:
-                if probe and self._breaker_probe:  # a probe that got no answer (a timeout, ...)
-                    self._breaker_probe = False
-                    self._last_probe = time.monotonic()
-            latency = time.monotonic() - start
+                self._gate_leave()
         if status == 200:
             self._answered = True
             try:
                 body = json.loads(raw)
                 got = self.parse(body, n, seed, latency)
                 self._model_answered.add(model.id)
+                self._went_through()
                 cost = response_cost(headers)
                 if cost is not None and got:  # the reply's cost, shared by its samples
                     for sample in got:

@@ -261,6 +261,9 @@ class RecordResult:
             out["partial"] = dict(r.partial)
         if r and r.no_answer:
             out["no_answer"] = {name: scrub(text) for name, text in r.no_answer.items()}
+        reported = [s.cost for s in samples if s.cost is not None and not s.cached]
+        if reported:  # USD a gateway reported for the samples drawn now (x-litellm-response-cost)
+            out["reported_cost"] = sum(reported)
         drawn = {}
         for step in (self.steps or ([r] if r else [])):
             for name, n in (step.drawn or {}).items():

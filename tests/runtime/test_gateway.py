@@ -276,3 +276,19 @@ def test_a_gateway_reported_cost_is_kept_per_sample():
     assert len(server.requests) == 2  # one request with n = 3: its cost shared by its samples
     assert [round(s.cost, 6) for s in batched] == [0.001] * 3
     assert plain.cost is None
+
+
+def test_a_runs_output_sums_the_reported_cost(
+        api_key, write_spec, write_records, tmp_path):
+    server = ScriptedServer(cost=0.002).start()
+    try:
+        spec = write_spec(spec_text(server.openai_url, models=("a",), samples=2,
+                                    backend="n = false"))
+        records = write_records([{"id": 0, "question": "q0"}])
+        out = tmp_path / "out.jsonl"
+        assert main(["run", str(spec), "--input", str(records), "--output", str(out),
+                     "--no-progress"]) == 0
+        (line,) = read_jsonl(out)
+        assert line["reported_cost"] == pytest.approx(0.004)
+    finally:
+        server.stop()
