@@ -464,6 +464,7 @@ class BackendClient:
         self.notify: Callable[[str], None] | None = None
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         self._model_answered: set[str] = set()  # model ids that got a 200 this run
+        self._offered: asyncio.Future | None = None  # GET /models, once (see _offered_hint)
         # the adaptive in-flight limit (see _gate_enter)
         self._limit = float(max(1, settings.concurrency))
         self._in_flight = 0
@@ -687,7 +688,12 @@ class BackendClient:
                 message = scrub(f"{self._prefix(model)}: {error.message}")
                 if not error.retryable:
                     self.stats.failures += 1
-                    self._stop_on(error, model)
+                    hint = ""
+                    if (model.id not in self._stopped_models
+                            and (error.status == 404 or (error.status == 400 and permanent_400(
+                                error.detail, error.error_type) == "model"))):
+                        hint = await self._offered_hint(model)
+                    self._stop_on(error, model, hint)
                     raise RequestFailed(message, status=error.status, attempts=attempts,
                                         detail=error.detail)
                 if attempts > retries:
@@ -725,7 +731,38 @@ class BackendClient:
             out.append(sample)
         return out
 
-    def _stop_on(self, error: RequestError, model: ir.Model) -> None:
+    async def _offered_hint(self, model: ir.Model) -> str:
+        """For a model the server says it does not know: the models it lists at ``GET
+        {url}/models`` (OpenAI-compatible servers and gateways), with the closest to the id
+        asked for. Asked once per backend; "" when the server lists none or the id is there."""
+        if self.kind != "openai" or self._session is None:
+            return ""
+        if self._offered is None:  # one request, which every failure meanwhile waits for
+            self._offered = asyncio.ensure_future(self._list_models())
+        offered = await asyncio.shield(self._offered)
+        if not offered or model.id in offered:
+            return ""
+        from muxlang.errors import did_you_mean
+
+        shown = ", ".join(clip(name, 80) for name in offered[:20])
+        more = f" and {len(offered) - 20} more" if len(offered) > 20 else ""
+        close = did_you_mean(model.id, offered)
+        return f" (the server offers {shown}{more}" + (f"; {close})" if close else ")")
+
+    async def _list_models(self) -> list[str]:
+        assert self._session is not None
+        try:
+            async with self._session.get(self.settings.url + "/models", headers=self._headers(),
+                                         timeout=aiohttp.ClientTimeout(total=10)) as response:
+                raw = await _read_body(response, 1_000_000)
+                if response.status != 200:
+                    return []
+                data = json.loads(raw).get("data")
+                return [str(m["id"]) for m in data if isinstance(m, dict) and "id" in m][:1000]
+        except Exception:  # noqa: BLE001 - a hint only: no list, no hint
+            return []
+
+    def _stop_on(self, error: RequestError, model: ir.Model, hint: str = "") -> None:
         """Stop sending what is bound to fail the same way, after a failure that says so.
 
         A 401 (the key) fails every request to the backend; a 403 or 404 every request for that
@@ -740,7 +777,7 @@ class BackendClient:
         if error.status == 401 or permanent == "backend":
             self._stop(reason, clip(reason, 100))
         elif error.status in (403, 404) or permanent == "model":
-            self._stop_model(model, reason)
+            self._stop_model(model, reason + hint)
         elif error.unreachable and not self._answered:
             self._stop(f"the server was never reached: {reason}",
                        f"the server was never reached ({error.connection})")

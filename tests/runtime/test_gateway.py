@@ -67,6 +67,8 @@ def test_an_unknown_model_stops_that_model_and_the_others_answer(
         err = capsys.readouterr().err
         stopped = [line for line in err.splitlines() if line.startswith("model 'b'")]
         assert len(stopped) == 1 and "Invalid model name passed in model=id-b" in stopped[0]
+        # named against GET /v1/models, with the closest id offered
+        assert "the server offers id-a, id-c; did you mean" in stopped[0]
         bad = [r for r in server.requests if r["model"] == "id-b"]
         assert len(bad) <= 8 + 1  # in flight when the first answer came, then one at most
     finally:

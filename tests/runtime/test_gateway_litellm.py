@@ -180,6 +180,7 @@ def test_an_unknown_model_stops_that_model_only(proxy, monkeypatch):
     assert all(isinstance(s, SampleFailure) for s in by_model["m-unknown"])
     stops = [line for line in said if "stopped taking requests" in line]
     assert len(stops) == 1 and "Invalid model name passed in model=m-unknown" in stops[0]
+    assert "the server offers" in stops[0] and "m1" in stops[0]  # its GET /v1/models
     assert client.stats.requests <= 20 + 8 + 1  # m1's 20, what was in flight, then one
 
 
