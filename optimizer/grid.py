@@ -58,7 +58,9 @@ class GridWalk:
 
     def __init__(self, study: optuna.Study, grid: Sequence[Config], target: int, seed: int = 0,
                  shared: bool = False, stale_after: float = 60.0, patience: float = 90.0,
-                 poll: float = 0.2, max_batch: int = 64, batch_seconds: float = 1.0):
+                 poll: float = 0.2, max_batch: int = 64, batch_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic):
+        """``clock``: when claims were seen, for ``stale_after`` (tests pass their own)."""
         import numpy as np
 
         self.study, self.grid, self.n = study, grid, len(grid)
@@ -77,10 +79,11 @@ class GridWalk:
         self.max_batch, self.batch_seconds = max_batch, batch_seconds
         self.host = socket.gethostname()
         self.distribution = optuna.distributions.IntDistribution(0, self.n - 1)
+        self.clock = clock
 
     def refresh(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
-        now = time.monotonic()
+        now = self.clock()
         running: set[int] = set()
         settled = True
         for position in range(self.scan_from, len(trials)):
@@ -115,7 +118,7 @@ class GridWalk:
 
     def held(self) -> dict[int, int]:
         """Indices other live workers hold: index -> trial number of the claim (-1: RUNNING)."""
-        now = time.monotonic()
+        now = self.clock()
         out = {i: -1 for i in self.running}
         for worker, (number, indices) in self.claims.items():
             if worker == WORKER or not indices or self._gone(worker, now):

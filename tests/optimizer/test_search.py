@@ -232,8 +232,13 @@ def test_grid_walk_leaves_claimed_configurations_to_live_workers(sim, tmp_path):
         scored.append(grid.index(config))
         return [0.5], {"pool": config.as_dict(), "score": {"accuracy": 0.5}}
 
-    # the other worker stays silent: stale after 0.5 s, so this walk takes index 1 at the end
-    walk = GridWalk(study, grid, n, seed=3, shared=True, stale_after=0.5, patience=30, poll=0.05)
+    # the other worker stays silent: its claim goes stale only once everything else is scored
+    # (a clock that stands still until then: no race with how fast this machine scores)
+    def clock():
+        return 0.0 if len(scored) < n - 3 else 100.0
+
+    walk = GridWalk(study, grid, n, seed=3, shared=True, stale_after=0.5, patience=30, poll=0.05,
+                    clock=clock)
     walk.run(evaluate)
     assert 3 in scored and scored[-1] == 1
     assert sorted(scored) == [i for i in range(n) if i not in (0, 2)]
