@@ -382,7 +382,7 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     p = delta_of(mux)
     if p is None or not want:
         return want
-    if change_probability(mux, inputs, measured or {}, threshold) < p:
+    if change_probability(mux, inputs, measured or {}, threshold, stop_at=p) < p:
         return {}
     return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
 
@@ -414,7 +414,7 @@ _NEW = "\x00new"  # a simulated answer no sample gave yet
 
 def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
                        measured: Mapping[str, Optional[float]], threshold: Optional[float],
-                       simulations: int = 200) -> float:
+                       simulations: int = 200, stop_at: Optional[float] = None) -> float:
     """The chance that drawing the rest of every budget changes the selection made now.
 
     Each model member's next samples are drawn from a Dirichlet posterior over its answers so
@@ -422,7 +422,8 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
     answers this is Adaptive-Consistency's Beta rule), the full-budget decision is made on them,
     and the share of simulations where it picks another answer or member (or, as a cascade
     step, the other side of the threshold) is returned. The generator is seeded by what was
-    drawn, so a replay decides exactly as the live run did."""
+    drawn, so a replay decides exactly as the live run did. With ``stop_at``, it returns as soon
+    as the share can no longer end below it (the comparison with it comes out the same)."""
     import zlib
 
     import numpy as np
@@ -456,6 +457,8 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
                 threshold is not None
                 and (final.confidence >= threshold) != (now.confidence >= threshold)):
             changed += 1
+            if stop_at is not None and changed >= stop_at * simulations:
+                return changed / simulations
     return changed / simulations
 
 
