@@ -49,7 +49,8 @@ class Runtime:
         known = {b.name for b in backends}
         for name in urls:
             if name not in known:
-                raise MuxError(f"--backend {name}=...: the spec has no backend '{name}'"
+                raise MuxError(f"a URL is given for backend '{name}', which the spec does not "
+                               "declare"
                                + (f" (backends: {', '.join(sorted(known))})" if known else ""))
         self.clients: dict[str, BackendClient] = dict(clients or {})
         for backend in backends:
