@@ -252,22 +252,14 @@ def flat_members(runnable: ir.Runnable) -> list[ir.PoolMember]:
     """Every model reachable from a mux or cascade (nested muxes and cascade steps flattened),
     once each, in first-use order, with the largest sample count it is drawn with."""
     found: dict[str, ir.PoolMember] = {}
-
-    def visit(mux: ir.Mux) -> None:
-        for member in mux.pool:
-            if member.is_model:
-                seen = found.get(member.name)
-                if seen is None:
-                    found[member.name] = ir.PoolMember(member.member, member.samples, member.pos)
-                elif seen.member is not member.member:
-                    raise MuxError(f"two different models are named {member.name}")
-                else:
-                    seen.samples = max(seen.samples, member.samples)
-            else:
-                visit(member.member)
-
-    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
-        visit(mux)
+    for _, member in ir.model_members(runnable):
+        seen = found.get(member.name)
+        if seen is None:
+            found[member.name] = ir.PoolMember(member.member, member.samples, member.pos)
+        elif seen.member is not member.member:
+            raise MuxError(f"two different models are named {member.name}")
+        else:
+            seen.samples = max(seen.samples, member.samples)
     return list(found.values())
 
 

@@ -15,7 +15,7 @@ it, and it can read neither.
 from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 from muxlang.errors import NOWHERE, Pos
 
@@ -201,3 +201,31 @@ class Spec:
         if table:
             return list(table.values())[-1]
         raise KeyError("no mux or cascade declared")
+
+
+def model_members(runnable: Runnable) -> Iterator[tuple[Mux, PoolMember]]:
+    """Every model member a mux or cascade draws from, with the mux it belongs to: cascade steps
+    in order, each pool in order, nested muxes where they stand (depth first). A model drawn in
+    several places comes once per place; callers fold them as they need."""
+    def visit(mux: Mux) -> Iterator[tuple[Mux, PoolMember]]:
+        for member in mux.pool:
+            if member.is_model:
+                yield mux, member
+            else:
+                yield from visit(member.member)  # type: ignore[arg-type]
+
+    for mux in (runnable.steps if isinstance(runnable, Cascade) else [runnable]):
+        yield from visit(mux)
+
+
+def muxes_in(runnable: Runnable) -> list[Mux]:
+    """Every mux a run selects with: the cascade's steps, and muxes nested as pool members."""
+    found: list[Mux] = []
+    todo = list(runnable.steps) if isinstance(runnable, Cascade) else [runnable]
+    while todo:
+        mux = todo.pop(0)
+        if mux in found:
+            continue
+        found.append(mux)
+        todo.extend(m.member for m in mux.pool if not m.is_model)  # type: ignore[misc]
+    return found

@@ -264,22 +264,6 @@ def adaptive_prefixes(mux: ir.Mux, inputs: Sequence[MemberInput],
             return drawn
 
 
-def models_of(runnable: ir.Runnable) -> list[ir.Model]:
-    """Every model a runnable can draw from (nested muxes and cascade steps), first-use order."""
-    seen: dict[str, ir.Model] = {}
-
-    def visit(mux: ir.Mux) -> None:
-        for member in mux.pool:
-            if member.is_model:
-                seen.setdefault(member.name, member.member)
-            else:
-                visit(member.member)
-
-    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
-        visit(mux)
-    return list(seen.values())
-
-
 # ------------------------------------------------------------------------------------------------
 # Adaptive sampling: the same decision for fewer samples
 #

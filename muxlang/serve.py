@@ -99,16 +99,8 @@ def describe_runnable(runnable: ir.Runnable) -> dict[str, Any]:
 def model_members(runnable: ir.Runnable) -> dict[str, int]:
     """Model members reachable from a mux or cascade: name -> samples (the largest count)."""
     found: dict[str, int] = {}
-
-    def visit(mux: ir.Mux) -> None:
-        for member in mux.pool:
-            if member.is_model:
-                found[member.name] = max(found.get(member.name, 0), member.samples)
-            else:
-                visit(member.member)  # type: ignore[arg-type]
-
-    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
-        visit(mux)
+    for _, member in ir.model_members(runnable):
+        found[member.name] = max(found.get(member.name, 0), member.samples)
     return found
 
 

@@ -39,7 +39,7 @@ from muxlang.errors import MuxError, SpecError, did_you_mean
 from muxlang.results import (CollectResult, EvalReport, RecordResult, RunInfo, TuneResult)
 
 __all__ = ["Spec", "SpecError", "load", "loads", "Session", "Runner", "Collection", "MuxWarning",
-           "tie_break_accuracies", "muxes_in"]
+           "tie_break_accuracies"]
 
 Records = Union[Iterable[Any], AsyncIterable[Any]]
 
@@ -165,19 +165,6 @@ def tune_of(spec: ir.Spec, name: Optional[str]) -> ir.Tune:
 
 # ------------------------------------------------------------------------------------------------
 # tie-breaks: the same validation accuracies for `run`, `Session.run` and `eval`
-def muxes_in(runnable: ir.Runnable) -> list[ir.Mux]:
-    """Every mux a run selects with: the cascade's steps, and muxes nested as pool members."""
-    found: list[ir.Mux] = []
-    todo = list(runnable.steps) if isinstance(runnable, ir.Cascade) else [runnable]
-    while todo:
-        mux = todo.pop(0)
-        if mux in found:
-            continue
-        found.append(mux)
-        todo.extend(m.member for m in mux.pool if not m.is_model)
-    return found
-
-
 def store_exists(url: Optional[str]) -> bool:
     """Whether the store ``url`` names (None: the default rules) may hold data: a SQLite file
     that exists, or any server URL. Nothing is created."""
@@ -200,7 +187,8 @@ def tie_break_accuracies(spec: ir.Spec, runnable: ir.Runnable, store: Any = None
     rather than silently breaking ties differently from the figures eval and tune report.
     """
     info = RunInfo(mux=runnable.name)
-    wanted = [mux for mux in muxes_in(runnable) if mux.tie_break == "accuracy" and mux.validation]
+    wanted = [mux for mux in ir.muxes_in(runnable)
+              if mux.tie_break == "accuracy" and mux.validation]
     if not wanted:
         return info
     opened = None
@@ -786,19 +774,11 @@ class _Job:
 def pool_members(runnable: ir.Runnable, k: Optional[int]) -> list[tuple[Any, Any, int]]:
     """(model, task, samples) for every model reachable from a mux or cascade, deduplicated."""
     found: dict[tuple[str, str], tuple[Any, Any, int]] = {}
-
-    def visit(mux: ir.Mux) -> None:
-        for member in mux.pool:
-            if isinstance(member.member, ir.Mux):
-                visit(member.member)
-                continue
-            count = k or member.samples
-            key = (member.member.name, mux.task.name)
-            if key not in found or found[key][2] < count:
-                found[key] = (member.member, mux.task, count)
-
-    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
-        visit(mux)
+    for mux, member in ir.model_members(runnable):
+        count = k or member.samples
+        key = (member.member.name, mux.task.name)
+        if key not in found or found[key][2] < count:
+            found[key] = (member.member, mux.task, count)
     return list(found.values())
 
 

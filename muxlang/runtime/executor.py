@@ -130,16 +130,8 @@ class Runtime:
 def backends_of(runnable: ir.Runnable) -> list[ir.Backend]:
     """Every backend a mux or cascade calls, in first-use order."""
     seen: dict[str, ir.Backend] = {}
-
-    def visit(mux: ir.Mux) -> None:
-        for member in mux.pool:
-            if isinstance(member.member, ir.Mux):
-                visit(member.member)
-            else:
-                seen.setdefault(member.member.backend.name, member.member.backend)
-
-    for mux in (runnable.steps if isinstance(runnable, ir.Cascade) else [runnable]):
-        visit(mux)
+    for _, member in ir.model_members(runnable):
+        seen.setdefault(member.member.backend.name, member.member.backend)
     return list(seen.values())
 
 

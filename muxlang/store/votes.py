@@ -138,13 +138,10 @@ class Reader:
 
 def pool_models(mux: ir.Mux) -> list[ir.Model]:
     """The models of a mux's pool, nested muxes flattened, each once, in pool order."""
-    out: list[ir.Model] = []
-    for member in mux.pool:
-        models = [member.member] if member.is_model else pool_models(member.member)
-        for model in models:
-            if all(model.name != m.name for m in out):
-                out.append(model)
-    return out
+    out: dict[str, ir.Model] = {}
+    for _, member in ir.model_members(mux):
+        out.setdefault(member.name, member.member)
+    return list(out.values())
 
 
 def _chunks(values: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
