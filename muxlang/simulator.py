@@ -17,8 +17,13 @@ How it is fast:
 * answers are mapped once to integer classes per item (``-1`` is an unreadable sample);
 * draws are one random permutation of each model's stored samples per (trial, item), generated once
   with NumPy; a budget ``b`` takes the first ``b`` slots, so budgets are nested and share draws;
-* per (model, budget), the model's top class and its count among the drawn samples are computed
-  once for all trials and items and cached; a configuration is then an argmax over a few models.
+* per model, one walk over its slots (``_VoteWalk``) gives its top class and count among the
+  drawn samples at every budget, for all trials and items at once, cached; an slm_mux or single
+  configuration is then an argmax over a few models;
+* majority packs each class's votes and tie-break into one integer key per (trial, item, class),
+  so adding a drawn sample touches one key per row; one walk over the pool's last member answers
+  its every budget, and walks start from the votes of the same fixed members at a smaller budget
+  when another walk left them (``Simulator._majority``).
 
 ``plain_score`` replays the same draws item by item through the real stdlib selection rules, and
 ``outcomes`` gives the answer, chosen member and confidence per (trial, item) for differential
@@ -32,7 +37,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import numpy as np
 
@@ -42,7 +47,15 @@ from muxlang.votes import StoredVotes
 
 RULES = ("slm_mux", "majority", "single")
 UNREADABLE = -1
-_NEVER = 255  # first-draw slot of a class never drawn (budgets above it are not tie-broken by it)
+_WALK_BYTES = 384 << 20  # majority walks kept for reuse (a 2-member grid needs about 26)
+_PREFIX_BYTES = 128 << 20  # and the votes of their fixed members
+
+
+def _bound(cache: dict, limit: int) -> None:
+    """Drop the least recently used entries of ``cache`` (of objects with ``nbytes``, or
+    None) while it holds more than ``limit`` bytes; the newest stays."""
+    while len(cache) > 1 and sum(v.nbytes for v in cache.values() if v is not None) > limit:
+        cache.pop(next(iter(cache)))
 
 
 @dataclass(frozen=True)
@@ -216,7 +229,10 @@ class Simulator:
         self._fconf: dict[tuple[str, int], np.ndarray] = {}
         self._fast: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._wrong: dict[tuple[str, int], np.ndarray] = {}
-        self._first: dict[tuple[str, int], np.ndarray] = {}
+        self._majority_answers: dict[tuple, np.ndarray] = {}
+        self._chains: dict[tuple, Optional[_VoteWalk]] = {}
+        self._prefixes: dict[tuple, _Votes] = {}
+        self._slot_cells: dict[str, _Slots] = {}
 
     # --- encoding -------------------------------------------------------------------------------
     def _encode(self) -> None:
@@ -327,17 +343,15 @@ class Simulator:
 
     def top(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """Per (trial, item): the model's most frequent class among its drawn samples (ties to
-        the class drawn first; -1 when none is readable) and that class's count."""
+        the class drawn first; -1 when none is readable) and that class's count. One walk over
+        the model's slots (``_VoteWalk``, a pool of one) gives every budget at once."""
         key = (model, budget)
         if key not in self._top:
-            counts = self.class_counts(model, budget)
-            # most votes first, then the earliest first draw (argmax keeps the first maximum)
-            rank = counts.astype(np.int32) * (_NEVER + 1) + (_NEVER - self._first_slots(model,
-                                                                                 budget))
-            top = rank.argmax(axis=-1).astype(np.int32)
-            count = np.take_along_axis(counts, top[..., None], axis=-1)[..., 0].astype(np.int32)
-            top[count == 0] = UNREADABLE
-            self._top[key] = (top, count)
+            self._check_budget(model, budget)
+            walk = _VoteWalk.start(self, ((model, self.k_stored[model]),), [0])
+            assert walk is not None  # one member always fits
+            for b in range(1, self.k_stored[model] + 1):
+                self._top[(model, b)] = walk.answer(b), walk.count(b)
         return self._top[key]
 
     def _rank_table(self) -> dict[tuple[int, int], int]:
@@ -476,57 +490,106 @@ class Simulator:
                  for m in models]
         return ranks, len(values) + 1
 
-    def _first_slots(self, model: str, budget: int) -> np.ndarray:
-        """(simulations, items, classes) the first slot each class was drawn in (255 when
-        never), cached; budgets are nested, so budget b extends budget b - 1 by one slot."""
-        key = (model, budget)
-        if key not in self._first:
-            self._check_budget(model, budget)
-            t, n, c = self.simulations, self.n_items, self.n_classes
-            if budget > 1:
-                first = self._first_slots(model, budget - 1).copy()
-            else:
-                first = np.full((t, n, c), _NEVER, np.uint8)
-            slot = budget - 1
-            if slot < _NEVER:
-                drawn = self.samples[model][np.arange(n)[None, :],
-                                            self.draws(model)[..., slot].astype(np.intp)]
-                cells = np.arange(t * n, dtype=np.int64).reshape(t, n) * c + drawn
-                flat = first.reshape(-1)
-                cells = cells[drawn >= 0]
-                flat[cells] = np.minimum(flat[cells], slot)
-            self._first[key] = first
-            while len(self._first) > 64:
-                self._first.pop(next(iter(self._first)))
-        return self._first[key]
-
     def _majority(self, config: Config) -> np.ndarray:
-        """Agent Forest: most votes over all drawn samples; ties to the answer whose best voter
-        has the highest validation accuracy, then to the answer voted first (pool order, then
-        slot order)."""
-        ranks, n_ranks = self.accuracy_levels(config.models)
-        span = _NEVER + 1  # positions: pool index * span + slot (never drawn: _NEVER)
-        never = len(config.pool) * span
-        total = voter = first = None
-        for p, ((m, b), rank) in enumerate(zip(config.pool, ranks)):
-            counts = self.class_counts(m, b)
-            total = counts.astype(np.int32) if total is None else total + counts
-            if n_ranks > 1:
-                mine = np.where(counts > 0, np.int32(rank), np.int32(n_ranks))
-                voter = mine if voter is None else np.minimum(voter, mine)
-            slots = self._first_slots(m, b)
-            seen = np.where(slots < _NEVER, slots.astype(np.int32) + np.int32(p * span),
-                            np.int32(never))
-            first = seen if first is None else np.minimum(first, seen)
-        # one int32 key per class: votes, then best voter, then first voted (fits: the largest
-        # is about budgets x ranks x 256 x members)
-        key = total * np.int32((n_ranks + 1) * (never + 1))
-        if voter is not None:
-            key += (np.int32(n_ranks) - voter) * np.int32(never + 1)
-        key += np.int32(never) - first
-        answer = key.argmax(axis=-1).astype(np.int32)
-        votes = np.take_along_axis(total, answer[..., None], axis=-1)[..., 0]
-        answer[votes == 0] = UNREADABLE
+        """Agent Forest: most votes over all drawn samples; ties go to the most trusted member
+        that voted for a tied answer, which picks the one it sampled first
+        (``muxlang.stdlib.selection.majority``).
+
+        Each class gets one integer key, a sum over members: ``votes << high`` plus, per member
+        that voted for it, ``(cap - its first slot) << shift``, the most trusted member's field
+        highest. Keys of voted classes are distinct (a slot holds one class), so the answer is
+        the class of the largest key. Adding one drawn sample changes one key per (trial,
+        item), so the answer after each further sample of the pool's last member is an O(rows)
+        update (``_VoteWalk``): one walk answers that member's every budget."""
+        cached = self._majority_answers.get(config.pool)
+        if cached is not None:
+            return cached.astype(np.int32)
+        *others, (last, budget) = config.pool
+        trust = self.priority(config.models)
+        chain_key = (tuple(others), last, tuple(trust))  # one walk per fixed part of the pool
+        if chain_key in self._chains:
+            chain = self._chains.pop(chain_key)
+            self._chains[chain_key] = chain  # most recently used last
+        else:
+            chain = self._chains[chain_key] = _VoteWalk.start(self, config.pool, trust)
+            _bound(self._chains, _WALK_BYTES)
+        answer = self._majority_plain(config) if chain is None else chain.answer(budget)
+        self._majority_answers[config.pool] = answer.astype(np.int16 if self.n_classes < 2 ** 15
+                                                            else np.int32)
+        while len(self._majority_answers) > 4096:
+            self._majority_answers.pop(next(iter(self._majority_answers)))
+        return answer
+
+    def row_starts(self) -> np.ndarray:
+        """(trials x items,) where each (trial, item) row starts in a flat table with one cell
+        per class of the item and one more (unreadable samples) at the row's end: rows are as
+        wide as their item's classes, not as the widest item's."""
+        if not hasattr(self, "_row_starts"):
+            widths = np.array([len(keys) + 1 for keys in self.keys], np.int64)
+            starts = np.concatenate([[0], np.cumsum(widths)[:-1]])
+            total = int(widths.sum())
+            self._row_starts = (np.arange(self.simulations, dtype=np.int64)[:, None] * total
+                                + starts[None, :]).ravel()
+            self._row_cells = total * self.simulations
+        return self._row_starts
+
+    def slot_cells(self, model: str) -> "_Slots":
+        """``model``'s draws slot by slot, as the vote walks read them (``_Slots``). Cached
+        per model; every budget reads a prefix."""
+        if model not in self._slot_cells:
+            k = self.k_stored[model]
+            drawn = np.ascontiguousarray(np.moveaxis(self.drawn(model, k), -1, 0)).reshape(k, -1)
+            unreadable = np.tile(np.array([len(keys) for keys in self.keys], np.int64),
+                                 self.simulations)
+            classes = np.where(drawn < 0, unreadable[None, :], drawn)
+            cells = classes + self.row_starts()[None, :]
+            readable = (drawn >= 0).view(np.uint8)
+            first = readable.copy()
+            seen = np.zeros(self._row_cells, np.uint8)
+            for slot in range(k):
+                first[slot] &= 1 - seen[cells[slot]]
+                seen[cells[slot]] = 1
+            self._slot_cells[model] = _Slots(cells, classes.astype(self.class_dtype), readable,
+                                             first)
+        return self._slot_cells[model]
+
+    @property
+    def class_dtype(self) -> type:
+        return np.uint16 if self.n_classes < (1 << 16) - 1 else np.uint32
+
+    def _prefix(self, layout: "_Layout", fixed: tuple[tuple[str, int], ...]) -> "_Votes":
+        """The votes of the pool's first members at their budgets (``fixed``), kept for other
+        walks: built from the same members with a smaller last budget when one is kept."""
+        if not fixed:
+            return _Votes(self, layout.dtype)
+        key = (layout, fixed)
+        if key in self._prefixes:
+            self._prefixes[key] = self._prefixes.pop(key)  # most recently used last
+            return self._prefixes[key]
+        *head, (model, budget) = fixed
+        start = next((b for b in range(budget - 1, 0, -1)
+                      if (layout, (*head, (model, b))) in self._prefixes), 0)
+        votes = (self._prefixes[(layout, (*head, (model, start)))] if start
+                 else self._prefix(layout, tuple(head))).copy()
+        for slot in range(start, budget):
+            votes.add(self, layout, len(fixed) - 1, slot)
+        self._prefixes[key] = votes
+        _bound(self._prefixes, _PREFIX_BYTES)
+        return votes
+
+    def _majority_plain(self, config: Config) -> np.ndarray:
+        """The stdlib rule row by row: for pools whose keys would not fit 63 bits (many members
+        with large budgets), where the incremental walk cannot pack them."""
+        rule = _load_rule("majority")
+        accuracies = [self.accuracies.get(m) for m in config.models]
+        drawn = [self.drawn(m, b) for m, b in config.pool]
+        answer = np.full((self.simulations, self.n_items), UNREADABLE, np.int32)
+        for t in range(self.simulations):
+            for row in range(self.n_items):
+                ballots = [[None if c < 0 else int(c) for c in d[t, row].tolist()]
+                           for d in drawn]
+                chosen = rule(ballots, accuracies).answer
+                answer[t, row] = UNREADABLE if chosen is None else chosen
         return answer
 
     def correct_per_trial(self, config: Config) -> np.ndarray:
@@ -596,6 +659,138 @@ class Simulator:
             if b >= 1:
                 out[m] = self.score(Config(((m, b),), "slm_mux"))
         return out
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where each member's field sits in a vote key (see ``Simulator._majority``): the most
+    trusted member's field highest, the vote count above them all. Fields are as wide as the
+    member's stored samples when that fits, so a pool's keys are the same for every budget of
+    its members and walks can share their prefixes; else as wide as the budgets."""
+
+    models: tuple[str, ...]
+    shifts: tuple[int, ...]  # per pool position
+    caps: tuple[int, ...]  # per pool position: the field of a class first drawn in slot s is
+    high: int  # cap - s; bits below the vote count
+    bits: int  # the widest key
+
+    @staticmethod
+    def of(sim: Simulator, pool: tuple[tuple[str, int], ...], trust: list[int]
+           ) -> Optional["_Layout"]:
+        stored = [sim.k_stored[m] for m, _ in pool]
+        for widths in ([k.bit_length() for k in stored],
+                       [b.bit_length() for _, b in pool[:-1]] + [stored[-1].bit_length()]):
+            shifts = [0] * len(pool)
+            shift = 0
+            for position in reversed(trust):
+                shifts[position] = shift
+                shift += widths[position]
+            bits = shift + sum(stored).bit_length()
+            if bits <= 64:
+                return _Layout(tuple(m for m, _ in pool), tuple(shifts),
+                               tuple((1 << w) - 1 for w in widths), shift, bits)
+        return None  # too many members with too many samples to pack into 64 bits
+
+    @property
+    def dtype(self) -> type:
+        """The narrowest unsigned integer that holds every key (narrow tables stay in cache)."""
+        return next(t for t, n in ((np.uint16, 16), (np.uint32, 32), (np.uint64, 64))
+                    if self.bits <= n)
+
+
+@dataclass(frozen=True)
+class _Slots:
+    """A model's draws slot by slot, (slots, trials x items) each."""
+
+    cells: np.ndarray  # int64: the flat table cell of the drawn class (``row_starts``;
+    # unreadable samples: the row's last cell)
+    classes: np.ndarray  # that class on its item (unreadable: the row's last class)
+    readable: np.ndarray  # uint8 0/1
+    first: np.ndarray  # uint8 0/1: the class is drawn there for the first time
+
+
+class _Votes:
+    """Vote keys of every (trial, item, class) and each row's largest key and its class.
+
+    Unreadable samples land in an extra cell at the end of each row and add nothing there: its
+    key stays 0 and never becomes the largest (every key of a voted class is positive)."""
+
+    def __init__(self, sim: Simulator, dtype: type):
+        rows = sim.row_starts().size
+        self.keys = np.zeros(sim._row_cells, dtype)
+        self.best = np.zeros(rows, sim.class_dtype)  # the class of each row's largest key
+        self.top = np.zeros(rows, dtype)  # and that key (0: no readable vote yet)
+
+    def copy(self) -> "_Votes":
+        out = object.__new__(_Votes)
+        out.keys, out.best, out.top = self.keys.copy(), self.best.copy(), self.top.copy()
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.best.nbytes + self.top.nbytes
+
+    def add(self, sim: Simulator, layout: _Layout, position: int, slot: int) -> None:
+        """Pool member ``position``'s sample in ``slot`` of every (trial, item) into its
+        class's key (a vote, and the member's field when the class is new to it), then each
+        row's largest key. Selections are arithmetic (``b + (a - b) * take``, wrapping in
+        unsigned integers): ``np.where`` on a random mask is several times slower."""
+        slots = sim.slot_cells(layout.models[position])
+        dtype = layout.dtype
+        cells = slots.cells[slot]
+        grown = self.keys[cells]  # one cell per row: no repeated index
+        grown += slots.readable[slot] * dtype(1 << layout.high)
+        grown += slots.first[slot] * dtype((layout.caps[position] - slot)
+                                           << layout.shifts[position])
+        self.keys[cells] = grown
+        take = grown > self.top
+        self.best += (slots.classes[slot] - self.best) * take
+        np.maximum(self.top, grown, out=self.top)
+
+
+class _VoteWalk:
+    """A pool's votes built by adding drawn samples one slot at a time: first every sample of
+    the fixed members (from the longest prefix another walk left, ``Simulator._prefix``), then
+    the last member's, whose answer after each slot is the answer at that budget. One walk
+    answers every budget of the last member; a larger one resumes where a smaller stopped."""
+
+    def __init__(self, sim: Simulator, layout: _Layout, votes: _Votes):
+        self.sim, self.layout, self.votes = sim, layout, votes
+        self.last = len(layout.models) - 1
+        self.done = 0  # samples of the last member added
+        self.answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # budget -> answer, its key
+
+    @staticmethod
+    def start(sim: Simulator, pool: tuple[tuple[str, int], ...],
+              trust: list[int]) -> Optional["_VoteWalk"]:
+        layout = _Layout.of(sim, pool, trust)
+        if layout is None:
+            return None
+        return _VoteWalk(sim, layout, sim._prefix(layout, pool[:-1]).copy())
+
+    @property
+    def nbytes(self) -> int:
+        return self.votes.nbytes + len(self.answers) * self.votes.best.size * 8
+
+    def answer(self, budget: int) -> np.ndarray:
+        """(trials, items) answers with the last member at ``budget``; -1 = no readable vote."""
+        self._walk_to(budget)
+        return self.answers[budget][0]
+
+    def count(self, budget: int) -> np.ndarray:
+        """(trials, items) the votes of that answer (0 when none is readable)."""
+        self._walk_to(budget)
+        return (self.answers[budget][1] >> self.layout.high).astype(np.int32)
+
+    def _walk_to(self, budget: int) -> None:
+        shape = (self.sim.simulations, self.sim.n_items)
+        votes = self.votes
+        for slot in range(self.done, budget):
+            votes.add(self.sim, self.layout, self.last, slot)
+            answer = votes.best.astype(np.int32)
+            answer[votes.top == 0] = UNREADABLE
+            self.answers[slot + 1] = answer.reshape(shape), votes.top.reshape(shape).copy()
+        self.done = max(self.done, budget)
 
 
 # --- plain per-item reference ---------------------------------------------------------------------

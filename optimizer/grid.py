@@ -61,12 +61,10 @@ class GridWalk:
                  poll: float = 0.2, max_batch: int = 64, batch_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic):
         """``clock``: when claims were seen, for ``stale_after`` (tests pass their own)."""
-        import numpy as np
-
         self.study, self.grid, self.n = study, grid, len(grid)
         self.target = min(target, self.n)
-        key = [seed, os.getpid()] if shared else [seed]
-        self.order = np.random.default_rng(key).permutation(self.n).tolist()
+        self.shared = shared
+        self.order = self.walk_order(self.n, seed, os.getpid() if shared else None)
         self.position = 0  # order[:position] are done or in ``passed``
         self.passed: set[int] = set()  # walked past while someone else held them
         self.done: set[int] = set()  # indices with a COMPLETE/PRUNED trial
@@ -80,6 +78,15 @@ class GridWalk:
         self.host = socket.gethostname()
         self.distribution = optuna.distributions.IntDistribution(0, self.n - 1)
         self.clock = clock
+
+    @staticmethod
+    def walk_order(n: int, seed: int, worker: int | None = None) -> list[int]:
+        """The seeded order a walk takes the grid's ``n`` indices in (its own per ``worker``
+        process when shared, so workers rarely meet)."""
+        import numpy as np
+
+        key = [seed] if worker is None else [seed, worker]
+        return np.random.default_rng(key).permutation(n).tolist()
 
     def refresh(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
@@ -202,7 +209,7 @@ class GridWalk:
             cycle = now
             following = self.pick(held, size if keep else 1, exclude=[i for i, _, _ in keep])
             for position, (index, values, attrs) in enumerate(keep):
-                if position == 0:  # holds the rest of this batch until written, and the next
+                if position == 0 and self.shared:  # holds the rest of the batch till written
                     attrs = {**attrs, "claim": {"worker": WORKER, "next": [
                         i for i, _, _ in keep[1:]] + following}}
                 trial = optuna.trial.create_trial(

@@ -321,9 +321,12 @@ def records_from_study(study: optuna.Study,
 
 
 def summarise(study: optuna.Study, objectives: Sequence[str], sampler: str,
-              space_size: int, grid: Sequence[Config] | None = None) -> SearchResult:
+              space_size: int, grid: Sequence[Config] | None = None,
+              records: list[TrialRecord] | None = None) -> SearchResult:
+    """The search's result from its records (by default the study's trials)."""
     directions = [OBJECTIVES[o] for o in objectives]
-    records = records_from_study(study, grid)
+    if records is None:
+        records = records_from_study(study, grid)
     feasible = [r for r in records if r.feasible and r.config.pool]
     best = min(feasible, key=lambda r: _rank_key(r, directions)) if feasible else None
     front = pareto_front(feasible, directions) if feasible else []
@@ -363,6 +366,9 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
     objective = Objective(sim, space, objectives, penalty, grid)
     if storage is not None:
         fail_dead_workers(study)  # a resumed study: trials its dead workers left are FAIL
+    if grid is not None and storage is None:
+        records = _walk_alone(study, grid, total, seed, objective, list(callbacks))
+        return summarise(study, objectives, kind, size, grid, records)
     if grid is not None:
         def evaluate(config: Config) -> tuple[list[float], dict]:
             values, score = objective.evaluate(config)
@@ -381,6 +387,28 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
         if storage is not None:
             wait_for_running(study)
     return summarise(study, objectives, kind, size, grid)
+
+
+def _walk_alone(study: optuna.Study, grid: Sequence[Config], total: int, seed: int,
+                objective: "Objective", callbacks: list[Callable]) -> list[TrialRecord]:
+    """The grid walk of a study in memory, which no other worker shares and nobody reads
+    after this process: the same configurations in the same order as ``GridWalk``, scored
+    into records here. (Storing each trial in Optuna's in-memory storage deep-copies it, which
+    cost a fifth of an exhaustive search.) Callbacks still see each trial as Optuna would."""
+    distribution = optuna.distributions.IntDistribution(0, len(grid) - 1)
+    records = []
+    for number, index in enumerate(GridWalk.walk_order(len(grid), seed)[:total]):
+        config = grid[index]
+        values, score = objective.evaluate(config)
+        records.append(TrialRecord(number, config, tuple(values),
+                                   config_attrs(config, score)["score"], True, index))
+        if callbacks:
+            trial = optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE, values=values,
+                params={"config": index}, distributions={"config": distribution})
+            for callback in callbacks:
+                callback(study, trial)
+    return records
 
 
 def _open_study(storage: str | None, name: str | None, directions: list[str], sampler,

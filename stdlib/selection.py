@@ -22,10 +22,13 @@ Rules (deterministic for given ballots; no dependence on set or dict iteration o
   highest s_i wins; ties go to the highest validation accuracy (None lowest), then to the lowest
   pool index.
 ``majority`` — Agent Forest: every sample of every member is one vote (a nested mux: one vote for
-  its answer). The answer with the most votes wins; ties go to the answer whose best voter has the
-  highest accuracy, then to the answer voted first (pool order, then sample order: the same
-  unbiased order as within a member). ``index`` is the best-accuracy (then lowest-index) member
-  that voted for it and ``confidence`` is the winner's share of all votes (unreadable included).
+  its answer). The answer with the most votes wins. Ties go to the most trusted member that voted
+  for any tied answer (highest accuracy, then lowest index): of the tied answers, the one it
+  sampled first wins (the same unbiased order as within a member). Equivalently, the tied answers
+  are compared member by member in trust order, by when each member first voted for them, so the
+  simulator can score a pool as a sum of per-member integer keys. ``index`` is the most trusted
+  member that voted for the winner and ``confidence`` is the winner's share of all votes
+  (unreadable included).
 ``single`` — self-consistency of the member with the best validation accuracy (ties: lowest
   index): its y* and s. Members with no samples are skipped when choosing it.
 
@@ -144,32 +147,24 @@ def single(votes: Sequence[BallotLike], accuracies: Sequence[Optional[float]]) -
 
 
 def majority(votes: Sequence[BallotLike], accuracies: Sequence[Optional[float]]) -> Selection:
-    """Agent Forest: one vote per sample over all members; ties by best voter's accuracy, then by
-    the answer voted first (pool order, then sample order)."""
+    """Agent Forest: one vote per sample over all members; ties go to the most trusted member
+    that voted for a tied answer (accuracy, then index), which picks the one it sampled first."""
     ballots = ballots_of(votes)
-    counts: dict[str, int] = {}  # insertion order = order first voted
-    # per answer: (best voter's accuracy, its index) — highest accuracy, then lowest index
-    voter: dict[str, tuple[float, int]] = {}
+    counts: dict[str, int] = {}
     total = 0
-    for i, ballot in enumerate(ballots):
+    for ballot in ballots:
         total += len(ballot.keys)
-        a = _acc(accuracies, i)
         for key in ballot.keys:
-            if key is None:
-                continue
-            counts[key] = counts.get(key, 0) + 1
-            seen = voter.get(key)
-            if seen is None or a > seen[0]:
-                voter[key] = (a, i)
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
     scores = _scores(ballots)
     if not counts:
         return Selection(None, None, 0.0, scores)
-    best: Key = None
-    best_n = 0
-    best_a = _NO_ACC
-    for key, n in counts.items():  # strict comparisons: the first voted stays on a full tie
-        a = voter[key][0]
-        if best is None or n > best_n or (n == best_n and a > best_a):
-            best, best_n, best_a = key, n, a
-    assert best is not None
-    return Selection(voter[best][1], best, best_n / total, scores)
+    most = max(counts.values())
+    tied = {key for key, n in counts.items() if n == most}
+    trust = sorted(range(len(ballots)), key=lambda i: (-_acc(accuracies, i), i))
+    for i in trust:  # the first member, in trust order, to have voted for a tied answer
+        for key in ballots[i].keys:
+            if key in tied:
+                return Selection(i, key, most / total, scores)
+    raise AssertionError("a most-voted answer has a voter")

@@ -161,3 +161,69 @@ def test_tied_answers_are_each_chosen_half_the_time(rule):
     draws = sim.draws("m")[:, 0, :4].tolist()
     plain = [slm_mux([[votes.votes["m"][0][j] for j in d]], [None]).answer for d in draws]
     assert abs(plain.count("7") / len(plain) - 0.5) < 4 * math.sqrt(0.25 / 4000)
+
+
+# ---- majority by vote walks: caches, resumed walks, shared prefixes, eviction -----------------
+@st.composite
+def config_sequences(draw):
+    """One store and several majority pools over it, in any order (budgets up and down, pool
+    orders differing), as a search asks for them."""
+    store, _, accs = draw(small_stores())
+    models = store.models
+    k = min(len(store.votes[m][0]) for m in models)
+    configs = []
+    for _ in range(draw(st.integers(1, 8))):
+        chosen = draw(st.permutations(models))[:draw(st.integers(1, len(models)))]
+        configs.append(Config(tuple((m, draw(st.integers(1, k))) for m in chosen), "majority"))
+    return store, accs, configs
+
+
+@pytest.mark.parametrize("walk_bytes", [1, 384 << 20])  # evict at once / keep every walk
+@settings(max_examples=60, deadline=None)
+@given(config_sequences(), st.booleans())
+def test_majority_walks_answer_as_the_stdlib_rule_in_any_order(walk_bytes, sequence, shuffle):
+    import muxlang.simulator as simulator
+
+    votes, accs, configs = sequence
+    saved = simulator._WALK_BYTES, simulator._PREFIX_BYTES
+    simulator._WALK_BYTES = simulator._PREFIX_BYTES = walk_bytes
+    try:
+        sim = Simulator(votes, simulations=3, seed=1, accuracies=accs, shuffle=shuffle)
+        for config in configs:
+            answer = sim.answers(config)
+            for t in range(sim.simulations):
+                for row, i in enumerate(sim.item_index):
+                    pool = [[votes.votes[m][i][j] for j in sim.draws(m)[t, row, :b].tolist()]
+                            for m, b in config.pool]
+                    want = majority(pool, [sim.accuracies.get(m) for m in config.models]).answer
+                    assert sim.key_of(row, int(answer[t, row])) == want, (config, t, row)
+    finally:
+        simulator._WALK_BYTES, simulator._PREFIX_BYTES = saved
+
+
+def test_a_pool_too_wide_for_packed_keys_is_scored_by_the_plain_rule():
+    """Nine members with 100 samples each need 73-bit keys: the rule runs row by row, and
+    answers as the stdlib rule does."""
+    rng = np.random.default_rng(4)
+    models = [f"m{j}" for j in range(9)]
+    rows = {m: [[str(v) for v in rng.integers(0, 3, 100)] for _ in range(2)] for m in models}
+    votes = StoredVotes("wide", ["q0", "q1"], models, rows, ["1", "2"])
+    sim = Simulator(votes, simulations=2, seed=0)
+    config = Config.of({m: 100 for m in models}, "majority")
+    assert sim.correct_per_trial(config).tolist() == plain_correct_per_trial(sim, config).tolist()
+    assert list(sim._chains.values()) == [None]  # no packed walk was possible
+    narrow = Config.of({m: 3 for m in models}, "majority")  # fits: budget-wide fields
+    assert sim.correct_per_trial(narrow).tolist() == plain_correct_per_trial(sim, narrow).tolist()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_majority_over_a_whole_grid_in_one_simulator_equals_the_plain_rule(sim, reverse):
+    """Every budget pair of a three-member pool, walked up and walked down: walks resume,
+    prefixes are built from smaller ones, answers come from caches."""
+    fresh = Simulator(sim.votes, simulations=sim.simulations, seed=sim.seed,
+                      accuracies=sim.accuracies)
+    budgets = [(a, b) for a in range(1, 6) for b in range(1, 6)]
+    for a, b in (reversed(budgets) if reverse else budgets):
+        config = Config.of({"m3": a, "m0": b, "m1": 2}, "majority")
+        assert (fresh.correct_per_trial(config).tolist()
+                == plain_correct_per_trial(fresh, config).tolist()), config

@@ -108,13 +108,18 @@ def test_majority_counts_every_sample():
     assert sel.confidence == pytest.approx(2 / 9)  # share of all samples drawn
 
 
-def test_majority_ties_by_best_voter_then_first_voted():
+def test_majority_ties_go_to_the_most_trusted_voter_then_its_first_sample():
     votes = [["b"], ["a"]]
     assert majority(votes, [0.5, 0.5]).answer == "b"  # equal voters: voted first (pool order)
     assert majority(votes, [0.5, 0.9]).answer == "a"  # a's voter is better
     assert majority(votes, [None, 0.1]).answer == "a"
     assert majority([["c", "a", "a", "c"]], [0.5]).answer == "c"  # then sample order
     assert majority([["x", "x"], ["x"]], [0.3, 0.3]).index == 0  # equal accuracy: lowest index
+    # both tied answers were voted by the trusted member 1: its first sample decides, even
+    # though member 0 (less trusted, earlier in the pool) voted "x" first
+    sel = majority([["x", "y"], ["y", "x"]], [0.3, 0.9])
+    assert (sel.answer, sel.index) == ("y", 1)
+    assert majority([["x", "y"], ["y", "x"]], [0.3, 0.3]).answer == "x"  # trust by pool order
 
 
 def test_majority_all_unparseable():
