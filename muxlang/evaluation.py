@@ -40,6 +40,11 @@ model the tree uses (each with the largest count it is drawn with).
 Validation accuracies (tie-breaks, and which model is "Single-Best"): measured in the store on the
 dataset named by ``validation`` (the command's ``--validation`` or the mux's ``validation``), else
 typed in the spec (``accuracy``), else none (pool order); the report says which, per model.
+
+Cost (per model ``cost_per_sample`` and ``cost_source``, per method ``cost_per_question``): the
+mean cost a gateway reported for the model's stored samples when it reported any, else the spec's
+prices times the mean stored tokens (``StoredVotes.cost_per_sample``, the one rule); None when
+neither is known.
 """
 from __future__ import annotations
 
@@ -53,7 +58,7 @@ import numpy as np
 from muxlang import ir, semantics
 from muxlang.errors import MuxError
 from muxlang.stdlib.selection import top_answer
-from muxlang.votes import StoredVotes
+from muxlang.votes import GATEWAY, StoredVotes
 
 BASELINES = ("single_best", "single_best_sc", "agent_forest", "slm_mux", "union",
              "oracle_any_sample")
@@ -68,11 +73,6 @@ class Member:
     name: str
     k: int
     accuracy: Optional[float]
-
-
-def _priced(votes: Any, model: str) -> bool:
-    """Whether the spec gives ``model`` a price (input_price or output_price)."""
-    return bool(votes.price_input.get(model) or votes.price_output.get(model))
 
 
 def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Optional[str]]
@@ -417,12 +417,15 @@ def _model_figures(loaded: _Loaded, notes: list[str]) -> tuple[dict[str, float],
             "in_pool": model in pool_models,
             "tokens_in": votes.input_tokens.get(model.name),
             "tokens_out": votes.output_tokens.get(model.name),
+            # no reported cost, and no tokens or no price: unknown, not $0
             "cost_per_sample": (votes.cost_per_sample(model.name)
-                                if model.name in votes.output_tokens and _priced(votes, model.name)
-                                else None),  # no tokens or no price: unknown, not $0
+                                if votes.cost_source(model.name) else None),
+            "cost_source": votes.cost_source(model.name),  # "gateway" | "prices" | None
         }
         if covered < n_items:
             notes.append(f"model {model.name}: samples on {covered} of {n_items} items only")
+    if any(entry["cost_source"] == GATEWAY for entry in report.values()):
+        notes.append(f"cost per sample: {votes.cost_sources(report)}")
     return per_model, report
 
 
@@ -512,14 +515,9 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
     votes = loaded.votes
 
     def cost(pairs: Sequence[tuple[str, int]]) -> tuple[Optional[float], Optional[float]]:
-        tokens, money = 0.0, 0.0
-        for name, k in pairs:
-            if name not in votes.output_tokens:
-                return None, None
-            tokens += k * votes.tokens_per_sample(name)
-            money += k * votes.cost_per_sample(name)
-        # no price for any of the models: the cost is unknown (None), not $0
-        return tokens, (money if any(_priced(votes, name) for name, _ in pairs) else None)
+        tokens = (None if any(name not in votes.output_tokens for name, _ in pairs) else
+                  sum(k * votes.tokens_per_sample(name) for name, k in pairs))
+        return tokens, votes.cost_of(pairs)  # None: unknown, not $0
 
     all_pairs = [(m.name, m.k) for m in acc.members]
     best = acc.members[acc.best]
@@ -530,10 +528,9 @@ def _spend(loaded: _Loaded, acc: _Accuracies, sim: _Simulated
     if loaded.per_item:
         # the tree's spend: the samples each item actually used (a cascade stops early)
         spent = [cost(list(used.items())) for trial in sim.figures["used"] for used in trial]
-        spend["mux"] = ((None, None) if any(s[0] is None for s in spent) else
-                        (float(np.mean([s[0] for s in spent])),
-                         None if any(s[1] is None for s in spent) else  # no price: unknown
-                         float(np.mean([s[1] for s in spent]))))
+        spend["mux"] = tuple(  # tokens, USD; each unknown (None) when one item's is
+            None if any(s[i] is None for s in spent) else float(np.mean([s[i] for s in spent]))
+            for i in (0, 1))
         if isinstance(loaded.runnable, ir.Cascade):
             counts = np.bincount(sim.figures["step"].ravel(),
                                  minlength=len(loaded.runnable.steps))

@@ -232,6 +232,7 @@ class ModelFigure(_Typed):
     tokens_in: Optional[float] = None
     tokens_out: Optional[float] = None
     cost_per_sample: Optional[float] = None
+    cost_source: Optional[str] = None  # "gateway" (reported costs) | "prices" | None (unknown)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

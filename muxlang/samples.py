@@ -123,6 +123,29 @@ def sample_keys(backend: str, model_id: str, params: Mapping[str, Any],
 
 # ------------------------------------------------------------------------------------------------
 # Samples
+MAX_REPORTED_COST = 1000.0  # USD: no one reply costs more; a larger figure is a server's mistake
+
+
+def checked_cost(value: Any) -> float | None:
+    """A cost a server or a file reported for a reply or a sample, as kept: USD as a float, or
+    None when there is none or it is not a cost (not a number, negative, NaN, infinite, or above
+    ``MAX_REPORTED_COST``). A header's text is read as a number; a bool is not one."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if not isinstance(value, (int, float)):
+        return None
+    try:
+        cost = float(value)
+    except OverflowError:  # an integer past float's range
+        return None
+    return cost if math.isfinite(cost) and 0 <= cost <= MAX_REPORTED_COST else None
+
+
 @dataclass
 class Sample:
     """One successful response."""

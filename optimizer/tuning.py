@@ -22,7 +22,7 @@ from muxlang.results import (BestSingle, CurvePoint, PoolSizeEntry, TuneBaseline
 from muxlang.optimizer.search import (OBJECTIVES, Space, TrialRecord, pareto_front, run_search,
                                       score_to_dict)
 from muxlang.simulator import Config, Simulator, votes_hash
-from muxlang.votes import StoredVotes
+from muxlang.votes import GATEWAY, StoredVotes
 
 
 @dataclass
@@ -202,8 +202,10 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     space = build_space(tune, val_sim, note)
     if "cost" in objectives and val_sim.cost_unit != "usd":
         unpriced = [m for m in space.candidates if val.cost_per_sample(m) <= 0]
-        note(f"cost objective: no price or no stored token counts for {', '.join(unpriced)}; "
-             f"cost counts {val_sim.cost_unit} per item instead")
+        note(f"cost objective: no reported cost, or no price or no stored token counts, for "
+             f"{', '.join(unpriced)}; cost counts {val_sim.cost_unit} per item instead")
+    elif "cost" in objectives and any(val.cost_source(m) == GATEWAY for m in space.candidates):
+        note(f"cost objective: USD per item, {val.cost_sources(space.candidates)}")
     if not space.candidates:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in '{val.dataset}'")
     result = search(tune, val, val_sim, space, objectives, trials, simulations, seed, options,

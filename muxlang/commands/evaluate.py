@@ -129,7 +129,7 @@ def render(report: EvalReport, file: Any = None) -> None:
                   + f"; validation accuracies: {escape(report.validation.source)}")
 
     costs = any(row.tokens_in is not None or row.tokens_out is not None
-                for row in report.models.values())
+                or row.cost_per_sample is not None for row in report.models.values())
     k_of = {p.model: p.samples for p in report.pool}
     models = Table(title="Models (accuracy of one sample, %)", title_justify="left")
     for name, justify in (("model", "left"), ("pool k", "right"), ("accuracy", "right"),

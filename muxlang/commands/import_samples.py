@@ -7,6 +7,8 @@ recorded model name. All lines are checked first; a bad one is reported as FILE:
 field, and nothing of the import is written. Importing the same files again changes nothing; a
 sample stored with a different text under the same key (model, temperature, question, sample
 index) is a conflict reported at its line, and nothing is written, unless ``--replace`` is given.
+A sample line may also give ``"cost"`` (USD it cost): kept as its cost, which ``eval`` and
+``tune`` prefer to the spec's prices; one that is not a cost is imported as none, with a warning.
 """
 from __future__ import annotations
 
@@ -42,12 +44,14 @@ def run(args: argparse.Namespace) -> int:
                                 replace=args.replace)
     finally:
         store.close()
+    for note in result.notes:
+        print(f"warning: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps({
             "store": store.display_url, "dataset": result.dataset,
             "dataset_hash": result.dataset_hash, "items": result.items,
             "samples_read": result.samples_read, "samples_written": result.samples_written,
-            "samples_replaced": result.samples_replaced,
+            "samples_replaced": result.samples_replaced, "notes": result.notes,
             "models": result.models, "seconds": round(result.seconds, 3)}, sort_keys=True))
         return 0
     new = result.samples_written - result.samples_replaced

@@ -42,7 +42,7 @@ from muxlang import ir
 from muxlang.errors import BackendError
 from muxlang.prompts import Messages
 from muxlang.runtime.secrets import clip, read_key, register_key_env, register_secret, scrub
-from muxlang.samples import Sample, SampleFailure
+from muxlang.samples import MAX_REPORTED_COST, Sample, SampleFailure, checked_cost
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_ERROR_TEXT = 400  # characters of a server's error text in a message
@@ -241,20 +241,21 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
 COST_HEADERS = ("x-litellm-response-cost",)  # a gateway's cost of one reply, USD
 
 
-def response_cost(headers: Any) -> float | None:
-    """The cost a gateway reported for a reply (LiteLLM's ``x-litellm-response-cost``), USD."""
+def response_cost(headers: Any) -> tuple[float | None, str | None]:
+    """The cost a gateway reported for a reply (LiteLLM's ``x-litellm-response-cost``), USD, and
+    the header's text when it held something that is not a cost (``samples.checked_cost``: not a
+    number, negative, NaN, infinite, absurdly large): (None, that text)."""
     if headers is None:
-        return None
+        return None, None
+    bad = None
     for name in COST_HEADERS:
         value = headers.get(name)
         if value:
-            try:
-                cost = float(value)
-            except ValueError:
-                continue
-            if cost >= 0 and cost == cost and cost != float("inf"):
-                return cost
-    return None
+            cost = checked_cost(value)
+            if cost is not None:
+                return cost, None
+            bad = bad or f"{name}: {value}"
+    return None, bad
 
 
 def _error_text(raw: bytes) -> str:
@@ -462,6 +463,7 @@ class BackendClient:
         # said once when the backend or a model stops, goes down or comes back (the run command
         # prints it); the requests that fail for it then only point at it
         self.notify: Callable[[str], None] | None = None
+        self._said_bad_cost = False  # a reported cost that was not one has been said
         self._stopped_models: dict[str, str] = {}  # model id -> why it takes no more
         self._model_answered: set[str] = set()  # model ids that got a 200 this run
         self._offered: asyncio.Future | None = None  # GET /models, once (see _offered_hint)
@@ -1048,10 +1050,15 @@ class BackendClient:
                 got = self.parse(body, n, seed, latency)
                 self._model_answered.add(model.id)
                 self._went_through()
-                cost = response_cost(headers)
+                cost, bad = response_cost(headers)
                 if cost is not None and got:  # the reply's cost, shared by its samples
                     for sample in got:
                         sample.cost = cost / len(got)
+                elif bad is not None and not self._said_bad_cost:
+                    self._said_bad_cost = True  # once per backend: the samples are fine
+                    self._say(f"backend '{self.name}': the reported cost {clip(bad, 80)!r} is "
+                              "not a cost in USD (a number from 0 to "
+                              f"{MAX_REPORTED_COST:g}); its samples are kept without one")
                 return got
             except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
                 # masked before it is cut (a key crossing the cut would keep its prefix)

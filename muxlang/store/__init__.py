@@ -21,7 +21,9 @@ Cache API (for the runtime: ``run`` and ``collect``)
     many = store.get_samples_many(keys, k)          # {key.hash: [StoredSample]}, batched lookups
     todo = store.missing_indices(key, k, stored)   # indices in range(k) still to draw
     store.put_samples([NewSample(key, index, text, tokens_in, tokens_out, latency,
-                                 finish_reason, error, run_id), ...])
+                                 finish_reason, error, run_id, cost), ...])
+    ``cost``: USD a gateway reported for the sample (schema v6); a value that is not a cost
+    (negative, NaN, infinite, absurd: ``muxlang.samples.checked_cost``) is stored as NULL.
     ``put_samples`` is one transaction and idempotent (ON CONFLICT DO NOTHING on the unique
     (key hash, sample index), on both dialects): writing a sample twice stores it once. A sample
     with ``error`` set records a failed request; it counts as *missing* for ``missing_indices``

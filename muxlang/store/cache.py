@@ -1,9 +1,9 @@
 """The store as the runtime's sample cache (``muxlang.samples.SampleCache``).
 
 ``Runtime(..., cache=StoreCache(store, run_id))``: ``get`` answers from stored successful samples,
-``put`` stores new ones as they arrive, one transaction per call (the k samples of one model for
-one prompt), idempotently. Database work runs in a worker thread so the event loop keeps serving
-HTTP while SQLite waits for a lock.
+``put`` stores new ones as they arrive, with the cost a gateway reported for each, one
+transaction per call (the k samples of one model for one prompt), idempotently. Database work
+runs in a worker thread so the event loop keeps serving HTTP while SQLite waits for a lock.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class StoreCache:
             self.hits += 1
             out.append(Sample(index=hit.index, text=hit.text or "", finish_reason=hit.finish_reason,
                               input_tokens=hit.tokens_in, output_tokens=hit.tokens_out,
-                              latency=hit.latency or 0.0, cached=True))
+                              latency=hit.latency or 0.0, cached=True, cost=hit.cost))
         return out
 
     async def put(self, items: Sequence[tuple[SampleId, Sample]], messages: Any = None) -> None:
@@ -46,7 +46,7 @@ class StoreCache:
     def _put(self, items: list[tuple[SampleId, Sample]]) -> None:
         rows = [NewSample(sample_id.key, sample_id.index, sample.text, sample.input_tokens,
                           sample.output_tokens, sample.latency, sample.finish_reason, None,
-                          self.run_id) for sample_id, sample in items]
+                          self.run_id, sample.cost) for sample_id, sample in items]
         self.stored += self.store.put_samples(rows)
         if self.on_put is not None:
             self.on_put([sample for _, sample in items])

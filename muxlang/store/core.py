@@ -18,7 +18,7 @@ from sqlalchemy.pool import StaticPool
 
 from muxlang.errors import DataError, DatasetError, MuxError, StoreError, shorten
 from muxlang.jsonl import iter_records, read_records  # noqa: F401 - re-exported
-from muxlang.samples import SampleKey, canonical_json, record_input_hash, sha256
+from muxlang.samples import SampleKey, canonical_json, checked_cost, record_input_hash, sha256
 from muxlang.store import migrations
 from muxlang.store import schema as s
 from muxlang.store.urls import redact_url, resolve_url
@@ -38,6 +38,7 @@ class StoredSample:
     latency: float | None
     finish_reason: str | None
     error: str | None
+    cost: float | None = None  # USD a gateway reported for it (schema v6; None: none)
 
     @property
     def ok(self) -> bool:
@@ -57,6 +58,7 @@ class NewSample:
     finish_reason: str | None = None
     error: str | None = None
     run_id: int | None = None
+    cost: float | None = None  # USD reported for it (kept only if ``checked_cost`` takes it)
 
 
 @dataclass(frozen=True)
@@ -337,6 +339,13 @@ class Store:
         with self.engine.connect() as conn:
             return migrations.current_version(conn)
 
+    @property
+    def has_costs(self) -> bool:
+        """Whether its samples have a ``cost`` column (schema v6 on). A reader of an older store
+        reads none; nothing writes one into an older store (only tests build those)."""
+        version = self._version if self._version is not None else self.version
+        return version >= migrations.COST_VERSION
+
     def insert(self, table):
         """An INSERT that supports ``on_conflict_do_nothing`` on this dialect."""
         if self.dialect == "postgresql":
@@ -354,7 +363,7 @@ class Store:
         found: dict[str, list[StoredSample]] = {h: [] for h in hashes}
         c = s.samples.c
         columns = [c.key_hash, c.id, c.sample_index, c.text, c.tokens_in, c.tokens_out, c.latency,
-                   c.finish_reason, c.error]
+                   c.finish_reason, c.error, *([c.cost] if self.has_costs else [])]
         with self._connection(conn) as cx:
             for start in range(0, len(hashes), CHUNK):
                 query = select(*columns).where(in_values(self.dialect, c.key_hash, hashes[start:start + CHUNK]))
@@ -397,6 +406,7 @@ class Store:
                 "text": sample.text, "tokens_in": sample.tokens_in, "tokens_out": sample.tokens_out,
                 "latency": sample.latency, "finish_reason": sample.finish_reason,
                 "error": sample.error, "created_at": now, "run_id": sample.run_id,
+                "cost": checked_cost(sample.cost) if sample.error is None else None,
             })
         if not rows:
             return 0
@@ -405,6 +415,8 @@ class Store:
 
     def _put_rows(self, cx: Connection, rows: list[dict], replace_errors: bool) -> int:
         c = s.samples.c
+        if rows and "cost" in rows[0] and not self.has_costs:  # a store older than v6
+            rows = [{k: v for k, v in row.items() if k != "cost"} for row in rows]
         if replace_errors:
             good = {(r["key_hash"], r["sample_index"]) for r in rows if r["error"] is None}
             hashes = sorted({h for h, _ in good})

@@ -1,6 +1,9 @@
 """``muxlang import``: recorded model outputs (ZeroEval format) into the store.
 
-Samples file: JSON lines ``{"id", "model", "sample", "temperature", "text"}`` (optionally gzipped);
+Samples file: JSON lines ``{"id", "model", "sample", "temperature", "text"}`` (optionally gzipped),
+each optionally with ``"cost"``: the USD that sample cost (what a gateway reported), kept as the
+sample's cost; a value that is not a cost (not a number, negative, NaN, infinite, absurdly large:
+``samples.checked_cost``) imports the sample without one and is said in the result's ``notes``;
 questions file: JSON lines ``{"id", "question", "answer"}``. Every line is checked before anything
 is written; the dataset, its items and all samples are then written in ONE transaction, so a bad
 line or a crash keeps nothing of the import. Re-importing the same files changes nothing.
@@ -27,7 +30,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from muxlang.errors import DataError, DatasetError, MuxError, shorten
-from muxlang.samples import SampleKey, canonical_json, record_input_hash
+from muxlang.samples import (MAX_REPORTED_COST, SampleKey, canonical_json, checked_cost,
+                             record_input_hash)
 from muxlang.store import schema as s
 from muxlang.store.core import (CHUNK, MAX_NAME, Store, default_dataset_name, in_values,
                                 item_key_of, iter_records, read_records)
@@ -48,6 +52,7 @@ class ImportResult:
     seconds: float = 0.0
     run_id: int | None = None
     samples_replaced: int = 0  # stored texts replaced (replace=True)
+    notes: list[str] = field(default_factory=list)  # what was imported other than as written
 
 
 def _check_questions(path: str) -> list[dict]:
@@ -77,8 +82,11 @@ def _check_questions(path: str) -> list[dict]:
 
 
 def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
-                 models: dict[str, int], run_id: int | None) -> Iterator[dict]:
-    """Checked ``samples`` rows of a samples file, streamed; DataError at the first bad line."""
+                 models: dict[str, int], run_id: int | None,
+                 bad_costs: list[int] | None = None) -> Iterator[dict]:
+    """Checked ``samples`` rows of a samples file, streamed; DataError at the first bad line.
+    A "cost" that is not one is not an error: the sample is kept without it, its line appended
+    to ``bad_costs``."""
     seen: dict[tuple[str, str, int], tuple[int, str | None, Any]] = {}
     params_of: dict[Any, str] = {}
     now = time.time()
@@ -127,13 +135,20 @@ def _sample_rows(samples_path: str, questions_path: str, by_key: dict[str, str],
         key = SampleKey(IMPORT_BACKEND, model, params, by_key[item_id])
         models[model] = models.get(model, 0) + 1
         finish = record.get("finish_reason")
+        cost = record.get("cost")
+        if cost is not None:
+            # a number only: the text "0.01" is not a cost in a JSON file
+            kept = (checked_cost(cost) if isinstance(cost, (int, float)) else None)
+            if kept is None and bad_costs is not None:
+                bad_costs.append(line)
+            cost = kept if text is not None else None
         yield {
             "key_hash": key.hash, "sample_index": index, "backend": key.backend, "model": model,
             "params": key.params, "prompt_hash": key.prompt_hash, "text": text,
             "tokens_in": None, "tokens_out": None, "latency": None,
             "finish_reason": finish if isinstance(finish, str) else None,
             "error": None if text is not None else "no output recorded",
-            "created_at": now, "run_id": run_id, "_line": line, "_item": item_id,
+            "created_at": now, "run_id": run_id, "cost": cost, "_line": line, "_item": item_id,
             "_temperature": temperature,
         }
 
@@ -195,6 +210,7 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
         raise DatasetError(f"{samples_path}: no such file" if not Path(samples_path).exists()
                            else f"{samples_path}: not a file", dataset=samples_path)
     models: dict[str, int] = {}
+    bad_costs: list[int] = []
     counts = {"read": 0, "written": 0}
     run_id = store.start_run("import", {"samples": samples_path, "questions": questions_path,
                                         "dataset": name})
@@ -206,7 +222,8 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
                                      conn=conn)
             conflicts = _Conflicts(store, samples_path, replace)
             batch: list[dict] = []
-            for row in _sample_rows(samples_path, questions_path, by_key, models, run_id):
+            for row in _sample_rows(samples_path, questions_path, by_key, models, run_id,
+                                    bad_costs):
                 batch.append(row)
                 if len(batch) >= IMPORT_BATCH:
                     conflicts.check(conn, batch)
@@ -228,6 +245,12 @@ def import_samples(store: Store, samples_path: str | Path, questions_path: str |
                           samples_read=counts["read"], samples_written=written, models=models,
                           seconds=time.perf_counter() - started, run_id=run_id,
                           samples_replaced=conflicts.replaced)
+    if bad_costs:
+        lines = ", ".join(map(str, bad_costs[:5])) + (", ..." if len(bad_costs) > 5 else "")
+        result.notes.append(
+            f"{samples_path}: field 'cost' on {len(bad_costs)} line(s) ({lines}) is not a cost "
+            f"in USD (a number from 0 to {MAX_REPORTED_COST:g}); those samples were imported "
+            "without one")
     store.finish_run(run_id, "ok", {"dataset": info.name, "items": len(records),
                                     "samples_read": counts["read"], "samples_written": written,
                                     "samples_replaced": conflicts.replaced})

@@ -27,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, inspect, select, text
+from sqlalchemy import (Column, Float, Index, MetaData, String, Table, Text, UniqueConstraint,
+                        inspect, select, text)
 from sqlalchemy.engine import Connection
 
 from muxlang.store import schema as s
@@ -43,8 +44,15 @@ class Migration:
 def _v1_initial(conn: Connection) -> None:
     """Datasets, items, samples (unique on key hash + index), runs."""
     meta = MetaData()
-    for table in (s.datasets, s.items, s.samples):
+    for table in (s.datasets, s.items):
         table.to_metadata(meta)
+    Table(  # as versions 1 to 5 had it (v6 added ``cost``)
+        "samples", meta,
+        *[Column(c.name, c.type, primary_key=c.primary_key, autoincrement=c.autoincrement,
+                 nullable=c.nullable) for c in s.samples.columns if c.name != "cost"],
+        UniqueConstraint("key_hash", "sample_index", name="uq_samples_key_index"),
+        Index("ix_samples_model_prompt", "model", "prompt_hash"),
+    )
     Table(
         "runs", meta,
         Column("id", s.ID, primary_key=True, autoincrement=True),
@@ -106,6 +114,14 @@ def _v5_marker_and_text(conn: Connection) -> None:
             conn.execute(text(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE TEXT'))
 
 
+def _v6_sample_cost(conn: Connection) -> None:
+    """``samples.cost``: the USD a gateway reported for a sample (``x-litellm-response-cost``),
+    NULL where none was (every sample stored before). Additive: a column with no default."""
+    columns = {c["name"] for c in inspect(conn).get_columns("samples")}
+    if "cost" not in columns:
+        conn.execute(text("ALTER TABLE samples ADD COLUMN cost FLOAT"))
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -121,10 +137,12 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "run owner (host, pid)", _v3_run_owner),
     Migration(4, "leases of concurrent collectors", _v4_collect_leases),
     Migration(5, "muxlang_meta marker; names and ids as TEXT", _v5_marker_and_text),
+    Migration(6, "samples.cost: the cost a gateway reported", _v6_sample_cost),
 ]
 
 LATEST = MIGRATIONS[-1].version
 MARKER_VERSION = 5  # the version that added muxlang_meta
+COST_VERSION = 6  # the version that added samples.cost
 
 _V1 = {"schema_version", "datasets", "items", "samples", "runs"}
 # the tables of each version made before the marker existed: how such a store is recognised

@@ -134,6 +134,9 @@ samples = Table(
     Column("error", SafeText),  # set when no usable response was received
     Column("created_at", Float, nullable=False),
     Column("run_id", ID),  # the run that stored it (None for imports before v2 / unknown)
+    # USD a gateway reported for it (x-litellm-response-cost, shared by the samples of one reply)
+    # or an import's "cost"; None: none reported, or what was reported was not a cost (schema v6)
+    Column("cost", Float),
     UniqueConstraint("key_hash", "sample_index", name="uq_samples_key_index"),
     Index("ix_samples_model_prompt", "model", "prompt_hash"),
 )

@@ -160,6 +160,7 @@ class _Row:
     tokens_out: int | None
     cached: bool
     key: str | None
+    cost: float | None = None  # USD a gateway reported for it (schema v6)
 
 
 def _fetch(store: Store, cx, where_column, values: Sequence[str], model_id: str | None,
@@ -170,15 +171,16 @@ def _fetch(store: Store, cx, where_column, values: Sequence[str], model_id: str 
     the planner thinks of a freshly filled ``answers`` table."""
     c, a = s.samples.c, s.answers.c
     out = []
+    costs = [c.cost] if store.has_costs else []  # a store older than v6 has none
     for chunk in _chunks(sorted(set(values)), CHUNK if store.dialect == "sqlite" else 20000):
         query = (select(where_column, c.id, c.sample_index, c.backend, c.params, c.error,
-                        c.tokens_in, c.tokens_out)
+                        c.tokens_in, c.tokens_out, *costs)
                  .where(in_values(store.dialect, where_column, chunk)))
         if model_id is not None:
             query = query.where(c.model == model_id)
         for r in cx.execute(query):
             out.append((r[0], _Row(r.id, r.sample_index, r.backend, r.params, r.error, r.tokens_in,
-                                   r.tokens_out, False, None)))
+                                   r.tokens_out, False, None, r.cost if costs else None)))
     by_id = {row.id: row for _, row in out}
     ids = sorted(by_id)
     for chunk in _chunks(ids, CHUNK if store.dialect == "sqlite" else 20000):
@@ -257,7 +259,9 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     in sample-index order (more than the mux draws, if more are stored: subsampling is the
     reader's business); ``None`` marks an unreadable answer or a failed request; an empty list
     means nothing is stored for that item. Token means are over samples with recorded tokens
-    (models with none recorded are absent from ``input_tokens``/``output_tokens``).
+    (models with none recorded are absent from ``input_tokens``/``output_tokens``); the mean
+    reported cost over samples with one (``reported_cost``; what ``StoredVotes.cost_per_sample``
+    prefers to prices).
     """
     info = store.require_dataset(dataset)
     task = task or mux.task
@@ -284,6 +288,7 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     votes: dict[str, list[list[str | None]]] = {}
     tokens_in: dict[str, float] = {}
     tokens_out: dict[str, float] = {}
+    reported: dict[str, float] = {}
     with store.engine.connect() as cx:
         for model in models:
             per_item: list[list[_Row]] = [[] for _ in items]
@@ -329,12 +334,16 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
                 tokens_in[model.name] = sum(known_in) / len(known_in)
             if known_out:
                 tokens_out[model.name] = sum(known_out) / len(known_out)
+            known_cost = [row.cost for row in all_rows
+                          if row.cost is not None and row.error is None]
+            if known_cost:
+                reported[model.name] = sum(known_cost) / len(known_cost)
 
     return StoredVotes(
         dataset=info.name, items=[item.key for item in items], models=[m.name for m in models],
         votes=votes, gold=gold, input_tokens=tokens_in, output_tokens=tokens_out,
         price_input={m.name: m.price_input for m in models},
-        price_output={m.name: m.price_output for m in models})
+        price_output={m.name: m.price_output for m in models}, reported_cost=reported)
 
 
 def _gold_text(value: Any) -> str | None:

@@ -3,11 +3,13 @@
 Permanent 400s stop the model or the backend; a 429 that names its model pauses that model only;
 a 503 with Retry-After pauses like a 429 and retries are spread; a reply with no content is a
 sample with no answer (counted in k, never a vote, never retried); a gateway's reported cost is
-kept per sample. The same against a real LiteLLM proxy: ``test_gateway_litellm.py``.
+kept per sample, in the store (schema v6) and in eval's cost (what is not a cost: NULL, said once).
+The same against a real LiteLLM proxy: ``test_gateway_litellm.py``.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 
 import pytest
@@ -292,5 +294,84 @@ def test_a_runs_output_sums_the_reported_cost(
                      "--no-progress"]) == 0
         (line,) = read_jsonl(out)
         assert line["reported_cost"] == pytest.approx(0.004)
+    finally:
+        server.stop()
+
+
+def _stored_costs(store) -> dict[str, list]:
+    """model id -> the costs of its stored samples (in key, index order)."""
+    from muxlang.store import Store
+    from muxlang.store import schema as s
+
+    with Store(str(store), must_exist=True) as opened:
+        with opened.engine.connect() as conn:
+            rows = conn.execute(s.samples.select().order_by(s.samples.c.key_hash,
+                                                            s.samples.c.sample_index)).mappings()
+            out: dict[str, list] = {}
+            for row in rows:
+                out.setdefault(row["model"], []).append(row["cost"])
+            return out
+
+
+def test_reported_costs_reach_the_store_and_eval_reports_cost_from_them(
+        api_key, write_spec, write_records, tmp_path, capsys):
+    """x-litellm-response-cost → collect and run --store keep it per sample → eval --json says
+    each model's cost per sample from it (a price in the spec for b is not what counts)."""
+    server = ScriptedServer(cost=lambda model: {"id-a": 0.006, "id-b": 0.0009}[model]).start()
+    try:
+        spec = write_spec(spec_text(server.openai_url, models=("a", "b"), samples=3)
+                          .replace('id = "id-b"', 'id = "id-b"  input_price = 1000  '
+                                                   'output_price = 1000'))
+        records = write_records([{"id": i, "question": f"q{i}", "answer": str(i % 3)}
+                                 for i in range(4)])
+        store = tmp_path / "gw.sqlite"
+        assert main(["collect", str(spec), "--dataset", str(records), "--samples", "3",
+                     "--store", str(store), "--no-progress"]) == 0
+        capsys.readouterr()
+        costs = _stored_costs(store)
+        # one request with n = 3 per model and record: its cost shared by its three samples
+        assert [round(c, 6) for c in costs["id-a"]] == [0.002] * 12
+        assert [round(c, 6) for c in costs["id-b"]] == [0.0003] * 12
+        assert main(["eval", str(spec), "--dataset", str(records), "--store", str(store),
+                     "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        a, b = report["models"]["a"], report["models"]["b"]
+        assert (a["cost_source"], a["cost_per_sample"]) == ("gateway", pytest.approx(0.002))
+        assert (b["cost_source"], b["cost_per_sample"]) == ("gateway", pytest.approx(0.0003))
+        assert report["mux"]["cost_per_question"] == pytest.approx(3 * 0.002 + 3 * 0.0003)
+        assert "cost per sample: reported by the gateway for a, b" in report["notes"]
+        # run --store keeps what it draws too (one more record), and reads the rest back
+        more = write_records([{"id": 9, "question": "q9"}], "more.jsonl")
+        out = tmp_path / "out.jsonl"
+        assert main(["run", str(spec), "--input", str(more), "--output", str(out),
+                     "--store", str(store), "--no-progress"]) == 0
+        assert read_jsonl(out)[0]["reported_cost"] == pytest.approx(0.006 + 0.0009)
+        assert len(_stored_costs(store)["id-a"]) == 15
+        assert all(c is not None for c in _stored_costs(store)["id-a"])
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("header", ["abc", "-1", "nan", "inf", "1e999", "1e300", "9" * 2000])
+def test_a_reported_cost_that_is_not_a_cost_is_stored_as_null_and_said_once(
+        api_key, write_spec, write_records, tmp_path, capsys, header):
+    server = ScriptedServer(cost=header).start()
+    try:
+        spec = write_spec(spec_text(server.openai_url, models=("a",), samples=2))
+        records = write_records([{"id": i, "question": f"q{i}", "answer": "1"} for i in range(3)])
+        store = tmp_path / "gw.sqlite"
+        out = tmp_path / "out.jsonl"
+        assert main(["run", str(spec), "--input", str(records), "--output", str(out),
+                     "--store", str(store), "--no-progress"]) == 0
+        err = capsys.readouterr().err
+        lines = read_jsonl(out)
+        assert all(line["error"] is None and "reported_cost" not in line for line in lines)
+        assert _stored_costs(store) == {"id-a": [None] * 6}  # every sample kept, no cost
+        said = [line for line in err.splitlines() if "is not a cost in USD" in line]
+        assert len(said) == 1 and "backend 'local'" in said[0]
+        assert len(said[0]) < 300 and "internal error" not in err
+        assert main(["eval", str(spec), "--dataset", str(records), "--store", str(store),
+                     "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["models"]["a"]["cost_source"] is None
     finally:
         server.stop()

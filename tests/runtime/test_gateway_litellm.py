@@ -5,14 +5,15 @@ The proxy lives in its own virtual environment (``.venv-litellm``, made by ``.ci
 muxlang's. Where it is not installed, these tests skip and say why. Models are configured with
 ``mock_response``: the proxy answers without any provider, and is told to use its bundled cost
 map (no network). Covered here: a wrong key and an unknown model (item 1), a model group's 429
-pausing that model only (item 2), the reported cost per sample (item 5), and a full run of
-records through the proxy with n > 1. A reply with no content (item 4) and the 503 of an
-in-flight cap (item 3) cannot be made by a mock model; the scripted server covers them
-(``test_gateway.py``).
+pausing that model only (item 2), the reported cost per sample, kept in the store and read by
+``eval`` (item 5), and a full run of records through the proxy with n > 1. A reply with no
+content (item 4) and the 503 of an in-flight cap (item 3) cannot be made by a mock model; the
+scripted server covers them (``test_gateway.py``).
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -191,3 +192,42 @@ def test_a_model_groups_429_pauses_that_model_only(proxy, monkeypatch):
     assert set(client._cooldowns) <= {"limited"}  # LiteLLM names the model group
     healthy = [s for i, record in enumerate(results) if i % 2 == 0 for s in record]
     assert all(isinstance(s, Sample) for s in healthy)
+
+
+def test_the_proxys_reported_cost_reaches_the_store_and_eval(proxy, monkeypatch, tmp_path,
+                                                             capsys):
+    """``muxlang collect`` through the proxy keeps its x-litellm-response-cost per sample (schema
+    v6), and ``eval --json`` takes m1's cost per sample from them (``cost_source: gateway``)."""
+    from muxlang.cli import main
+    from muxlang.store import Store
+    from muxlang.store import schema as s
+
+    monkeypatch.setenv(KEY_ENV, MASTER_KEY)
+    spec = tmp_path / "gw.mux"
+    spec.write_text(f"""
+backend gw {{ kind = openai  url = "{proxy}"  api_key = env("{KEY_ENV}")  retries = 2 }}
+model m1 {{ backend = gw  id = "m1"  seed = 1 }}
+task t {{ user = "Question {{question}}"  extract = final_number  equivalence = numeric }}
+mux one {{ task = t  pool = [m1 * 3] }}
+""")
+    records = tmp_path / "q.jsonl"
+    records.write_text("".join(f'{{"id": {i}, "question": "{i}", "answer": "2"}}\n'
+                               for i in range(4)))
+    store = tmp_path / "gw.sqlite"
+    assert main(["collect", str(spec), "--dataset", str(records), "--samples", "3",
+                 "--store", str(store), "--no-progress"]) == 0
+    capsys.readouterr()
+    with Store(str(store), must_exist=True) as opened, opened.engine.connect() as conn:
+        rows = conn.execute(s.samples.select()).mappings().all()
+    assert len(rows) == 12 and all(r["cost"] is not None and r["cost"] > 0 for r in rows)
+    replies: dict[str, list] = {}  # one request (n = 3) per record: its cost shared by three
+    for row in rows:
+        replies.setdefault(row["key_hash"], []).append(row)
+    for reply in replies.values():  # the proxy's prices x the reply's tokens
+        assert sum(r["cost"] for r in reply) == pytest.approx(
+            sum(1e-6 * r["tokens_in"] + 2e-6 * r["tokens_out"] for r in reply))
+    assert main(["eval", str(spec), "--dataset", str(records), "--store", str(store),
+                 "--json"]) == 0
+    m1 = json.loads(capsys.readouterr().out)["models"]["m1"]
+    assert m1["cost_source"] == "gateway"
+    assert m1["cost_per_sample"] == pytest.approx(sum(r["cost"] for r in rows) / len(rows))

@@ -166,6 +166,7 @@ def test_schema_version_and_upgrade_from_v1(store_url):
         assert {"datasets", "items", "samples", "runs", "schema_version"} <= tables
         assert "answers" not in tables
         assert "summary" not in {c["name"] for c in inspect(conn).get_columns("runs")}
+        assert "cost" not in {c["name"] for c in inspect(conn).get_columns("samples")}
     k = key()
     first.put_samples([sample(k, 0, "kept across the upgrade")])
     with first.transaction() as conn:
@@ -174,13 +175,14 @@ def test_schema_version_and_upgrade_from_v1(store_url):
     first.close()
     # opening it upgrades to the latest version, keeping the data
     second = Store(store_url)
-    assert second.version == migrations.LATEST == 5
+    assert second.version == migrations.LATEST == 6
     assert second.get_samples(k)[0].text == "kept across the upgrade"
+    assert second.get_samples(k)[0].cost is None  # samples.cost (v6): none reported
     old_run = second.runs()[0]
     assert old_run["summary"] is None and old_run["host"] is None and old_run["pid"] is None
     with second.transaction() as conn:
         assert "answers" in set(inspect(conn).get_table_names())
-    assert second.upgrade() == (5, 5)  # idempotent
+    assert second.upgrade() == (6, 6)  # idempotent
     second.close()
 
 

@@ -45,7 +45,7 @@ Gateway behaviour, as LiteLLM's proxy answers (``keys=``, ``known_models=``, ``i
 connected db.", "type": "no_db_connection"}}``; a model not in ``known_models`` gets ``400
 Invalid model name passed in model=...``; past ``in_flight_cap`` requests handled at once, a
 request gets ``503`` with ``Retry-After: <cap_retry_after>``; ``cost`` (a number, or a function
-of the model) is sent as ``x-litellm-response-cost``. ``GET /v1/models`` lists ``known_models``
+of the model) is sent as ``x-litellm-response-cost`` (a string as it is: a hostile value). ``GET /v1/models`` lists ``known_models``
 (or every model with an answer function).
 
 ``count`` is how many requests the fault hits (``None``: all of them, forever); ``duration``
@@ -127,7 +127,7 @@ class ScriptedServer:
         known_models: set[str] | None = None,
         in_flight_cap: int | None = None,
         cap_retry_after: float = 1,
-        cost: float | Callable[[str], float | None] | None = None,
+        cost: float | str | Callable[[str], float | str | None] | None = None,
     ):
         self.keys = set(keys) if keys is not None else None  # gateway keys, LiteLLM-like
         self.known_models = set(known_models) if known_models is not None else None
@@ -433,7 +433,8 @@ class ScriptedServer:
         headers = {}
         cost = self.cost(model) if callable(self.cost) else self.cost
         if cost is not None:
-            headers["x-litellm-response-cost"] = repr(float(cost))
+            headers["x-litellm-response-cost"] = (cost if isinstance(cost, str)
+                                                  else repr(float(cost)))
         return web.json_response(payload, headers=headers)
 
     async def _ollama(self, request: web.Request) -> web.StreamResponse:
