@@ -168,6 +168,7 @@ def subset_votes(votes: StoredVotes, indices: Iterable[int], name: str | None = 
         gold=[votes.gold[i] for i in idx],
         input_tokens=dict(votes.input_tokens), output_tokens=dict(votes.output_tokens),
         price_input=dict(votes.price_input), price_output=dict(votes.price_output),
+        reported_cost=dict(votes.reported_cost),
     )
 
 
