@@ -164,6 +164,9 @@ class Tune:
     sampler: str = "auto"  # "auto" | "grid" | "tpe" | "nsga2"
     seed: int = 0
     max_samples: int | None = None  # samples per item at most, over the whole pool
+    # the mux's sampling policies searched ("off", "exact"); a spec that leaves it out gets the
+    # mux's own policy (off when that is delta(p), which the simulator does not replay)
+    adaptive: list[str] = field(default_factory=lambda: ["off"])
     pos: Pos = NOWHERE
 
 

@@ -348,6 +348,7 @@ class TuneEntry(_Typed):
 
     pool: dict[str, int] = field(default_factory=dict)
     rule: str = ""
+    adaptive: str = "off"  # the mux's sampling policy ("off" | "exact")
     val_accuracy: float = 0.0
     val_se: float = 0.0
     val_se_items: float = 0.0
@@ -355,7 +356,7 @@ class TuneEntry(_Typed):
     contradiction: float = 0.0
     cost: float = 0.0
     tokens: float = 0.0
-    samples: int = 0
+    samples: float = 0  # drawn per item: the budgets' sum, or the mean under adaptive = exact
     test_accuracy: Optional[float] = None
     test_se: Optional[float] = None
     test_se_items: Optional[float] = None

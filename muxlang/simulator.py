@@ -64,11 +64,13 @@ class Config:
 
     pool: tuple[tuple[str, int], ...]
     rule: str = "slm_mux"
+    adaptive: str = "off"  # "off" | "exact": how the mux draws (``muxlang.adaptive_simulation``)
 
     @staticmethod
-    def of(pool: Mapping[str, int] | Iterable[tuple[str, int]], rule: str = "slm_mux") -> "Config":
+    def of(pool: Mapping[str, int] | Iterable[tuple[str, int]], rule: str = "slm_mux",
+           adaptive: str = "off") -> "Config":
         items = pool.items() if isinstance(pool, Mapping) else pool
-        return Config(tuple((str(m), int(b)) for m, b in items if int(b) > 0), rule)
+        return Config(tuple((str(m), int(b)) for m, b in items if int(b) > 0), rule, adaptive)
 
     @property
     def models(self) -> list[str]:
@@ -79,7 +81,8 @@ class Config:
 
     def __str__(self) -> str:
         inner = ", ".join(f"{m} * {b}" for m, b in self.pool)
-        return f"{self.rule}[{inner}]"
+        policy = f" adaptive={self.adaptive}" if self.adaptive != "off" else ""
+        return f"{self.rule}[{inner}]{policy}"
 
 
 @dataclass
@@ -94,7 +97,7 @@ class Score:
     n_items: int
     n_trials: int
     correct_per_trial: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
-    samples: int = 0  # samples per item at full budget
+    samples: float = 0  # samples drawn per item: the budgets' sum, or the mean under adaptive
     spend: float = 0.0  # the ``cost`` objective, in ``Simulator.cost_unit`` (USD, tokens, samples)
 
     @property
@@ -231,9 +234,11 @@ class Simulator:
         self._fast: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self._wrong: dict[tuple[str, int], np.ndarray] = {}
         self._majority_answers: dict[tuple, np.ndarray] = {}
+        self._drawn: dict[Config, list[float]] = {}  # adaptive configurations: samples drawn
         self._chains: dict[tuple, Optional[_VoteWalk]] = {}
         self._prefixes: dict[tuple, _Votes] = {}
         self._slot_cells: dict[str, _Slots] = {}
+        self._member_keys: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
 
     # --- encoding -------------------------------------------------------------------------------
     def _encode(self) -> None:
@@ -345,15 +350,37 @@ class Simulator:
     def top(self, model: str, budget: int) -> tuple[np.ndarray, np.ndarray]:
         """Per (trial, item): the model's most frequent class among its drawn samples (ties to
         the class drawn first; -1 when none is readable) and that class's count. One walk over
-        the model's slots (``_VoteWalk``, a pool of one) gives every budget at once."""
+        the model's slots (``member_keys``) gives every budget at once."""
         key = (model, budget)
         if key not in self._top:
             self._check_budget(model, budget)
-            walk = _VoteWalk.start(self, ((model, self.k_stored[model]),), [0])
-            assert walk is not None  # one member always fits
-            for b in range(1, self.k_stored[model] + 1):
-                self._top[(model, b)] = walk.answer(b), walk.count(b)
+            self.member_keys(model)
         return self._top[key]
+
+    def member_keys(self, model: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """The model alone, after each number of drawn samples n = 0..k: the largest and the
+        second largest vote key per (trial x items) row, (k + 1, rows) each, and the bits
+        below the count (a key is ``count << high | (cap - first slot)``). What adaptive
+        sampling asks of a member: its answer's count, and whether the rest of its samples
+        could still change it (``muxlang.adaptive_simulation``)."""
+        if model not in self._member_keys:
+            k = self.k_stored[model]
+            self._check_budget(model, max(k, 1))
+            layout = _Layout.of(self, ((model, k),), [0])
+            assert layout is not None  # one member always fits
+            votes = _Votes(self, layout.dtype, second=True)
+            first = np.zeros((k + 1, votes.top.size), layout.dtype)
+            second = np.zeros_like(first)
+            shape = (self.simulations, self.n_items)
+            for slot in range(k):
+                votes.add(self, layout, 0, slot)
+                first[slot + 1], second[slot + 1] = votes.top, votes.second
+                answer = votes.best.astype(np.int32)
+                answer[votes.top == 0] = UNREADABLE
+                count = (votes.top >> layout.high).astype(np.int32)
+                self._top[(model, slot + 1)] = answer.reshape(shape), count.reshape(shape)
+            self._member_keys[model] = first, second, layout.high
+        return self._member_keys[model]
 
     def _rank_table(self) -> dict[tuple[int, int], int]:
         """Every fraction count/budget this store can produce → its rank in increasing order."""
@@ -607,12 +634,29 @@ class Simulator:
         union = contradiction = 0.0
         if with_union and config.pool:
             union, contradiction = self.union_contradiction(config)
-        tokens = sum(b * self.votes.tokens_per_sample(m) for m, b in config.pool)
-        cost = sum(b * self.votes.cost_per_sample(m) for m, b in config.pool)
-        samples = sum(b for _, b in config.pool)
+        drawn = self.samples_drawn(config)
+        tokens = sum(n * self.votes.tokens_per_sample(m) for (m, _), n in zip(config.pool, drawn))
+        cost = sum(n * self.votes.cost_per_sample(m) for (m, _), n in zip(config.pool, drawn))
+        samples = sum(drawn)
         spend = {"usd": cost, "tokens": tokens}.get(self.cost_unit, samples)
         return Score(mean, se, se_items, union, contradiction, float(tokens), float(cost),
                      self.n_items, self.simulations, per_trial, samples, float(spend))
+
+    def samples_drawn(self, config: Config) -> list[float]:
+        """Per pool member, the samples it draws per item: its budget, or under ``adaptive =
+        exact`` the mean over trials and items of what the policy draws (the answers are the
+        full budget's). ``delta(p)`` decides by a seeded Monte Carlo per record and is not
+        simulated: ``eval`` measures it on a chosen pool."""
+        if config.adaptive == "off":
+            return [b for _, b in config.pool]
+        if config.adaptive != "exact":
+            raise MuxError(f"the simulator scores adaptive = off or exact, not "
+                           f"{config.adaptive}; measure it on a chosen pool with `muxlang eval`")
+        if config not in self._drawn:
+            from muxlang.adaptive_simulation import exact_draws
+
+            self._drawn[config] = [float(n) for n in exact_draws(self, config).mean(axis=1)]
+        return self._drawn[config]
 
     @property
     def cost_unit(self) -> str:
@@ -716,15 +760,18 @@ class _Votes:
     Unreadable samples land in an extra cell at the end of each row and add nothing there: its
     key stays 0 and never becomes the largest (every key of a voted class is positive)."""
 
-    def __init__(self, sim: Simulator, dtype: type):
+    def __init__(self, sim: Simulator, dtype: type, second: bool = False):
         rows = sim.row_starts().size
         self.keys = np.zeros(sim._row_cells, dtype)
         self.best = np.zeros(rows, sim.class_dtype)  # the class of each row's largest key
         self.top = np.zeros(rows, dtype)  # and that key (0: no readable vote yet)
+        # with ``second``: each row's second largest key too (0 when there is none)
+        self.second = np.zeros(rows, dtype) if second else None
 
     def copy(self) -> "_Votes":
         out = object.__new__(_Votes)
         out.keys, out.best, out.top = self.keys.copy(), self.best.copy(), self.top.copy()
+        out.second = None if self.second is None else self.second.copy()
         return out
 
     @property
@@ -745,6 +792,11 @@ class _Votes:
                                            << layout.shifts[position])
         self.keys[cells] = grown
         take = grown > self.top
+        if self.second is not None:  # the runner-up: the old top when another class passes
+            # it, else the larger of itself and the grown key (unless that is the top's own)
+            other = slots.classes[slot] != self.best
+            runner = np.where(take, self.top, np.maximum(self.second, grown))
+            self.second = np.where(other, runner, self.second)
         self.best += (slots.classes[slot] - self.best) * take
         np.maximum(self.top, grown, out=self.top)
 

@@ -24,7 +24,7 @@ import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 import optuna
@@ -66,6 +66,7 @@ class Space:
     pool_size: tuple[int, int]
     rules: list[str]
     max_samples: int | None = None  # samples per item at most (the sum of the budgets)
+    adaptive: list[str] = field(default_factory=lambda: ["off"])  # the mux's sampling policies
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -100,7 +101,7 @@ class Space:
             w = self.n_budgets(m)
             for j in range(hi, 0, -1):
                 dp[j] += dp[j - 1] * w
-        return sum(dp[lo:hi + 1]) * len(self.rules)
+        return sum(dp[lo:hi + 1]) * len(self.rules) * len(self.adaptive)
 
     def _size_capped(self) -> int:
         """``size`` under ``max_samples``: dp[j][s] = ways to pick j models using s samples."""
@@ -113,27 +114,28 @@ class Space:
             for j in range(hi, 0, -1):
                 for s in range(cap, -1, -1):
                     dp[j][s] += sum(dp[j - 1][s - b] for b in range(b_lo, min(b_hi, s) + 1))
-        return sum(sum(dp[j]) for j in range(lo, hi + 1)) * len(self.rules)
+        return sum(sum(dp[j]) for j in range(lo, hi + 1)) * len(self.rules) * len(self.adaptive)
 
     def enumerate(self) -> Iterator[Config]:
-        """Every feasible configuration, in a fixed order (rule, pool size, subset, budgets)."""
+        """Every feasible configuration, in a fixed order (rule, sampling policy, pool size,
+        subset, budgets)."""
         lo, hi = self.pool_size
-        for rule in self.rules:
+        for rule, policy in itertools.product(self.rules, self.adaptive):
             for size in range(lo, hi + 1):
                 for subset in itertools.combinations(self.candidates, size):
                     ranges = [range(self.budgets[m][0], self.budgets[m][1] + 1) for m in subset]
                     for budgets in itertools.product(*ranges):
                         if self.max_samples is None or sum(budgets) <= self.max_samples:
-                            yield Config(tuple(zip(subset, budgets)), rule)
+                            yield Config(tuple(zip(subset, budgets)), rule, policy)
 
-    def decode(self, raw: dict[str, int], rule: str) -> Config:
+    def decode(self, raw: dict[str, int], rule: str, adaptive: str = "off") -> Config:
         """Optuna params (0 = out, v ≥ 1 = low + v − 1) → a Config in candidate order."""
         pool = []
         for m in self.candidates:
             v = raw.get(m, 0)
             if v > 0:
                 pool.append((m, self.budgets[m][0] + v - 1))
-        return Config(tuple(pool), rule)
+        return Config(tuple(pool), rule, adaptive)
 
     def violation(self, config: Config) -> float:
         n = len(config.pool)
@@ -182,7 +184,7 @@ def _param_name(model: str) -> str:
 
 def config_attrs(config: Config, score: Score) -> dict:
     return {"pool": config.as_dict(), "pool_order": config.models, "rule": config.rule,
-            "score": {k: v for k, v in score.as_dict().items()}}
+            "adaptive": config.adaptive, "score": {k: v for k, v in score.as_dict().items()}}
 
 
 class Objective:
@@ -198,9 +200,11 @@ class Objective:
             return self.grid[trial.suggest_int("config", 0, len(self.grid) - 1)]
         rule = (trial.suggest_categorical("rule", list(self.space.rules))
                 if len(self.space.rules) > 1 else self.space.rules[0])
+        policy = (trial.suggest_categorical("adaptive", list(self.space.adaptive))
+                  if len(self.space.adaptive) > 1 else self.space.adaptive[0])
         raw = {m: trial.suggest_int(_param_name(m), 0, self.space.n_budgets(m))
                for m in self.space.candidates}
-        return self.space.decode(raw, rule)
+        return self.space.decode(raw, rule, policy)
 
     def evaluate(self, config: Config) -> tuple[list[float], Score]:
         want_union = "union_contradiction" in self.objectives
@@ -294,7 +298,7 @@ def _rank_key(r: TrialRecord, directions: Sequence[str]):
     return tuple((-v if d == "maximize" else v) for v, d in zip(r.values, directions)) + (
         # equal objectives: the cheaper configuration (money, tokens, samples), then fewer models
         r.score.get("cost", 0.0), r.score.get("tokens", 0.0),
-        sum(b for _, b in r.config.pool), len(r.config.pool), r.tie_rank)
+        r.score.get("samples", sum(b for _, b in r.config.pool)), len(r.config.pool), r.tie_rank)
 
 
 def records_from_study(study: optuna.Study,
@@ -310,7 +314,7 @@ def records_from_study(study: optuna.Study,
             config = grid[int(index)]
         elif "pool_order" in attrs:
             pool = tuple((m, int(attrs["pool"][m])) for m in attrs["pool_order"])
-            config = Config(pool, attrs["rule"])
+            config = Config(pool, attrs["rule"], attrs.get("adaptive", "off"))
         else:
             continue
         feasible = all(c <= 0 for c in attrs.get("constraint", [0.0]))

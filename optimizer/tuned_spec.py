@@ -160,6 +160,17 @@ def tuned_text(source: str, path: str, mux: str, config: Config, header: Sequenc
     elif config.rule != "slm_mux":
         at = _line_end(source, pool.value.end)
         edits.append((at, at, "\n" + " " * indent + f"rule = {config.rule}"))
+    adaptive = decl.get("adaptive")
+    written = source[adaptive.value.start:adaptive.value.end] if adaptive is not None else "off"
+    # a mux that samples with delta(p) keeps it unless exact was chosen (tune replays off and
+    # exact only)
+    if written != config.adaptive and not (written.startswith("delta")
+                                            and config.adaptive == "off"):
+        if adaptive is not None:
+            edits.append((adaptive.value.start, adaptive.value.end, config.adaptive))
+        else:
+            at = _line_end(source, rule.value.end if rule is not None else pool.value.end)
+            edits.append((at, at, "\n" + " " * indent + f"adaptive = {config.adaptive}"))
     if out_path is not None:
         src_dir = Path(path).resolve().parent
         out_dir = Path(out_path).resolve().parent
@@ -198,6 +209,8 @@ def write_tuned_spec(spec_path: str, mux: str, config: Config, record: Record,
 
 
 def config_of_spec(spec, mux: str) -> Config:
-    """The pool and rule of ``mux`` in a checked spec, as a Config."""
+    """The pool, rule and sampling policy of ``mux`` in a checked spec, as a Config (delta(p),
+    which the simulator does not replay, as off)."""
     m = spec.muxes[mux]
-    return Config(tuple((p.name, p.samples) for p in m.pool), m.rule.name)
+    return Config(tuple((p.name, p.samples) for p in m.pool), m.rule.name,
+                  m.adaptive if m.adaptive in ("off", "exact") else "off")

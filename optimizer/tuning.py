@@ -93,7 +93,8 @@ def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> S
     if not names:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in "
                        f"'{sim.votes.dataset}'")
-    return Space(names, budgets, tune.pool_size, list(tune.rules), tune.max_samples)
+    return Space(names, budgets, tune.pool_size, list(tune.rules), tune.max_samples,
+                 list(tune.adaptive))
 
 
 def _half_interval(entry: TuneEntry) -> float:
@@ -103,10 +104,11 @@ def _half_interval(entry: TuneEntry) -> float:
 
 def _entry(config: Config, val: dict, test: dict | None) -> TuneEntry:
     entry = TuneEntry(
-        pool=config.as_dict(), rule=config.rule, val_accuracy=val["accuracy"],
+        pool=config.as_dict(), rule=config.rule, adaptive=config.adaptive,
+        val_accuracy=val["accuracy"],
         val_se=val["se"], val_se_items=val["se_items"], union=val["union"],
         contradiction=val["contradiction"], cost=val["cost"], tokens=val["tokens"],
-        samples=sum(config.as_dict().values()))
+        samples=val["samples"])
     if test is not None:
         entry.test_accuracy, entry.test_se = test["accuracy"], test["se"]
         entry.test_se_items, entry.test_cost = test["se_items"], test["cost"]
@@ -252,6 +254,8 @@ def search(tune: ir.Tune, val: StoredVotes, val_sim: Simulator, space: Space,
                "objectives": objectives, "simulations": simulations, "seed": seed,
                "rules": space.rules, "pool_size": list(space.pool_size),
                "budgets": {m: list(b) for m, b in space.budgets.items()}})
+    if space.adaptive != ["off"]:  # (studies from before adaptive was searched still resume)
+        fp["adaptive"] = space.adaptive
     total = min(trials, space.size())
     with _Progress(total, options.progress) as progress:
         result = run_search(val_sim, space, objectives, trials, options.sampler or tune.sampler,
@@ -267,19 +271,23 @@ def accuracy_cost(feasible: list[TrialRecord], score: Callable[[Config], TuneEnt
     """Accuracy vs spend of every feasible trial (the first 5000), and its 2-D front: cost when
     any is priced, else tokens, else samples."""
     points = [TunePoint(accuracy=r.score.get("accuracy", 0.0), cost=r.score.get("cost", 0.0),
-                        tokens=r.score.get("tokens", 0.0),
-                        samples=sum(b for _, b in r.config.pool)) for r in feasible[:5000]]
+                        tokens=r.score.get("tokens", 0.0), samples=_samples(r))
+              for r in feasible[:5000]]
     axis = ("cost" if any(p.cost > 0 for p in points)
             else "tokens" if any(p.tokens > 0 for p in points) else "samples")
 
     def x_of(r: TrialRecord) -> float:
-        return (sum(b for _, b in r.config.pool) if axis == "samples"
-                else r.score.get(axis, 0.0))
+        return _samples(r) if axis == "samples" else r.score.get(axis, 0.0)
 
     two_d = [TrialRecord(r.number, r.config, (r.score.get("accuracy", 0.0), x_of(r)), r.score,
                          rank=r.rank) for r in feasible]
     front = [score(r.config) for r in pareto_front(two_d, ["maximize", "minimize"])][:60]
     return points, front
+
+
+def _samples(r: TrialRecord) -> float:
+    """Samples a trial's configuration draws per item (the mean, under adaptive sampling)."""
+    return r.score.get("samples", sum(b for _, b in r.config.pool))
 
 
 def single_baselines(space: Space, references: list[str], val_sim: Simulator,
@@ -304,7 +312,7 @@ def budget_curves(config: Config, space: Space, val_sim: Simulator, test_sim: Si
         points_m = []
         for budget in range(1, top + 1):
             pool = tuple((x, budget if x == m else y) for x, y in config.pool)
-            cfg = Config(pool, config.rule)
+            cfg = Config(pool, config.rule, config.adaptive)
             points_m.append(CurvePoint(
                 budget=budget, val_accuracy=val_sim.score(cfg, False).accuracy,
                 test_accuracy=(test_sim.score(cfg, False).accuracy if test_sim is not None
@@ -354,7 +362,8 @@ def render_text(result: TuneResult, out=None) -> None:
              if result.test else ""), file=out)
     print(f"objectives: {', '.join(result.objectives)}", file=out)
     print("", file=out)
-    print(f"best: {b.rule} [{pool(b)}]", file=out)
+    policy = f", adaptive = {b.adaptive}" if b.adaptive != "off" else ""
+    print(f"best: {b.rule} [{pool(b)}]{policy}: {b.samples:g} samples per item", file=out)
     print(f"  validation accuracy {pct(b.val_accuracy)}{se(b.val_se)} (simulations)"
           f"{se(b.val_se_items)} (items)", file=out)
     if b.test_accuracy is not None:

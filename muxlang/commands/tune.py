@@ -144,7 +144,7 @@ def _write_tuned(args, tune, result) -> None:
         dataset_label = f"{args.dataset} (split {args.split:g}/{1 - args.split:g}, " \
                         f"seed {args.split_seed}: validation part)"
     best = result.best
-    config = Config(tuple(best.pool.items()), best.rule)
+    config = Config(tuple(best.pool.items()), best.rule, best.adaptive)
     storage = storage_url(args.storage)
     study = result.study
     record = Record(

@@ -8,7 +8,7 @@ dataset fields cannot fill. It keeps going after an error so one run reports the
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, Optional
 
 from muxlang import ir
 from muxlang.errors import Diagnostic, Pos, SpecError, did_you_mean
@@ -522,13 +522,36 @@ class Checker:
             self.report(decl.get("samples").value, "the sample range must allow at least 1",
                         "write e.g. 0..9")
             return
+        adaptive = self._tune_adaptive(decl, mux)
+        if adaptive is None:
+            return
         self.spec.tunes[decl.name] = ir.Tune(
             name=decl.name, mux=mux, candidates=candidates, samples=samples,
             pool_size=pool_size, rules=[r.name for r in rules] or [mux.rule.name],
-            pos=decl.name_pos,
+            adaptive=adaptive, pos=decl.name_pos,
             **self._given(decl, objectives="objectives", trials="trials",
                           simulations="simulations", penalty="penalty", sampler="sampler",
                           seed="seed", max_samples="max_samples"))
+
+
+    def _tune_adaptive(self, decl: ast.Decl, mux: ir.Mux) -> Optional[list[str]]:
+        """The sampling policies a tune block searches: those it lists (off and exact, each
+        once), else the mux's own (off in place of delta(p)); None after reporting."""
+        attr = decl.get("adaptive")
+        if attr is None:
+            return [mux.adaptive if mux.adaptive in ("off", "exact") else "off"]
+        listed = self._get(decl, "adaptive")
+        for node, policy in zip(attr.value.items, listed):
+            if policy not in ("off", "exact"):
+                self.report(node, f"tune searches adaptive = off or exact, not {policy}: "
+                            "delta(p) decides by a Monte Carlo estimate per record, which the "
+                            "simulator does not replay", "measure delta(p) on the tuned mux "
+                            "with `muxlang eval`")
+                return None
+        if len(set(listed)) != len(listed):
+            self.report(attr.value, "a policy is listed twice", None)
+            return None
+        return list(listed)
 
 
 def check_modules(modules: list[ast.Module]) -> ir.Spec:

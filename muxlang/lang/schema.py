@@ -429,6 +429,7 @@ SCHEMAS: dict[str, Schema] = {
         "sampler": Choice(choices=("auto", "grid", "tpe", "nsga2")),
         "max_samples": Int(1),
         "seed": Int(),
+        "adaptive": ListOf(item=Adaptive(), min_items=1),
     }, required=("mux",)),
 }
 

@@ -250,3 +250,48 @@ def test_ctrl_c_says_how_to_resume_and_shows_no_optuna_noise(tmp_path):
     assert proc.returncode == 130, err
     assert "run the same command again to resume it" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "[W " not in err
+
+
+def test_tune_searches_adaptive_exact_and_writes_it(store, tmp_path, capsys):
+    """With ``adaptive = [off, exact]`` every pool is scored both ways: exact has the full
+    budget's accuracy for fewer samples, so it wins the tie, and the tuned mux says so."""
+    url, spec = store
+    searched = spec.read_text().replace("  seed        = 3\n",
+                                        "  seed        = 3\n  adaptive    = [off, exact]\n")
+    # (slm_mux: a first member sure of its answer spares the others; majority with budgets of
+    # 4 settles only when every vote is cast)
+    searched = searched.replace("rules       = [slm_mux, majority]", "rules       = [slm_mux]")
+    source = tmp_path / "adaptive.mux"
+    source.write_text(searched)
+    out = tmp_path / "tuned.mux"
+    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "hand",
+                             "--sampler", "grid", "--trials", "5000", "--json", "--out", str(out))
+    assert code == 0, err
+    result = json.loads(stdout)
+    best = result["best"]
+    assert best["adaptive"] == "exact"
+    assert best["samples"] < sum(best["pool"].values())
+    # the same pool drawn in full: the same accuracy, more samples
+    spec_obj, val = _votes(url, source, "hand")
+    sim = Simulator(val, 16, 3, models=[m.name for m in spec_obj.tunes["search"].candidates])
+    tuned = config_of_spec(load_spec(out), "duo")
+    assert tuned.adaptive == "exact" and tuned.as_dict() == best["pool"]
+    full = sim.score(type(tuned)(tuned.pool, tuned.rule))
+    assert sim.score(tuned).accuracy == full.accuracy == best["val_accuracy"]
+    assert sim.score(tuned).samples == best["samples"] < full.samples
+    assert "adaptive = exact" in out.read_text()
+    # the space held both policies of every pool
+    alone = tmp_path / "off.mux"
+    alone.write_text(searched.replace("  adaptive    = [off, exact]\n", ""))
+    assert result["space_size"] == 2 * json.loads(_run(
+        capsys, "tune", str(alone), "--store", url, "--dataset", "hand", "--sampler", "grid",
+        "--json", "--trials", "1")[1])["space_size"]
+
+
+def test_tune_refuses_delta_with_its_position(tmp_path, capsys):
+    source = tmp_path / "delta.mux"
+    source.write_text(SPEC.replace("  seed        = 3\n",
+                                   "  seed        = 3\n  adaptive    = [exact, delta(0.05)]\n"))
+    code, _, err = _run(capsys, "check", str(source))
+    assert code != 0
+    assert f"{source}:32:25: error" in err and "not delta(0.05)" in err and "muxlang eval" in err
