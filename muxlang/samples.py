@@ -163,6 +163,15 @@ class Sample:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def spent(self, price_input: float, price_output: float) -> float:
+        """USD this reply cost: what the gateway reported, else the prices (USD per token)
+        times its tokens; a reported 0 does not override a price (``StoredVotes.cost_source``
+        applies the same rule to stored samples)."""
+        priced = (self.input_tokens or 0) * price_input + (self.output_tokens or 0) * price_output
+        if self.cost is not None and (self.cost > 0 or not (price_input or price_output)):
+            return self.cost
+        return priced
+
 
 @dataclass
 class SampleFailure:

@@ -974,8 +974,7 @@ class Collection:
                     totals.drawn += 1
                     totals.tokens_in += result.input_tokens or 0
                     totals.tokens_out += result.output_tokens or 0
-                    totals.cost += ((result.input_tokens or 0) * job.model.price_input
-                                    + (result.output_tokens or 0) * job.model.price_output)
+                    totals.cost += result.spent(job.model.price_input, job.model.price_output)
                 else:
                     totals.failed += 1
                     message = f"{job.model.name}: {result.error}"

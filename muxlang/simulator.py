@@ -661,7 +661,8 @@ class Simulator:
     @property
     def cost_unit(self) -> str:
         """What the ``cost`` objective counts, the same for every configuration: USD when every
-        model has a price and token counts, else tokens when every model has token counts, else
+        model has a cost per sample (``StoredVotes.cost_per_sample``: what a gateway reported,
+        else prices times token counts), else tokens when every model has token counts, else
         samples (so that without prices a sample is never free)."""
         if not hasattr(self, "_cost_unit"):
             models = self.models

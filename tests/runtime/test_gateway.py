@@ -326,8 +326,10 @@ def test_reported_costs_reach_the_store_and_eval_reports_cost_from_them(
                                  for i in range(4)])
         store = tmp_path / "gw.sqlite"
         assert main(["collect", str(spec), "--dataset", str(records), "--samples", "3",
-                     "--store", str(store), "--no-progress"]) == 0
-        capsys.readouterr()
+                     "--store", str(store), "--no-progress", "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        # collect's total: what the gateway reported, not b's price x tokens
+        assert summary["cost"] == pytest.approx(4 * (0.006 + 0.0009))
         costs = _stored_costs(store)
         # one request with n = 3 per model and record: its cost shared by its three samples
         assert [round(c, 6) for c in costs["id-a"]] == [0.002] * 12
