@@ -164,8 +164,8 @@ class Tune:
     sampler: str = "auto"  # "auto" | "grid" | "tpe" | "nsga2"
     seed: int = 0
     max_samples: int | None = None  # samples per item at most, over the whole pool
-    # the mux's sampling policies searched ("off", "exact"); a spec that leaves it out gets the
-    # mux's own policy (off when that is delta(p), which the simulator does not replay)
+    # the mux's sampling policies tried: off and exact in the search, delta(p) on its winner
+    # (optimizer/policies.py); a spec that leaves it out gets the mux's own policy
     adaptive: list[str] = field(default_factory=lambda: ["off"])
     pos: Pos = NOWHERE
 

@@ -422,6 +422,20 @@ class PoolSizeEntry(_Typed):
 
 
 @dataclass
+class PolicyEntry(_Typed):
+    """The winner's pool under one sampling policy, decided record by record on the first
+    ``trials`` resampling trials (``delta(p)``, which the simulator does not replay, against the
+    winner's own policy): ``chosen`` is the one the tuned mux uses."""
+
+    adaptive: str = "off"
+    val_accuracy: float = 0.0
+    val_se: float = 0.0
+    samples: float = 0.0  # drawn per item, the mean
+    trials: int = 0
+    chosen: bool = False
+
+
+@dataclass
 class TunePoint(_Typed):
     """One feasible trial: its accuracy and spend (for the accuracy–cost picture)."""
 
@@ -462,6 +476,7 @@ class TuneResult(_Typed):
     curves: dict[str, list[CurvePoint]] = field(default_factory=dict)
     pool_sizes: list[PoolSizeEntry] = field(default_factory=list)
     points: list[TunePoint] = field(default_factory=list)
+    policies: list[PolicyEntry] = field(default_factory=list)  # delta(p) on the winner's pool
     warnings: list[str] = field(default_factory=list)
     spec: Optional[str] = None  # Session.tune: the spec file, the store, the split
     store: Optional[str] = None
@@ -472,7 +487,8 @@ class TuneResult(_Typed):
         "best": TuneEntry, "front": _ListOf(TuneEntry), "dataset": TuneDataset,
         "test": TuneDataset, "front_accuracy_cost": _ListOf(TuneEntry),
         "baselines": TuneBaselines, "curves": _DictOf(_ListOf(CurvePoint)),
-        "pool_sizes": _ListOf(PoolSizeEntry), "points": _ListOf(TunePoint)}
+        "pool_sizes": _ListOf(PoolSizeEntry), "points": _ListOf(TunePoint),
+        "policies": _ListOf(PolicyEntry)}
     _renamed: ClassVar[dict[str, str]] = {"front": "pareto"}
 
 

@@ -162,10 +162,7 @@ def tuned_text(source: str, path: str, mux: str, config: Config, header: Sequenc
         edits.append((at, at, "\n" + " " * indent + f"rule = {config.rule}"))
     adaptive = decl.get("adaptive")
     written = source[adaptive.value.start:adaptive.value.end] if adaptive is not None else "off"
-    # a mux that samples with delta(p) keeps it unless exact was chosen (tune replays off and
-    # exact only)
-    if written != config.adaptive and not (written.startswith("delta")
-                                            and config.adaptive == "off"):
+    if written != config.adaptive:
         if adaptive is not None:
             edits.append((adaptive.value.start, adaptive.value.end, config.adaptive))
         else:

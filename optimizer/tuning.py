@@ -17,8 +17,9 @@ import optuna
 
 from muxlang import ir
 from muxlang.errors import MuxError
-from muxlang.results import (BestSingle, CurvePoint, PoolSizeEntry, TuneBaselines, TuneDataset,
-                             TuneEntry, TunePoint, TuneResult)
+from muxlang.results import (BestSingle, CurvePoint, PolicyEntry, PoolSizeEntry, TuneBaselines,
+                             TuneDataset, TuneEntry, TunePoint, TuneResult)
+from muxlang.optimizer.policies import POLICY_TRIALS, PolicyFigures, choose, measure, mux_with
 from muxlang.optimizer.search import (OBJECTIVES, Space, TrialRecord, pareto_front, run_search,
                                       score_to_dict)
 from muxlang.simulator import Config, Simulator, votes_hash
@@ -93,8 +94,8 @@ def build_space(tune: ir.Tune, sim: Simulator, warn: Callable[[str], None]) -> S
     if not names:
         raise MuxError(f"tune {tune.name}: no candidate has stored samples in "
                        f"'{sim.votes.dataset}'")
-    return Space(names, budgets, tune.pool_size, list(tune.rules), tune.max_samples,
-                 list(tune.adaptive))
+    searched = [p for p in tune.adaptive if p in ("off", "exact")] or ["off"]
+    return Space(names, budgets, tune.pool_size, list(tune.rules), tune.max_samples, searched)
 
 
 def _half_interval(entry: TuneEntry) -> float:
@@ -214,6 +215,11 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
                     fingerprint)
     score = _Scorer(val_sim, test_sim)
     best = score(result.best.config)
+    policies: list[PolicyEntry] = []
+    deltas = [p for p in tune.adaptive if p.startswith("delta")]
+    if deltas:
+        best, policies = _try_policies(spec, tune, best, result.best.config, deltas, val_sim,
+                                       test_sim, note)
     if test_sim is not None and not best.in_val_interval:
         note(f"the winner's test accuracy {best.test_accuracy:.4f} is outside its validation "
              f"interval {best.val_accuracy:.4f} ± {_half_interval(best):.4f} (2 SE)")
@@ -242,7 +248,51 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
             references={m: singles[m] for m in references if m in singles}),
         curves=(budget_curves(result.best.config, space, val_sim, test_sim)
                 if options.curves else {}),
-        pool_sizes=best_by_pool_size(feasible, test_sim), points=points, warnings=warnings)
+        pool_sizes=best_by_pool_size(feasible, test_sim), points=points, policies=policies,
+        warnings=warnings)
+
+
+def _try_policies(spec: ir.Spec, tune: ir.Tune, best: TuneEntry, config: Config,
+                  deltas: list[str], val_sim: Simulator, test_sim: Simulator | None,
+                  note: Callable[[str], None]) -> tuple[TuneEntry, list[PolicyEntry]]:
+    """``optimizer.policies``: the winner's pool with each ``delta(p)`` against its own policy,
+    record by record on the same trials; the winner's entry as chosen, and every figure."""
+    trials = min(POLICY_TRIALS, val_sim.simulations)
+
+    def run(sim: Simulator, policy: str) -> PolicyFigures:
+        return measure(sim, mux_with(tune.mux, spec.models, config, policy), config, trials)
+
+    own = run(val_sim, config.adaptive)
+    tried = [run(val_sim, p) for p in deltas]
+    chosen = choose(own, tried)
+    entries = [PolicyEntry(adaptive=f.adaptive, val_accuracy=f.accuracy, val_se=f.se,
+                           samples=f.samples, trials=f.trials, chosen=f is (chosen or own))
+               for f in [own, *tried]]
+    note(f"adaptive {', '.join(deltas)}: measured record by record on the winner's pool over "
+         f"{trials} trials against its own policy ({config.adaptive}): "
+         + "; ".join(f"{e.adaptive} {100 * e.val_accuracy:.2f}% with {e.samples:.2f} samples"
+                     for e in entries)
+         + (f"; {chosen.adaptive} chosen" if chosen else f"; {config.adaptive} kept"))
+    if chosen is None:
+        return best, entries
+    votes = val_sim.votes
+    pool = [m for m, _ in config.pool]
+    entry = TuneEntry(**{**vars(best), "adaptive": chosen.adaptive,
+                         "val_accuracy": chosen.accuracy, "val_se": chosen.se,
+                         "val_se_items": chosen.se_items, "samples": chosen.samples,
+                         "tokens": sum(n * votes.tokens_per_sample(m)
+                                       for m, n in zip(pool, chosen.drawn)),
+                         "cost": sum(n * votes.cost_per_sample(m)
+                                     for m, n in zip(pool, chosen.drawn))})
+    if test_sim is not None:
+        on_test = run(test_sim, chosen.adaptive)
+        entry.test_accuracy, entry.test_se = on_test.accuracy, on_test.se
+        entry.test_se_items = on_test.se_items
+        entry.test_cost = sum(n * test_sim.votes.cost_per_sample(m)
+                              for m, n in zip(pool, on_test.drawn))
+        entry.in_val_interval = abs(entry.test_accuracy - entry.val_accuracy) <= \
+            _half_interval(entry)
+    return entry, entries
 
 
 def search(tune: ir.Tune, val: StoredVotes, val_sim: Simulator, space: Space,
@@ -371,6 +421,11 @@ def render_text(result: TuneResult, out=None) -> None:
               f"{se(b.test_se_items)} (items)", file=out)
     print(f"  cost {b.cost:.3g} USD/item, {b.tokens:.0f} tokens/item, "
           f"union {pct(b.union)}, contradiction {pct(b.contradiction)}", file=out)
+    for entry in result.policies:
+        mark = "  (chosen)" if entry.chosen else ""
+        print(f"  adaptive = {entry.adaptive}: validation {pct(entry.val_accuracy)}"
+              f"{se(entry.val_se)}, {entry.samples:.2f} samples per item "
+              f"({entry.trials} trials, record by record){mark}", file=out)
     bs = result.baselines.best_single
     if bs is not None:
         print(f"best single model: {bs.model}: validation {pct(bs.val_accuracy)}, "

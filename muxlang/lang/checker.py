@@ -535,19 +535,12 @@ class Checker:
 
 
     def _tune_adaptive(self, decl: ast.Decl, mux: ir.Mux) -> Optional[list[str]]:
-        """The sampling policies a tune block searches: those it lists (off and exact, each
-        once), else the mux's own (off in place of delta(p)); None after reporting."""
+        """The sampling policies a tune block tries: those it lists, each once, else the mux's
+        own; None after reporting."""
         attr = decl.get("adaptive")
         if attr is None:
-            return [mux.adaptive if mux.adaptive in ("off", "exact") else "off"]
+            return [mux.adaptive]
         listed = self._get(decl, "adaptive")
-        for node, policy in zip(attr.value.items, listed):
-            if policy not in ("off", "exact"):
-                self.report(node, f"tune searches adaptive = off or exact, not {policy}: "
-                            "delta(p) decides by a Monte Carlo estimate per record, which the "
-                            "simulator does not replay", "measure delta(p) on the tuned mux "
-                            "with `muxlang eval`")
-                return None
         if len(set(listed)) != len(listed):
             self.report(attr.value, "a policy is listed twice", None)
             return None

@@ -288,10 +288,63 @@ def test_tune_searches_adaptive_exact_and_writes_it(store, tmp_path, capsys):
         "--json", "--trials", "1")[1])["space_size"]
 
 
-def test_tune_refuses_delta_with_its_position(tmp_path, capsys):
+def test_tune_tries_delta_on_the_winners_pool_and_writes_what_it_chose(store, tmp_path,
+                                                                         capsys):
+    url, spec = store
     source = tmp_path / "delta.mux"
     source.write_text(SPEC.replace("  seed        = 3\n",
-                                   "  seed        = 3\n  adaptive    = [exact, delta(0.05)]\n"))
-    code, _, err = _run(capsys, "check", str(source))
-    assert code != 0
-    assert f"{source}:32:25: error" in err and "not delta(0.05)" in err and "muxlang eval" in err
+                                   "  seed        = 3\n  adaptive    = [exact, delta(0.3)]\n"))
+    out = tmp_path / "tuned.mux"
+    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "hand",
+                             "--test", "handtest", "--json", "--out", str(out))
+    assert code == 0, err
+    result = json.loads(stdout)
+    policies = result["policies"]
+    assert [p["adaptive"] for p in policies] == ["exact", "delta(0.3)"]
+    assert sum(p["chosen"] for p in policies) == 1 and all(p["trials"] == 10 for p in policies)
+    chosen = next(p for p in policies if p["chosen"])
+    best = result["best"]
+    assert best["adaptive"] == chosen["adaptive"]
+    if chosen["adaptive"] == "delta(0.3)":  # chosen only without a loss, for fewer samples
+        assert chosen["val_accuracy"] >= policies[0]["val_accuracy"]
+        assert chosen["samples"] < policies[0]["samples"]
+    assert f"adaptive = {chosen['adaptive']}" in out.read_text()
+    assert "record by record" in " ".join(result["warnings"])
+
+
+def test_a_delta_that_loses_nothing_replaces_the_full_budget(tmp_path, capsys):
+    """Models that repeat one answer per question: delta(0.2) stops after a quarter of each
+    budget with the same answers, so it is chosen, and the winner's figures become its own."""
+    from muxlang.store import Store, import_samples
+    from muxlang.votes import StoredVotes
+
+    items = [f"q{i}" for i in range(30)]
+    gold = [str(i % 4) for i in range(30)]
+    rows = {"m0": [[g if i % 10 < 7 else "9"] * 8 for i, g in enumerate(gold)],
+            "m1": [[g if i % 10 < 5 else "8"] * 8 for i, g in enumerate(gold)]}
+    votes = StoredVotes("same", items, ["m0", "m1"], rows, gold)
+    url = str(tmp_path / "same.sqlite")
+    store = Store(url)
+    try:
+        import_samples(store, *write_zeroeval(votes, tmp_path, "same"), dataset="same")
+    finally:
+        store.close()
+    source = tmp_path / "same.mux"
+    source.write_text(SPEC.replace("candidates  = [m0, m1, m2, m3]", "candidates  = [m0, m1]")
+                      .replace("samples     = 0..4", "samples     = 8..8")
+                      .replace("  seed        = 3\n",
+                               "  seed        = 3\n  adaptive    = [off, delta(0.2)]\n"))
+    out = tmp_path / "tuned.mux"
+    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "same",
+                             "--split", "0.5", "--json", "--out", str(out))
+    assert code == 0, err
+    result = json.loads(stdout)
+    own, delta = result["policies"]
+    assert (own["adaptive"], delta["adaptive"]) == ("off", "delta(0.2)")
+    assert delta["chosen"] and not own["chosen"], result["policies"]
+    assert delta["val_accuracy"] == own["val_accuracy"] and delta["samples"] < own["samples"]
+    best = result["best"]
+    assert (best["adaptive"], best["val_accuracy"], best["samples"]) == (
+        "delta(0.2)", delta["val_accuracy"], delta["samples"])
+    assert best["test_accuracy"] is not None
+    assert "adaptive = delta(0.2)" in out.read_text()
