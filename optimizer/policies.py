@@ -56,11 +56,15 @@ def measure(sim: Simulator, mux: ir.Mux, config: Config, trials: int) -> PolicyF
     drawn = np.zeros(len(config.pool))
     votes = sim.votes
     orders = {m: sim.draws(m) for m, _ in config.pool}
+    seen: dict[tuple, semantics.Outcome] = {}  # trials that drew the same: decided once
     for t in range(trials):
         for row, i in enumerate(sim.item_index):
             keys = {m: [votes.votes[m][i][j] for j in orders[m][t, row, :b].tolist()]
                     for m, b in config.pool}
-            outcome = semantics.decide(mux, keys, sim.accuracies)
+            state = tuple(tuple(k) for k in keys.values())
+            outcome = seen.get(state)
+            if outcome is None:
+                outcome = seen[state] = semantics.decide(mux, keys, sim.accuracies)
             right[t, row] = outcome.answer is not None and outcome.answer == votes.gold[i]
             for p, (m, _) in enumerate(config.pool):
                 drawn[p] += outcome.used.get(m, 0)

@@ -413,7 +413,8 @@ def render_text(result: TuneResult, out=None) -> None:
     print(f"objectives: {', '.join(result.objectives)}", file=out)
     print("", file=out)
     policy = f", adaptive = {b.adaptive}" if b.adaptive != "off" else ""
-    print(f"best: {b.rule} [{pool(b)}]{policy}; samples per item: {b.samples:g}", file=out)
+    print(f"best: {b.rule} [{pool(b)}]{policy}; samples per item: {round(b.samples, 2):g}",
+          file=out)
     print(f"  validation accuracy {pct(b.val_accuracy)}{se(b.val_se)} (simulations)"
           f"{se(b.val_se_items)} (items)", file=out)
     if b.test_accuracy is not None:
