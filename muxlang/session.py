@@ -35,7 +35,7 @@ from typing import (Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mappi
                     Sequence, Union)
 
 from muxlang import ir
-from muxlang.errors import MuxError, SpecError, did_you_mean
+from muxlang.errors import DatasetError, MuxError, SpecError, did_you_mean, shorten
 from muxlang.results import (CollectResult, EvalReport, RecordResult, RunInfo, TuneResult)
 
 __all__ = ["Spec", "SpecError", "load", "loads", "Session", "Runner", "Collection", "MuxWarning",
@@ -194,10 +194,13 @@ def tie_break_accuracies(spec: ir.Spec, runnable: ir.Runnable, store: Any = None
     opened = None
     if store is None:
         if not store_exists(store_url):
+            from muxlang.store.urls import resolve_url
+
+            where = resolve_url(store_url)  # a SQLite file that does not exist: no password
             for mux in wanted:
                 info.warnings.append(
                     f"mux '{mux.name}': validation dataset '{mux.validation}' needs the sample "
-                    "store (--store URL, or $MUXLANG_STORE); ties go by typed accuracies, "
+                    f"store, and there is none at {where}; ties go by typed accuracies, "
                     "else pool order")
             return info
         from muxlang.store import Store
@@ -460,7 +463,7 @@ class Session:
                 report = evaluate(store, spec, runnable, info, trials=trials, seed=seed,
                                   validation=validation_name, limit=limit)
             except BaseException as error:
-                store.finish_run(run_id, "failed", {"error": str(error)[:500]})
+                store.finish_run(run_id, "failed", {"error": _error_text(error)})
                 raise
             store.finish_run(run_id, "ok", {"baselines": report["baselines"],
                                             "mux": report["mux"]["accuracy"]})
@@ -488,12 +491,13 @@ class Session:
         spec = _spec(spec)
         block = tune_of(spec, tune)
         if split is not None and test:
-            raise MuxError("give either --test or --split, not both")
+            raise MuxError("give either test (held-out test data) or split (a share of the "
+                           "dataset held out), not both")
         if split is not None and not 0 < split < 1:
             raise MuxError(f"split must be between 0 and 1 (the validation share), not {split}")
         for label, value in (("trials", trials), ("simulations", simulations)):
             if value is not None and value < 1:
-                raise MuxError(f"--{label} must be at least 1")
+                raise MuxError(f"{label} must be at least 1, not {value!r}")
         storage = storage_url(storage)
         if storage and not study:
             study = f"{Path(spec.path).stem}-{block.name}"
@@ -530,7 +534,7 @@ class Session:
                 for r in references:
                     if r not in spec.models:
                         hint = did_you_mean(r, spec.models)
-                        raise MuxError(f"--reference {r}: no such model in the spec"
+                        raise MuxError(f"reference {shorten(r)}: no such model in the spec"
                                        + (f"; {hint}" if hint else ""))
                     refs.append(spec.models[r])
             else:
@@ -540,18 +544,21 @@ class Session:
             test_info = resolve_dataset(store, test, gold) if test else None
             if test_info is not None and test_info.content_hash == info.content_hash:
                 # scoring the winner on the data it was chosen on would report a biased figure
-                raise MuxError(f"--test {test} holds the same questions as --dataset "
-                               f"{dataset}; give held-out data, or --split 0.5 to hold out "
-                               f"part of {dataset}")
+                error = DatasetError(
+                    f"the test data {shorten(test)} holds the same questions as the dataset "
+                    f"{shorten(dataset)} searched on; give held-out test data, or a split "
+                    f"(split=0.5: half of it held out)", dataset=test)
+                error.same_as = dataset  # the command line says it with its flags
+                raise error
             val = load_votes(store, spec, block.mux, info, models=candidates)
             test_votes = (load_votes(store, spec, block.mux, test_info, models=candidates)
                           if test_info else None)
             if test_votes is not None:
                 shared = len(set(val.items) & set(test_votes.items))
                 if shared:
-                    self.warn(f"{shared} of the {len(test_votes.items)} questions of --test "
-                              f"{test} are also in --dataset {dataset}: the test figure is not "
-                              "fully held out")
+                    self.warn(f"{shared} of the {len(test_votes.items)} questions of the test "
+                              f"data {shorten(test)} are also in the dataset {shorten(dataset)} "
+                              "searched on: the test figure is not fully held out")
             kept = []
             for ref in refs:
                 try:
@@ -583,8 +590,18 @@ class Session:
             slim = {k: v for k, v in result.to_dict().items() if k != "points"}
             stored.set_user_attr("result", slim)
         except Exception as error:  # the study itself is complete; the picture data is a bonus
-            self.warn(f"could not save the result with study '{study}': {error}"
-                      .splitlines()[0])
+            first = (str(error).splitlines() or [type(error).__name__])[0]
+            self.warn(f"could not save the result with study '{study}': "
+                      + _error_text(first, 300))
+
+
+def _error_text(error: object, limit: int = 500) -> str:
+    """An exception's message as a run record or a warning keeps it: every key masked, *then*
+    cut (``muxlang.runtime.secrets.clip``). An error may quote anything a server or a callback
+    said, a key included; none reaches the store's runs table or a message unmasked."""
+    from muxlang.runtime.secrets import clip
+
+    return clip(error, limit)
 
 
 def _check_limit(limit: Optional[int]) -> None:
@@ -748,11 +765,8 @@ class Runner:
         if self.store is None:
             return
         try:
-            if error is not None:
-                from muxlang.runtime.secrets import scrub
-
-                # keys never reach the store, even inside an error nobody expected
-                self.store.finish_run(self.run_id, "failed", {"error": scrub(error)[:500]})
+            if error is not None:  # keys never reach the store, even in an unexpected error
+                self.store.finish_run(self.run_id, "failed", {"error": _error_text(error)})
             else:
                 self.store.finish_run(self.run_id, status,
                                       {"cache_hits": self.cache_hits, **(summary or {})})
@@ -1051,7 +1065,7 @@ class Collection:
         try:
             self._release_leases()
             if error is not None:
-                self.store.finish_run(self.run_id, "failed", {"error": str(error)[:500]})
+                self.store.finish_run(self.run_id, "failed", {"error": _error_text(error)})
             else:
                 self.store.finish_run(self.run_id, self.counts.status, self.counts.summary())
         finally:

@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from muxlang.errors import MuxError, caused_by_interrupt
+from muxlang.errors import DatasetError, MuxError, caused_by_interrupt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,12 +102,20 @@ def _tune(args) -> int:
     if args.plot and Path(args.plot).exists() and not Path(args.plot).is_dir():
         raise MuxError(f"--plot {args.plot} exists and is not a directory")
     session = Session(args.store, warn=_warn)
-    result = session.tune(
-        spec, args.dataset, test=args.test, split=args.split, tune=tune.name,
-        split_seed=args.split_seed, trials=args.trials, simulations=args.simulations,
-        seed=args.seed, sampler=args.sampler, objectives=_objectives(args.objective),
-        references=args.reference, storage=args.storage, study=args.study,
-        progress=not args.no_progress and not args.json and sys.stderr.isatty())
+    try:
+        result = session.tune(
+            spec, args.dataset, test=args.test, split=args.split, tune=tune.name,
+            split_seed=args.split_seed, trials=args.trials, simulations=args.simulations,
+            seed=args.seed, sampler=args.sampler, objectives=_objectives(args.objective),
+            references=args.reference, storage=args.storage, study=args.study,
+            progress=not args.no_progress and not args.json and sys.stderr.isatty())
+    except DatasetError as error:
+        if getattr(error, "same_as", None) is None:
+            raise
+        # the library names the data; this command line says it with the flags that were given
+        raise MuxError(f"--test {args.test} holds the same questions as --dataset "
+                       f"{args.dataset}; give held-out data, or --split 0.5 to hold out part "
+                       f"of {args.dataset}") from None
     if args.out:
         _write_tuned(args, tune, result)
         result.extra["out"] = args.out

@@ -404,6 +404,46 @@ def test_tune_with_test_data_and_its_errors(gsm8k_store):
         session.tune(spec, "zeroeval-gsm8k", tune="nope")
 
 
+def test_tune_mistakes_are_told_in_the_python_api_s_words_not_the_command_line_s(
+        gsm8k_store, tmp_path):
+    """The library decides, the command line parses and prints: a Python caller who passed
+    keyword arguments reads of ``test``, ``split``, ``references``, ``trials``, never of
+    ``--test`` or ``--split`` flags it never gave."""
+    from muxlang.errors import DatasetError
+
+    session = muxlang.Session(store=gsm8k_store)
+    spec = muxlang.load(GSM8K / "tune.mux")
+    val = str(GSM8K / "gsm8k-val.jsonl")
+    told = {}
+    for name, kwargs in {
+        "both": {"test": "x", "split": 0.5},
+        "trials": {"trials": 0},
+        "simulations": {"simulations": 0},
+        "reference": {"references": ["nope_model"]},
+        "same data": {"test": val},
+    }.items():
+        with pytest.raises(muxlang.MuxError) as caught:
+            session.tune(spec, val, **kwargs)
+        told[name] = str(caught.value)
+    assert "either test" in told["both"] and "split" in told["both"]
+    assert told["trials"].startswith("trials must be at least 1")
+    assert "reference 'nope_model': no such model in the spec" in told["reference"]
+    assert "holds the same questions" in told["same data"]
+    assert isinstance(caught.value, DatasetError)  # the last one: the data's fault
+    for message in told.values():
+        assert "--" not in message, message
+
+    # a test set that shares questions with the search data: the warning speaks of data too
+    part = tmp_path / "part.jsonl"
+    part.write_text("".join(Path(val).read_text().splitlines(keepends=True)[:40]))
+    warned: list[str] = []
+    muxlang.Session(store=gsm8k_store, warn=warned.append).tune(
+        spec, val, test=str(part), trials=1, objectives=["accuracy"])
+    assert any("40 of the 40 questions of the test data" in w and "also in the dataset" in w
+               for w in warned), warned
+    assert not any("--" in w for w in warned), warned
+
+
 # ---- docs/api.md -------------------------------------------------------------------------------
 def test_the_examples_of_docs_api_run(server, monkeypatch, capsys):
     """Every ``python`` block of docs/api.md, in order, in one namespace, from the repository

@@ -149,6 +149,41 @@ def test_sample_texts_lose_only_real_keys_not_key_shaped_text(plain_key):
     assert "abcdefgh123" not in scrub(text) and "sk-abcdefghijkl" not in scrub(text)
 
 
+def test_a_failed_run_keeps_no_key_in_the_runs_table_its_results_or_its_output(
+        server, plain_key, write_spec, write_records, tmp_path, capfd):
+    """The session ends a failed run (run, collect, eval) with the error's text in the store's
+    runs table: masked there like every message, whoever's error it was. Here the backend
+    refuses every request quoting the key, and the caller's progress hook fails quoting it too
+    (say, a dashboard URL that carries the key): the run is recorded as failed, keyless."""
+    import muxlang
+
+    server.add_fault("401", count=None, message=f"key {PLAIN_KEY} is not valid for this model")
+    spec = write_spec(spec_text(server.openai_url, samples=1))
+    records = write_records([{"id": i, "question": f"q{i}"} for i in range(3)])
+    store = tmp_path / "store.sqlite"
+    session = muxlang.Session(store)
+
+    results = session.run(spec, [{"id": 1, "question": "q1"}])
+    assert results[0].error is not None and MASK in results[0].error  # told, masked
+
+    def report(totals):
+        raise RuntimeError(f"POST https://dash.example/progress?key={PLAIN_KEY} refused "
+                           f"({totals.failed} failed so far)")
+
+    with pytest.raises(RuntimeError, match="dash.example"):
+        session.collect(spec, str(records), on_progress=report)
+
+    with sqlite3.connect(store) as db:
+        runs = db.execute("SELECT command, status, summary FROM runs ORDER BY id").fetchall()
+    assert [(kind, status) for kind, status, _ in runs] == [("run", "failed"),
+                                                          ("collect", "failed")]
+    assert "dash.example/progress?key=***" in runs[1][2]  # the error is kept, the key is not
+    captured = capfd.readouterr()
+    for where in (repr(results), json.dumps([r.to_dict() for r in results]), captured.out,
+                  captured.err, store_dump(store)):
+        assert leaks(where) == []
+
+
 PG_URL = os.environ.get("MUXLANG_TEST_POSTGRES",
                         "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
