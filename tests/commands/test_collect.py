@@ -522,28 +522,74 @@ def test_two_collectors_share_the_work_and_one_survives_kill_9(tmp_path, slow_se
     assert len(requested_samples(requests)) == len(requests)  # every request was answered
 
 
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (state T in /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def stop_a_lease_holder(store: Path, procs) -> tuple[subprocess.Popen, dict]:
+    """SIGSTOP a worker that holds leases on samples not stored yet, at a moment when it is not
+    inside a write transaction: the test holds SQLite's write lock meanwhile (a process stopped
+    while holding that lock would block every writer, leases or not). Returns the worker and
+    its leases as the store holds them once it is stopped, (key hash, index) -> expires_at: it
+    renews nothing after that, so these expiries are final."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        con = sqlite3.connect(store, timeout=60, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")  # no worker writes (claims, renews, stores) now
+            stored = set(con.execute("SELECT key_hash, sample_index FROM samples"))
+            held: dict[int, dict] = {}
+            for key_hash, index, owner, expires in con.execute(
+                    "SELECT key_hash, sample_index, owner, expires_at FROM collect_leases"):
+                if (key_hash, index) not in stored:
+                    held.setdefault(int(owner.split(":")[1]), {})[(key_hash, index)] = expires
+            victim = next((p for p in procs if held.get(p.pid) and p.poll() is None), None)
+            if victim is not None:
+                os.kill(victim.pid, signal.SIGSTOP)
+                while not stopped(victim.pid):  # the signal is delivered asynchronously
+                    assert time.monotonic() < deadline, "the worker did not stop"
+                    time.sleep(0.001)
+                return victim, held[victim.pid]
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")  # nothing was written: the workers write again
+            con.close()
+        time.sleep(0.02)
+    raise AssertionError("no worker holds leases on samples still to draw")
+
+
 def test_a_hung_collector_loses_its_claims_when_its_lease_expires(tmp_path, slow_server):
     """A worker that stops (SIGSTOP: a hung or cut-off host, its process still there) renews
-    nothing: once its lease time has passed, the other worker takes its claims and finishes."""
+    nothing: once its lease time has passed, the other worker takes its claims and finishes.
+    Proved on the store's own record, whatever the machine's load: every sample the stopped
+    worker held was requested by the survivor only after that sample's lease expired."""
     store = tmp_path / "s.sqlite"
     total = WORKER_ITEMS * len(MODELS) * K
-    lease = 2.0
-    spec, questions, procs, start = two_workers(tmp_path, slow_server, store,
-                                                "--lease", str(lease))
+    spec, questions, procs, start = two_workers(tmp_path, slow_server, store, "--lease", "2")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(rows(store)) < total // 3:
         time.sleep(0.02)
-    victim = victim_of(store, procs)
-    os.kill(victim.pid, signal.SIGSTOP)
-    stopped = time.monotonic()
+    victim, held = stop_a_lease_holder(store, procs)
     try:
         survivor = next(p for p in procs if p is not victim)
         _, err = survivor.communicate(timeout=120)
-        finished = time.monotonic()
         assert survivor.returncode == 0, err
         assert len(rows(store)) == total
-        # the victim's last renewal was at most lease / 3 before it stopped
-        assert finished - stopped >= lease * 2 / 3 - 0.1, "taken before the lease expired"
+        # the victim never stored these (stopped, then killed): the survivor drew each, and
+        # sent its request (created_at - latency: when the request went) after the lease's end
+        con = sqlite3.connect(store, timeout=30)
+        try:
+            drawn = {(h, i): (created, latency) for h, i, created, latency in con.execute(
+                "SELECT key_hash, sample_index, created_at, latency FROM samples")}
+        finally:
+            con.close()
+        assert held and set(held) <= set(drawn)
+        # (10 ms: the database clock's rounding; the lease is 2 s, the requests take 100 ms)
+        early = {pair: (drawn[pair][0] - drawn[pair][1], expires) for pair, expires in held.items()
+                 if drawn[pair][0] - drawn[pair][1] < expires - 0.01}
+        assert not early, f"taken before the lease expired (request sent, lease end): {early}"
     finally:
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
