@@ -80,3 +80,16 @@ def test_long_pools_wrap_one_member_per_line(tree):
 def test_mux_from_an_import_is_a_user_error(tree):
     with pytest.raises(MuxError, match="comes from an import"):
         tuned_text(ROOT, "root.mux", "other", Config((("a", 1),)), ["# h"])
+
+
+def test_keys_added_to_a_mux_written_on_one_line_stay_inside_it():
+    from muxlang.lang import check_text
+
+    source = ('backend b { kind = replay }\nmodel a { backend = b }\nmodel c { backend = b }\n'
+              'task t { user = "{q}" }\nmux m { task = t  pool = [a * 1] }\n')
+    config = Config(((("a", 3)), ("c", 2)), "majority", "exact")
+    text = tuned_text(source, "one.mux", "m", config, ["# tuned"])
+    spec = check_text(text)
+    mux = spec.muxes["m"]
+    assert (mux.rule.name, mux.adaptive) == ("majority", "exact")
+    assert [(p.name, p.samples) for p in mux.pool] == [("a", 3), ("c", 2)]
