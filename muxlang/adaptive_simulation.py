@@ -151,12 +151,9 @@ def _majority(sim: Simulator, config: Config, members: list[_Member], rows: int)
 
 def _majority_settled(sim: Simulator, config: Config, members: list[_Member],
                       drawn: list[int], remaining: int) -> np.ndarray:
-    votes = None
-    for (model, _), d in zip(config.pool, drawn):
-        if d:
-            counts = sim.class_counts(model, d).astype(np.int32)
-            votes = counts if votes is None else votes + counts
-    votes = votes.reshape(-1, votes.shape[-1])
+    counted = [(member, sim.class_counts(model, d).reshape(-1, sim.n_classes))
+               for (model, _), d, member in zip(config.pool, drawn, members) if d]
+    votes = sum(counts.astype(np.int32) for _, counts in counted)
     leader = votes.argmax(axis=1)
     lead = votes[np.arange(votes.shape[0]), leader]
     if votes.shape[1] > 1:
@@ -166,12 +163,9 @@ def _majority_settled(sim: Simulator, config: Config, members: list[_Member],
     clear = (lead > remaining) & (runner + remaining < lead)
     # the leader's best voter: the most trusted member with a vote for it
     voter = np.full(lead.shape, len(members), np.int64)
-    for (model, _), d, member in zip(config.pool, drawn, members):
-        if d:
-            mine = sim.class_counts(model, d).reshape(votes.shape)
-            voted = mine[np.arange(votes.shape[0]), leader] > 0
-            voter = np.where(voted, np.minimum(voter, member.rank), voter)
-    waiting = min((m.rank for m, d, b in zip(members, drawn, [m.budget for m in members])
-                   if d < b), default=len(members))
+    for member, counts in counted:
+        voted = counts[np.arange(votes.shape[0]), leader] > 0
+        voter = np.where(voted, np.minimum(voter, member.rank), voter)
+    waiting = min((m.rank for m, d in zip(members, drawn) if d < m.budget), default=len(members))
     settled = clear & (voter <= waiting)
     return np.where(lead == 0, remaining == 0, settled)

@@ -375,10 +375,8 @@ class Simulator:
             for slot in range(k):
                 votes.add(self, layout, 0, slot)
                 first[slot + 1], second[slot + 1] = votes.top, votes.second
-                answer = votes.best.astype(np.int32)
-                answer[votes.top == 0] = UNREADABLE
                 count = (votes.top >> layout.high).astype(np.int32)
-                self._top[(model, slot + 1)] = answer.reshape(shape), count.reshape(shape)
+                self._top[(model, slot + 1)] = votes.answer(shape), count.reshape(shape)
             self._member_keys[model] = first, second, layout.high
         return self._member_keys[model]
 
@@ -606,7 +604,7 @@ class Simulator:
         return votes
 
     def _majority_plain(self, config: Config) -> np.ndarray:
-        """The stdlib rule row by row: for pools whose keys would not fit 63 bits (many members
+        """The stdlib rule row by row: for pools whose keys would not fit 64 bits (many members
         with large budgets), where the incremental walk cannot pack them."""
         rule = _load_rule("majority")
         accuracies = [self.accuracies.get(m) for m in config.models]
@@ -716,8 +714,8 @@ class _Layout:
 
     models: tuple[str, ...]
     shifts: tuple[int, ...]  # per pool position
-    caps: tuple[int, ...]  # per pool position: the field of a class first drawn in slot s is
-    high: int  # cap - s; bits below the vote count
+    caps: tuple[int, ...]  # per pool position: a class first drawn in slot s has field cap - s
+    high: int  # bits below the vote count
     bits: int  # the widest key
 
     @staticmethod
@@ -779,6 +777,13 @@ class _Votes:
     def nbytes(self) -> int:
         return self.keys.nbytes + self.best.nbytes + self.top.nbytes
 
+    def answer(self, shape: tuple[int, int]) -> np.ndarray:
+        """(trials, items) the class of each row's largest key; -1 where nothing readable was
+        drawn."""
+        answer = self.best.astype(np.int32)
+        answer[self.top == 0] = UNREADABLE
+        return answer.reshape(shape)
+
     def add(self, sim: Simulator, layout: _Layout, position: int, slot: int) -> None:
         """Pool member ``position``'s sample in ``slot`` of every (trial, item) into its
         class's key (a vote, and the member's field when the class is new to it), then each
@@ -812,7 +817,7 @@ class _VoteWalk:
         self.sim, self.layout, self.votes = sim, layout, votes
         self.last = len(layout.models) - 1
         self.done = 0  # samples of the last member added
-        self.answers: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # budget -> answer, its key
+        self.answers: dict[int, np.ndarray] = {}  # budget of the last member -> answers
 
     @staticmethod
     def start(sim: Simulator, pool: tuple[tuple[str, int], ...],
@@ -824,27 +829,16 @@ class _VoteWalk:
 
     @property
     def nbytes(self) -> int:
-        return self.votes.nbytes + len(self.answers) * self.votes.best.size * 8
+        return self.votes.nbytes + len(self.answers) * self.votes.best.size * 4
 
     def answer(self, budget: int) -> np.ndarray:
         """(trials, items) answers with the last member at ``budget``; -1 = no readable vote."""
-        self._walk_to(budget)
-        return self.answers[budget][0]
-
-    def count(self, budget: int) -> np.ndarray:
-        """(trials, items) the votes of that answer (0 when none is readable)."""
-        self._walk_to(budget)
-        return (self.answers[budget][1] >> self.layout.high).astype(np.int32)
-
-    def _walk_to(self, budget: int) -> None:
         shape = (self.sim.simulations, self.sim.n_items)
-        votes = self.votes
         for slot in range(self.done, budget):
-            votes.add(self.sim, self.layout, self.last, slot)
-            answer = votes.best.astype(np.int32)
-            answer[votes.top == 0] = UNREADABLE
-            self.answers[slot + 1] = answer.reshape(shape), votes.top.reshape(shape).copy()
+            self.votes.add(self.sim, self.layout, self.last, slot)
+            self.answers[slot + 1] = self.votes.answer(shape)
         self.done = max(self.done, budget)
+        return self.answers[budget]
 
 
 # --- plain per-item reference ---------------------------------------------------------------------

@@ -132,12 +132,13 @@ def _line_end(text: str, offset: int) -> int:
     return len(text) if end < 0 else end
 
 
-def _added_key(source: str, after: int, indent: int, text: str) -> tuple[int, int, str]:
+def _added_key(source: str, decl: ast.Decl, after: int, indent: int,
+               text: str) -> tuple[int, int, str]:
     """An edit adding ``text`` (a ``key = value``) after the value ending at ``after``: on a
     line of its own, or on the same line when the declaration closes there (``mux m { ... }``
     written on one line), where a new line would land after the closing brace."""
     end = _line_end(source, after)
-    if "}" in source[after:end]:
+    if decl.end <= end:
         return after, after, "  " + text
     return end, end, "\n" + " " * indent + text
 
@@ -168,7 +169,7 @@ def tuned_text(source: str, path: str, mux: str, config: Config, header: Sequenc
     if rule is not None:
         edits.append((rule.value.start, rule.value.end, config.rule))
     elif config.rule != "slm_mux":
-        edits.append(_added_key(source, pool.value.end, indent, f"rule = {config.rule}"))
+        edits.append(_added_key(source, decl, pool.value.end, indent, f"rule = {config.rule}"))
     adaptive = decl.get("adaptive")
     written = source[adaptive.value.start:adaptive.value.end] if adaptive is not None else "off"
     if written != config.adaptive:
@@ -176,7 +177,8 @@ def tuned_text(source: str, path: str, mux: str, config: Config, header: Sequenc
             edits.append((adaptive.value.start, adaptive.value.end, config.adaptive))
         else:
             after = rule.value.end if rule is not None else pool.value.end
-            edits.append(_added_key(source, after, indent, f"adaptive = {config.adaptive}"))
+            edits.append(_added_key(source, decl, after, indent,
+                                    f"adaptive = {config.adaptive}"))
     if out_path is not None:
         src_dir = Path(path).resolve().parent
         out_dir = Path(out_path).resolve().parent

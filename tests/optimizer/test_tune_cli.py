@@ -98,6 +98,15 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def _tuned(capsys, source: Path, url: str, dataset: str, *extra: str) -> tuple[dict, Path]:
+    """``muxlang tune SOURCE --json --out tuned.mux`` beside it: the result and the spec."""
+    out = source.with_name("tuned.mux")
+    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", dataset,
+                             "--json", "--out", str(out), *extra)
+    assert code == 0, err
+    return json.loads(stdout), out
+
+
 def _votes(url, spec_path, dataset):
     from muxlang.store import Store, load_votes
 
@@ -263,11 +272,7 @@ def test_tune_searches_adaptive_exact_and_writes_it(store, tmp_path, capsys):
     searched = searched.replace("rules       = [slm_mux, majority]", "rules       = [slm_mux]")
     source = tmp_path / "adaptive.mux"
     source.write_text(searched)
-    out = tmp_path / "tuned.mux"
-    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "hand",
-                             "--sampler", "grid", "--trials", "5000", "--json", "--out", str(out))
-    assert code == 0, err
-    result = json.loads(stdout)
+    result, out = _tuned(capsys, source, url, "hand", "--sampler", "grid", "--trials", "5000")
     best = result["best"]
     assert best["adaptive"] == "exact"
     assert best["samples"] < sum(best["pool"].values())
@@ -294,11 +299,7 @@ def test_tune_tries_delta_on_the_winners_pool_and_writes_what_it_chose(store, tm
     source = tmp_path / "delta.mux"
     source.write_text(SPEC.replace("  seed        = 3\n",
                                    "  seed        = 3\n  adaptive    = [exact, delta(0.3)]\n"))
-    out = tmp_path / "tuned.mux"
-    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "hand",
-                             "--test", "handtest", "--json", "--out", str(out))
-    assert code == 0, err
-    result = json.loads(stdout)
+    result, out = _tuned(capsys, source, url, "hand", "--test", "handtest")
     policies = result["policies"]
     assert [p["adaptive"] for p in policies] == ["exact", "delta(0.3)"]
     assert sum(p["chosen"] for p in policies) == 1 and all(p["trials"] == 10 for p in policies)
@@ -334,11 +335,7 @@ def test_a_delta_that_loses_nothing_replaces_the_full_budget(tmp_path, capsys):
                       .replace("samples     = 0..4", "samples     = 8..8")
                       .replace("  seed        = 3\n",
                                "  seed        = 3\n  adaptive    = [off, delta(0.2)]\n"))
-    out = tmp_path / "tuned.mux"
-    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "same",
-                             "--split", "0.5", "--json", "--out", str(out))
-    assert code == 0, err
-    result = json.loads(stdout)
+    result, out = _tuned(capsys, source, url, "same", "--split", "0.5")
     own, delta = result["policies"]
     assert (own["adaptive"], delta["adaptive"]) == ("off", "delta(0.2)")
     assert delta["chosen"] and not own["chosen"], result["policies"]
