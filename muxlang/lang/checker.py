@@ -541,9 +541,10 @@ class Checker:
         if attr is None:
             return [mux.adaptive]
         listed = self._get(decl, "adaptive")
-        if len(set(listed)) != len(listed):
-            self.report(attr.value, "a policy is listed twice", None)
-            return None
+        for position, (node, policy) in enumerate(zip(attr.value.items, listed)):
+            if policy in listed[:position]:
+                self.report(node, f"adaptive {policy} is listed twice", "list each policy once")
+                return None
         return list(listed)
 
 

@@ -130,3 +130,13 @@ def test_the_language_reference_example_is_a_complete_spec():
     shown = {(d.kind, a.key) for d in module.decls for a in d.attrs}
     missing = {(kind, key) for kind, schema in SCHEMAS.items() for key in schema.fields} - shown
     assert not missing
+
+
+def test_a_tune_block_names_the_policy_it_lists_twice_where_it_repeats():
+
+    text = ('backend b { kind = replay }\nmodel m { backend = b }\ntask t { user = "{q}" }\n'
+            'mux x { task = t  pool = [m * 2] }\ntune u { mux = x  adaptive = [exact, off, exact] }\n')
+    with pytest.raises(SpecError) as raised:
+        check_text(text)
+    message = str(raised.value)
+    assert ":5:43:" in message and "adaptive exact is listed twice" in message
