@@ -11,7 +11,10 @@ Two graphs:
 
   Node ids are paths (``outer/inner/model#2``) so a model drawn in two muxes gets distinct nodes.
   Every node has ``op`` and the ir objects it needs; ``gate`` nodes carry the cascade threshold:
-  their successors run only when the previous step's confidence is below it.
+  their successors run only when the previous step's confidence is below it. Every ``select``
+  node carries its mux's sampling policy (``adaptive``: off, exact or delta(p)); an adaptive mux
+  has one ``adaptive`` node instead of per-sample nodes for its model members, carrying the
+  policy and ``budgets`` (model member -> the samples it draws at most).
 """
 from __future__ import annotations
 
@@ -83,13 +86,16 @@ def _add_mux(plan: nx.DiGraph, mux: ir.Mux, path: str, gate: str | None,
     render = f"render:{mux.task.name}"
     plan.add_node(render, op="render", task=mux.task)
     select = f"select:{path}"
-    plan.add_node(select, op="select", mux=mux, path=path)
+    plan.add_node(select, op="select", mux=mux, path=path, adaptive=mux.adaptive)
     adaptive = None
     if mux.adaptive != "off":
         # one node draws every model member in rounds until the decision is settled
-        # (muxlang.semantics.next_draws); nested members are decided before it starts
+        # (muxlang.semantics.next_draws), each up to its budget; nested members are decided
+        # before it starts, in full (their own vote nodes)
         adaptive = f"adaptive:{path}"
-        plan.add_node(adaptive, op="adaptive", mux=mux, task=mux.task, threshold=threshold)
+        plan.add_node(adaptive, op="adaptive", mux=mux, task=mux.task, threshold=threshold,
+                      adaptive=mux.adaptive,
+                      budgets={m.name: m.samples for m in mux.pool if m.is_model})
         plan.add_edge(render, adaptive)
         plan.add_edge(adaptive, select, adaptive=True)
         if gate is not None:
@@ -137,8 +143,8 @@ def request_count(plan: nx.DiGraph) -> int:
     """Samples one record needs when no step escalates (n = 1 requests); an adaptive mux
     counted at its full budget (the most it draws)."""
     return sum(1 for _, data in plan.nodes(data=True) if data["op"] == "generate") + sum(
-        m.samples for _, data in plan.nodes(data=True) if data["op"] == "adaptive"
-        for m in data["mux"].pool if m.is_model)
+        sum(data["budgets"].values()) for _, data in plan.nodes(data=True)
+        if data["op"] == "adaptive")
 
 
 # -- printing ------------------------------------------------------------------------------------
@@ -148,18 +154,28 @@ def _label(node: str, data: dict[str, Any]) -> str:
     if data.get("op") == "gate":
         return f"gate: confidence < {data['threshold']:g}"
     if data.get("op") == "adaptive":
-        pool = ", ".join(f"{m.name} * {m.samples}" for m in data["mux"].pool if m.is_model)
-        return f"adaptive {data['mux'].adaptive}: {pool} in rounds"
+        pool = ", ".join(f"{name} * {k}" for name, k in data["budgets"].items())
+        return f"adaptive {data['adaptive']}: up to {pool}, in rounds"
+    if data.get("op") == "select" and data.get("adaptive", "off") != "off":
+        return f"select {data['path']} (adaptive {data['adaptive']})"
     if "kind" in data:
         return f"{data['kind']} {data['name']}"
     return node.replace(":", " ", 1)
 
 
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None
+
+
 def _plain_attrs(data: dict[str, Any]) -> dict[str, Any]:
-    out = {}
+    """Node and edge attributes as JSON: plain values (and mappings of them, as an adaptive
+    node's ``budgets``) as they are, ir objects by their name."""
+    out: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, (str, int, float, bool)) or value is None:
+        if _plain(value):
             out[key] = value
+        elif isinstance(value, dict) and all(_plain(v) for v in value.values()):
+            out[key] = {str(k): v for k, v in value.items()}
         elif hasattr(value, "name"):
             out[key] = value.name
     return out
