@@ -12,7 +12,10 @@
      validation accuracies measured on the first half and scored on the second.
 2. Live, against the scripted server (20 ms per request, loopback): 300 questions, 3 models x 5
    samples with per-model skills, ``muxlang``'s ``Session.run`` with adaptive off and exact:
-   requests and samples sent, wall time, answers that differ (expected 0).
+   requests, samples and tokens sent, wall time, answers that differ (expected 0); on a server
+   that takes one request per sample, and on one that draws n > 1 per request (the prompt
+   billed once per request) with CoT-like and with long-prompt/short-answer shapes, each of
+   those also under the old rule (rounds always halved) to show what counting the prompt saves.
 
 The baseline of every figure is the full-budget run of the same pool in the same process. Ends
 with one JSON line.
@@ -126,50 +129,82 @@ def synthetic_items(n: int = 1000) -> tuple[list[dict[str, list]], dict[str, int
     return items, {m: 5 for m in skill}, "slm_mux", skill, ["42"] * n
 
 
-def live(questions: int = 300) -> dict:
-    """3 models x 5 samples against the scripted server, adaptive off vs exact."""
+def live(questions: int = 300, batched: bool = False, prompt_words: int = 8,
+         answer_words: int = 3, split_always: bool = False, rule: str = "slm_mux") -> dict:
+    """3 models x 5 samples against the scripted server, adaptive off vs exact. ``batched``:
+    the server draws a member's round in one request (``n > 1``, the prompt billed once per
+    request); tokens are what its usage reports (words of prompt per request, of answer per
+    sample). ``split_always``: rounds split as if every sample were its own request (the rule
+    before rounds counted the prompt), for comparison."""
     import hashlib
 
     import muxlang
+    from muxlang.runtime.backends import BackendClient
     from tests.support.scripted_server import ScriptedServer
 
     skill = {"id-strong": 0.85, "id-mid": 0.6, "id-weak": 0.4}
+    padding = " ".join(["step"] * max(0, answer_words - 2))
 
     def answer(model: str, prompt: str, seed: int) -> str:
         digest = hashlib.sha256(f"{model}|{prompt}|{seed}".encode()).digest()
         right = digest[0] / 256 < skill[model]
-        return "#### 42" if right else f"#### {digest[1] % 4}"
+        return f"{padding} #### {42 if right else digest[1] % 4}".strip()
 
     server = ScriptedServer(answer=answer, latency=0.02).start()
-    records = [{"id": i, "question": f"question {i}"} for i in range(questions)]
+    context = " ".join(["context"] * max(0, prompt_words - 2))
+    records = [{"id": i, "question": f"{context} question {i}".strip()} for i in range(questions)]
+    saved = BackendClient.request_overhead
+    if split_always:
+        BackendClient.request_overhead = lambda self, model: 0.0
     out = {}
     try:
         for policy in ("off", "exact"):
             spec = muxlang.loads(
-                f'backend b {{ kind = openai  url = "{server.url}/v1"  concurrency = 64 }}\n'
+                f'backend b {{ kind = openai  url = "{server.url}/v1"  concurrency = 64  '
+                f'n = {"true" if batched else "false"} }}\n'
                 'model strong { backend = b  id = "id-strong"  accuracy = 0.85 }\n'
                 'model mid { backend = b  id = "id-mid"  accuracy = 0.6 }\n'
                 'model weak { backend = b  id = "id-weak"  accuracy = 0.4 }\n'
                 'task t { user = "{question}" }\n'
                 'mux m { task = t  pool = [strong * 5, mid * 5, weak * 5]  '
-                f'adaptive = {policy} }}\n', f"{policy}.mux")
+                f'rule = {rule}  adaptive = {policy} }}\n', f"{policy}.mux")
             server.clear_log()
             started = time.perf_counter()
             results = muxlang.Session().run(spec, records)
             seconds = time.perf_counter() - started
             sent = [r for r in server.requests if r.get("model", "").startswith("id-")]
-            out[policy] = {"seconds": seconds, "requests": len(sent),
-                           "samples": sum(int((r.get("body") or {}).get("n") or 1) for r in sent),
+            samples = sum(int((r.get("body") or {}).get("n") or 1) for r in sent)
+            out[policy] = {"seconds": seconds, "requests": len(sent), "samples": samples,
+                           "tokens": len(sent) * prompt_words + samples * answer_words,
                            "answers": [(r.answer, r.model) for r in results]}
     finally:
+        BackendClient.request_overhead = saved
         server.stop()
     differ = sum(a != b for a, b in zip(out["off"]["answers"], out["exact"]["answers"]))
-    return {"questions": questions, "answers_differ": differ,
-            "samples_off": out["off"]["samples"], "samples_exact": out["exact"]["samples"],
-            "requests_off": out["off"]["requests"], "requests_exact": out["exact"]["requests"],
-            "seconds_off": round(out["off"]["seconds"], 3),
-            "seconds_exact": round(out["exact"]["seconds"], 3),
-            "saving": 1 - out["exact"]["samples"] / out["off"]["samples"]}
+    row = {"questions": questions, "rule": rule, "batched": batched, "prompt_words": prompt_words,
+           "answer_words": answer_words, "split_always": split_always, "answers_differ": differ}
+    for key in ("samples", "requests", "tokens", "seconds"):
+        for policy in ("off", "exact"):
+            value = out[policy][key]
+            row[f"{key}_{policy}"] = round(value, 3) if key == "seconds" else value
+    row["saving"] = 1 - out["exact"]["samples"] / out["off"]["samples"]
+    row["token_saving"] = 1 - out["exact"]["tokens"] / out["off"]["tokens"]
+    return row
+
+
+# live shapes: one request per sample; then n > 1 with CoT-like answers (prompt about as long as
+# an answer) and with long prompts and short answers (CRUXEval-like), each also under the old
+# rule that split every budget in halves whatever a request cost
+LIVE_SHAPES = [
+    {"batched": False, "prompt_words": 8, "answer_words": 3},
+    {"batched": True, "prompt_words": 120, "answer_words": 150},
+    {"batched": True, "prompt_words": 120, "answer_words": 150, "split_always": True},
+    {"batched": True, "prompt_words": 600, "answer_words": 6},
+    {"batched": True, "prompt_words": 600, "answer_words": 6, "split_always": True},
+    {"batched": True, "prompt_words": 120, "answer_words": 150, "rule": "majority"},
+    {"batched": True, "prompt_words": 120, "answer_words": 150, "rule": "majority",
+     "split_always": True},
+]
 
 
 def main() -> None:
@@ -194,14 +229,22 @@ def main() -> None:
                   f"samples per item {row['full_samples_per_item']:.2f} -> "
                   f"{row['adaptive_samples_per_item']:.2f} ({100 * row['saving']:.1f}% fewer), "
                   f"answers differing: {row['answers_differ']}{shown}")
-    report["live_3x5"] = run = live()
-    print(f"live 3 models x 5 samples, {run['questions']} questions: samples {run['samples_off']} "
-          f"-> {run['samples_exact']} ({100 * run['saving']:.1f}% fewer), requests "
-          f"{run['requests_off']} -> {run['requests_exact']}, wall {run['seconds_off']:.2f} s -> "
-          f"{run['seconds_exact']:.2f} s, answers differing: {run['answers_differ']}")
+    report["live_3x5"] = runs = [live(**shape) for shape in LIVE_SHAPES]
+    for run in runs:
+        shape = ("one request per sample" if not run["batched"] else
+                 f"n > 1, prompt {run['prompt_words']} / answer {run['answer_words']} tokens"
+                 + (", rounds always halved" if run["split_always"] else ""))
+        print(f"live 3x5 {run['rule']}, {run['questions']} questions, {shape}: samples {run['samples_off']} "
+              f"-> {run['samples_exact']} ({100 * run['saving']:.1f}% fewer), requests "
+              f"{run['requests_off']} -> {run['requests_exact']}, tokens {run['tokens_off']} -> "
+              f"{run['tokens_exact']} ({100 * run['token_saving']:.1f}% fewer), wall "
+              f"{run['seconds_off']:.2f} s -> {run['seconds_exact']:.2f} s, answers differing: "
+              f"{run['answers_differ']}")
     report["exact_answers_differ"] = (sum(r["answers_differ"] for k in (
         "crux_codellama_k10", "gsm8k_ten_small_k1", "synthetic_3x5") for r in report[k]
-        if r["policy"] == "exact") + run["answers_differ"])
+        if r["policy"] == "exact") + sum(run["answers_differ"] for run in runs))
+    report["live_tokens_never_more"] = all(run["tokens_exact"] <= run["tokens_off"]
+                                           for run in runs if not run["split_always"])
     print(json.dumps(report))
 
 

@@ -213,10 +213,12 @@ class Outcome:
 
 
 def decide(runnable: ir.Runnable, drawn: Mapping[str, Sequence[Key] | Failed],
-           measured: Mapping[str, Optional[float]] | None = None) -> Outcome:
+           measured: Mapping[str, Optional[float]] | None = None,
+           overhead: Mapping[str, float] | None = None) -> Outcome:
     """The whole answer of a mux or cascade on one record, from the keys drawn per model name
     (sample-index order; a member drawn k times uses the first k; a model absent from
-    ``drawn`` failed)."""
+    ``drawn`` failed). ``overhead``: per model name, one more request's cost in its samples,
+    where its server draws several per request (adaptive rounds, ``_round``; default 0)."""
     measured = measured or {}
     used: dict[str, int] = {}
 
@@ -228,7 +230,8 @@ def decide(runnable: ir.Runnable, drawn: Mapping[str, Sequence[Key] | Failed],
             else:
                 inputs.append(run_mux(member.member))
         if mux.adaptive != "off":
-            inputs = adaptive_prefixes(mux, inputs, measured, threshold)
+            costs = {i: (overhead or {}).get(m.name, 0.0) for i, m in enumerate(mux.pool)}
+            inputs = adaptive_prefixes(mux, inputs, measured, threshold, costs)
         for member, given in zip(mux.pool, inputs):
             if member.is_model and not isinstance(given, Failed):
                 n = min(len(given), member.samples)
@@ -247,14 +250,15 @@ def decide(runnable: ir.Runnable, drawn: Mapping[str, Sequence[Key] | Failed],
 
 def adaptive_prefixes(mux: ir.Mux, inputs: Sequence[MemberInput],
                       measured: Mapping[str, Optional[float]] | None = None,
-                      threshold: Optional[float] = None) -> list[MemberInput]:
+                      threshold: Optional[float] = None,
+                      overhead: Mapping[int, float] | None = None) -> list[MemberInput]:
     """The prefixes of the given samples that ``adaptive = exact`` draws, round by round
     (``next_draws``): what a live run would have drawn had the samples come in this order."""
     full = list(inputs)
     drawn: list[MemberInput] = [given if isinstance(given, (Decision, Failed)) else []
                                 for given in full]
     while True:
-        want = next_draws(mux, drawn, measured, threshold)
+        want = next_draws(mux, drawn, measured, threshold, overhead)
         grew = False
         for position, count in want.items():
             have = len(drawn[position])
@@ -308,6 +312,7 @@ class _Member:
     budget: int
     keys: Sequence[Key]  # drawn so far; a nested mux: its one answer
     nested: bool = False
+    overhead: float = 0.0  # one more request's cost, in this member's samples (see _round)
 
     @property
     def left(self) -> int:
@@ -315,7 +320,8 @@ class _Member:
 
 
 def _members(mux: ir.Mux, inputs: Sequence[MemberInput],
-             measured: Mapping[str, Optional[float]]) -> list[_Member]:
+             measured: Mapping[str, Optional[float]],
+             overhead: Mapping[int, float] | None = None) -> list[_Member]:
     out = []
     for position, (member, given) in enumerate(zip(mux.pool, inputs)):
         if isinstance(given, Decision) and given.error is not None:
@@ -331,7 +337,8 @@ def _members(mux: ir.Mux, inputs: Sequence[MemberInput],
         keys = list(given)[:member.samples]
         k = member.samples
         _, count = top_answer(keys)
-        out.append(_Member(position, priority, count / k, (count + k - len(keys)) / k, k, keys))
+        out.append(_Member(position, priority, count / k, (count + k - len(keys)) / k, k, keys,
+                           overhead=(overhead or {}).get(position, 0.0)))
     return out
 
 
@@ -348,27 +355,49 @@ def _half(k: int) -> int:
     return max(1, -(-k // 2))
 
 
+def _round(member: _Member, size: int) -> int:
+    """A round of ``size`` samples of the member, or all it has left when the samples a later
+    round could save are not worth one more request.
+
+    Where a server draws several samples in one request (``n > 1``), the prompt is billed once
+    per request, not per sample: splitting a budget into rounds costs one more prompt whenever
+    the later round is needed. ``member.overhead`` is that prompt in the member's own samples
+    (prompt tokens per request / completion tokens per sample; 0 where every sample is its own
+    request, and in replay). A split is kept only when what it leaves for later is more
+    samples than that overhead: the round it may save is worth more than the prompt it may
+    add. With overhead 0 this is ``min(left, size)``."""
+    size = min(member.left, size)
+    return member.left if member.left - size <= member.overhead else size
+
+
 def _chunk(member: _Member) -> int:
     """The next round of a member deciding alone: half its budget (a unanimous half settles its
     answer: the rest can at most tie it, and ties go to the answer sampled first), then half of
     what is left."""
-    return min(member.left, _half(member.budget if not member.keys else member.left))
+    return _round(member, _half(member.budget if not member.keys else member.left))
 
 
 def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
                measured: Mapping[str, Optional[float]] | None = None,
-               threshold: Optional[float] = None) -> dict[int, int]:
+               threshold: Optional[float] = None,
+               overhead: Mapping[int, float] | None = None) -> dict[int, int]:
     """What to draw next under the mux's ``adaptive`` policy (see ``exact_draws``); under
     ``delta(p)`` also ``{}`` once the chance that the full budget would select otherwise (or, as
     a cascade step, fall on the other side of the threshold) is below p, and rounds are
-    quarters of a budget, so that it can stop between them."""
-    want = exact_draws(mux, inputs, measured, threshold)
+    quarters of a budget, so that it can stop between them (kept whole, as ``_round`` says,
+    where a split is not worth one more request)."""
+    want = exact_draws(mux, inputs, measured, threshold, overhead)
     p = delta_of(mux)
     if p is None or not want:
         return want
     if change_probability(mux, inputs, measured or {}, threshold, stop_at=p) < p:
         return {}
-    return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
+    out = {}
+    for i, n in want.items():
+        quarter = max(1, -(-mux.pool[i].samples // 4))
+        left = mux.pool[i].samples - len(inputs[i])
+        out[i] = n if left - min(n, quarter) <= (overhead or {}).get(i, 0.0) else min(n, quarter)
+    return out
 
 
 def policy_of(text: str) -> str:
@@ -448,7 +477,8 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
 
 def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
                 measured: Mapping[str, Optional[float]] | None = None,
-                threshold: Optional[float] = None) -> dict[int, int]:
+                threshold: Optional[float] = None,
+                overhead: Mapping[int, float] | None = None) -> dict[int, int]:
     """Under ``adaptive = exact``: how many more samples to draw from which model members
     (pool position -> count), given what was drawn so far (``inputs`` as for ``decide_mux``, a
     model's keys being the prefix drawn); ``{}`` when the decision is settled. ``threshold``:
@@ -457,9 +487,12 @@ def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     - slm_mux: first the member that wins all ties draws its whole budget (one request); then
       every member that can still win draws half its budget per round;
     - majority: every member draws half its budget per round;
-    - single (and a member left alone to decide): half its budget, then half of what is left.
+    - single (and a member left alone to decide): half its budget, then half of what is left;
+    - ``overhead`` (pool position -> one more request's cost in that member's samples, where a
+      server draws several samples per request): a round takes all a member has left when the
+      split would leave no more than that (``_round``).
     """
-    members = _members(mux, inputs, measured or {})
+    members = _members(mux, inputs, measured or {}, overhead)
     drawable = [m for m in members if m.left > 0]
     if not drawable:
         return {}
@@ -473,7 +506,7 @@ def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     if rule == "majority":
         if _majority_settled(members, threshold):
             return {}
-        return {m.position: min(m.left, _half(m.budget)) for m in drawable}
+        return {m.position: _round(m, _half(m.budget)) for m in drawable}
     # slm_mux: the members that can still win
     live = [m for m in members
             if m.high > 0 and not any(_beats(o, m) for o in members if o is not m)]
@@ -488,7 +521,7 @@ def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     if not any(m.keys for m in members if not m.nested):  # the first round
         lead = min(drawable, key=lambda m: m.priority)
         return {lead.position: lead.left}
-    want = {m.position: min(m.left, _half(m.budget)) for m in live if m.left > 0}
+    want = {m.position: _round(m, _half(m.budget)) for m in live if m.left > 0}
     return want or {m.position: m.left for m in drawable}
 
 

@@ -47,7 +47,9 @@ def pools(draw):
     drawn = {m.name: draw(st.lists(ANSWER, min_size=k, max_size=k))
              for m, k in zip(models, budgets)}
     threshold = draw(st.none() | st.sampled_from([0.4, 0.5, 2 / 3, 1.0]))
-    return mux, drawn, threshold, nested
+    # one more request's cost in samples (a server drawing n > 1 per request; 0: per sample)
+    overhead = {m.name: draw(st.sampled_from([0.0, 0.2, 1.0, 2.5, 100.0])) for m in models}
+    return mux, drawn, threshold, nested, overhead
 
 
 def _full(mux: ir.Mux) -> ir.Mux:
@@ -57,17 +59,18 @@ def _full(mux: ir.Mux) -> ir.Mux:
 @settings(max_examples=1500, deadline=None)
 @given(pools())
 def test_exact_keeps_the_full_budget_answer_and_member(case):
-    mux, drawn, threshold, _ = case
+    mux, drawn, threshold, _, overhead = case
     if threshold is None:
         full = semantics.decide(_full(mux), drawn)
-        adaptive = semantics.decide(mux, drawn)
+        adaptive = semantics.decide(mux, drawn, overhead=overhead)
     else:  # as a cascade step: a second step that always answers "9"
         backend = _backend()
         late_model = ir.Model("late", backend, "id-late")
         drawn = {**drawn, "late": ["9"]}
         late = ir.Mux("late", mux.task, [ir.PoolMember(late_model, 1)])
         full = semantics.decide(ir.Cascade("c", [_full(mux), late], threshold), drawn)
-        adaptive = semantics.decide(ir.Cascade("c", [mux, late], threshold), drawn)
+        adaptive = semantics.decide(ir.Cascade("c", [mux, late], threshold), drawn,
+                                    overhead=overhead)
     assert adaptive.answer == full.answer
     assert (adaptive.decision.member, adaptive.step) == (full.decision.member, full.step)
     assert sum(adaptive.used.values()) <= sum(full.used.values())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import random
 import re
@@ -449,6 +450,8 @@ class BackendClient:
         self._cooldowns: dict[str | None, float] = {}
         self._cooldown_spans: dict[str | None, float] = {}  # how long each pause was asked for
         self._n_support: dict[str, bool] = {}
+        # model id -> [requests, prompt tokens, samples, completion tokens] the server reported
+        self._usage: dict[str, list[int]] = {}
         self._probing: dict[str, asyncio.Future] = {}  # model id -> the probe in flight
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
         self._answered = False  # some request of this run got a 200
@@ -524,6 +527,36 @@ class BackendClient:
 
     def can_batch(self) -> bool:
         return False
+
+    # ---- what one more request costs --------------------------------------------------------
+    def _measure(self, model: ir.Model, got: Sequence[Sample]) -> None:
+        """Add one answered request's reported usage to the model's running totals."""
+        prompt = [s.input_tokens for s in got]
+        completion = [s.output_tokens for s in got]
+        if not got or None in prompt or None in completion:
+            return
+        totals = self._usage.setdefault(model.id, [0, 0, 0, 0])
+        totals[0] += 1
+        totals[1] += sum(prompt)  # the request's prompt tokens, split over its samples
+        totals[2] += len(got)
+        totals[3] += sum(completion)
+
+    def request_overhead(self, model: ir.Model) -> float:
+        """What one more request for ``model`` costs, in its samples (an adaptive mux's round
+        size rule, ``semantics._round``): 0 where each sample is its own request anyway (the
+        server does not honour ``n``, or the API has none); else the prompt tokens per request
+        over the completion tokens per sample that this run measured from the server's usage
+        (the model's own, else every model's on this backend), and infinite until it has
+        measured any: no round is split before the split is known to be worth its prompt."""
+        if not self.can_batch() or self.n_support(model) is False:
+            return 0.0
+        totals = self._usage.get(model.id)
+        if not totals or not totals[3]:
+            totals = [sum(column) for column in zip(*self._usage.values())] or None
+        if not totals or not totals[3]:
+            return math.inf
+        requests, prompt, samples, completion = totals
+        return (prompt / requests) / (completion / samples)
 
     # ---- n support ----------------------------------------------------------------------------
     def n_support(self, model: ir.Model) -> bool | None:
@@ -725,6 +758,7 @@ class BackendClient:
                         status=error.status, attempts=attempts)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
+        self._measure(model, got)
         out = []
         for j, (i, sample) in enumerate(zip(indices, got)):
             sample.index = i

@@ -27,6 +27,7 @@ from muxlang.errors import MuxError
 from muxlang.runtime.backends import (BackendClient, BackendSettings, RetryPolicy, make_backend,
                                       no_answer)
 from muxlang.prompts import Messages, RecordError, render
+from muxlang.runtime.rounds import Rounds
 from muxlang.runtime.secrets import scrub
 from muxlang.samples import NullCache, Sample, SampleCache, SampleFailure, sample_keys
 
@@ -64,6 +65,7 @@ class Runtime:
             self.clients[backend.name] = make_backend(settings, policy=policy)
         self.cache: SampleCache = cache if cache is not None else NullCache()
         self.cache_hits = 0
+        self.rounds = Rounds()  # how often adaptive split rounds were needed (round sizes)
 
     @classmethod
     def for_runnable(cls, runnable: ir.Runnable, **kwargs: Any) -> "Runtime":
@@ -451,7 +453,9 @@ class PlanExecutor:
 
     async def _adaptive(self, node: str, values: dict[str, Any]) -> None:
         """Draw an adaptive mux's model members in rounds (``semantics.next_draws``) until its
-        decision is settled; the value is ``{pool position: MemberVotes}``."""
+        decision is settled; the value is ``{pool position: MemberVotes}``. Where a server
+        draws several samples per request, a round is split only when the samples the split
+        may save are worth more than the prompt it may add (``runtime.rounds``)."""
         data = self.data[node]
         mux: ir.Mux = data["mux"]
         task: ir.Task = data["task"]
@@ -464,10 +468,21 @@ class PlanExecutor:
                 inputs[index] = inner.decision or semantics.Failed(inner.error or "no result")
         votes = {i: MemberVotes(name=m.name, path=[m.name]) for i, m in enumerate(mux.pool)
                  if m.is_model}
+        rounds = self.runtime.rounds
+        split: set[int] = set()  # members whose last round left samples for later
         while True:
-            want = semantics.next_draws(mux, inputs, self.accuracies, data.get("threshold"))
+            overhead = {i: rounds.overhead(self.runtime, mux, i)
+                        for i, m in enumerate(mux.pool) if m.is_model}
+            want = semantics.next_draws(mux, inputs, self.accuracies, data.get("threshold"),
+                                        overhead)
             if not want:
                 break
+            for index, count in want.items():
+                if index in split:
+                    rounds.resolved(mux.name, index, needed=True)
+                    split.discard(index)
+                if count < mux.pool[index].samples - len(votes[index].keys):
+                    split.add(index)
 
             async def draw(index: int, count: int) -> None:
                 model = mux.pool[index].member
@@ -478,6 +493,8 @@ class PlanExecutor:
                 inputs[index] = list(votes[index].keys)
 
             await asyncio.gather(*(draw(i, n) for i, n in want.items()))
+        for index in split:
+            rounds.resolved(mux.name, index, needed=False)
         values[node] = {index: member.settle() for index, member in votes.items()}
 
     def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
