@@ -79,7 +79,8 @@ def budget(runnable: ir.Runnable) -> int:
 
 
 def describe_runnable(runnable: ir.Runnable) -> dict[str, Any]:
-    """A served mux or cascade as ``GET /v1/models`` lists it: pool, budgets, rule, task."""
+    """A served mux or cascade as ``GET /v1/models`` lists it: pool, budgets, rule, task,
+    sampling policy."""
     if isinstance(runnable, ir.Cascade):
         return {"kind": "cascade", "threshold": runnable.threshold, "budget": budget(runnable),
                 "steps": [describe_runnable(step) for step in runnable.steps]}
@@ -93,7 +94,7 @@ def describe_runnable(runnable: ir.Runnable) -> dict[str, Any]:
             pool.append({"member": member.name, "mux": describe_runnable(member.member)})
     return {"kind": "mux", "task": runnable.task.name, "rule": str(runnable.rule),
             "tie_break": runnable.tie_break, "validation": runnable.validation,
-            "budget": budget(runnable), "pool": pool}
+            "adaptive": runnable.adaptive, "budget": budget(runnable), "pool": pool}
 
 
 def model_members(runnable: ir.Runnable) -> dict[str, int]:
@@ -674,17 +675,27 @@ class Answer:
         return {"model": self.result.model, "confidence": self.result.confidence}
 
     def _samples(self, runnable: ir.Runnable, drawn: int, cached: int) -> dict[str, Any]:
-        """Samples behind the answer: drawn now, from the store, the request's budget, and
-        per member of the mux that answered (a nested mux: all of its own)."""
+        """Samples behind the answer: drawn now, from the store, the request's budget, and per
+        member of the mux that answered the samples it drew (``members``) and could have drawn
+        (``budgets``). Under an adaptive policy ``members`` is what the policy drew, ``run``'s
+        ``samples`` (the executor's count: a model member that failed outright is in
+        ``missing`` instead); a nested mux is decided in full, all of its own samples."""
         if self.request.samples or self.request.adaptive is not None:
             runnable = with_samples(runnable, self.request.samples, self.request.adaptive)
         answering: Any = runnable
         if isinstance(runnable, ir.Cascade):
             answering = next((s for s in runnable.steps if s.name == self.result.step),
                              runnable.steps[-1])
+        budgets = {m.name: m.samples if m.is_model else budget(m.member)
+                   for m in answering.pool}
+        used = self.outcome.result.drawn if self.outcome.result is not None else None
+        if used is None:  # drawn in full
+            members = dict(budgets)
+        else:
+            members = {m.name: used[m.name] if m.is_model else budgets[m.name]
+                       for m in answering.pool if not m.is_model or m.name in used}
         return {"drawn": drawn, "cached": cached, "budget": budget(runnable),
-                "members": {m.name: m.samples if m.is_model else budget(m.member)
-                            for m in answering.pool}}
+                "members": members, "budgets": budgets}
 
     def trace(self) -> dict[str, Any]:
         r, request = self.result, self.request
@@ -716,9 +727,7 @@ class Answer:
             overrides["adaptive"] = request.adaptive
         if overrides:
             trace["overrides"] = overrides
-        if r.samples:  # an adaptive mux: what it drew per member, and where the full-budget
-            trace["drawn"] = r.samples  # confidence lies when it stopped early
-        if r.confidence_bounds is not None:
+        if r.confidence_bounds is not None:  # adaptive, stopped early: as run's
             trace["confidence_bounds"] = r.confidence_bounds
         if request.deadline is not None:
             trace["deadline"] = request.deadline

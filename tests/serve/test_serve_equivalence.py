@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import muxlang
 from muxlang.cli import main
-from tests.serve.serving import client, serving
+from tests.serve.serving import client, serving, varied
 from tests.support.helpers import read_jsonl, spec_text
+from tests.support.scripted_server import ScriptedServer
 
 EXTRA = """
 mux small {
@@ -35,13 +37,15 @@ cascade escalate {
 RECORDS = [{"id": i, "question": f"What is {i} + {3 * i}?"} for i in range(16)]
 
 
-def served(running, name, records):
-    """The served answers of ``records`` (sent 4 at a time), in record order."""
+def served(running, name, records, **options):
+    """The served answers of ``records`` (sent 4 at a time), in record order; ``options``: more
+    ``mux`` options (``adaptive="exact"``)."""
     sdk = client(running)
 
     def one(record):
         raw = sdk.chat.completions.with_raw_response.create(
-            model=name, messages=[], extra_body={"mux": {"record": record, "trace": True}})
+            model=name, messages=[],
+            extra_body={"mux": {"record": record, "trace": True, **options}})
         return raw.headers, raw.parse()
 
     with ThreadPoolExecutor(4) as pool:
@@ -60,6 +64,9 @@ def assert_same(want, got):
         assert trace.get("path", [result.model]) == (result.path or [result.model])
         assert trace.get("step") == result.step
         assert completion.usage.completion_tokens == result.tokens_out
+        if result.samples:  # an adaptive mux: what its policy drew per member, as run says
+            assert trace["samples"]["members"] == result.samples, result.id
+        assert trace.get("confidence_bounds") == result.confidence_bounds, result.id
 
 
 def test_served_answers_equal_session_run_for_every_kind_of_mux(backend, write_spec):
@@ -135,7 +142,8 @@ def test_with_the_store_serve_caches_and_breaks_ties_as_run_does(backend, write_
     assert backend.requests == []  # every sample came from the store
     assert_same(want, got)
     assert all(c.model_extra["mux"]["samples"] == {"drawn": 0, "cached": 4, "budget": 4,
-                                                   "members": {"a": 2, "b": 2}}
+                                                   "members": {"a": 2, "b": 2},
+                                                   "budgets": {"a": 2, "b": 2}}
                for _, c in got)
 
 
@@ -160,3 +168,46 @@ def test_sample_overrides_reach_nested_muxes_and_equal_run_with_those_counts(bac
     assert got[0][1].model_extra["mux"]["samples"]["members"] == {"small": 3, "c": 3}
     assert variants[((("c", 2),), None)] is running.server.served["nested"].runner
     assert same.choices[0].message.content
+
+
+def settled_on_even(model, prompt, seed):
+    """Member a repeats one answer on the even questions (its full budget settles the mux
+    there: the others could at most tie, and a wins ties by pool order); otherwise varied."""
+    if model == "id-a" and "even" in prompt:
+        return "Reasoning about it, id-a says:\n#### 4"
+    return varied(model, prompt, seed)
+
+
+def test_an_adaptive_mux_serves_the_samples_its_policy_drew_as_run_reports_them(write_spec):
+    """Under adaptive = exact (the spec's) and delta(p) (mux.adaptive), the trace's
+    samples.members is what the policy drew per member, run's `samples`, below the budgets
+    where it stopped early, with run's confidence bounds; the totals count the same draws."""
+    records = [{"id": i, "question": f"{'even' if i % 2 == 0 else 'odd'} question {i}"}
+               for i in range(8)]
+    backend = ScriptedServer(answer=settled_on_even).start()
+    try:  # one request per sample: the rounds are the policy's alone, whatever ran before
+        spec = muxlang.load(write_spec(spec_text(backend.openai_url, backend="n = false",
+                                                 mux_extra="adaptive = exact")))
+        want = muxlang.Session().run(spec, records)
+        loose = replace(spec.muxes["pool"], adaptive="delta(0.2)")
+        want_loose = muxlang.Session().run(spec, records, mux=loose)
+        with serving(spec) as running:
+            got = served(running, "pool", records)
+            got_loose = served(running, "pool", records, adaptive="delta(0.2)")
+    finally:
+        backend.stop()
+    assert_same(want, got)
+    assert_same(want_loose, got_loose)
+    budgets = {"a": 3, "b": 3, "c": 3}
+    for result, (_, completion) in [*zip(want, got), *zip(want_loose, got_loose)]:
+        samples = completion.model_extra["mux"]["samples"]
+        assert samples["members"] == result.samples, result.id
+        assert samples["budgets"] == budgets and samples["budget"] == 9
+        assert samples["drawn"] == sum(result.samples.values()) and samples["cached"] == 0
+    for result, (_, completion) in zip(want[::2], got[::2]):  # the even questions: a settles
+        trace = completion.model_extra["mux"]
+        assert trace["samples"]["members"] == {"a": 3, "b": 0, "c": 0} == result.samples
+        assert trace["confidence_bounds"] == result.confidence_bounds == [1.0, 1.0]
+    drawn = [sum(c.model_extra["mux"]["samples"]["members"].values())
+             for _, c in [*got, *got_loose]]
+    assert min(drawn) < 9 and "drawn" not in got[0][1].model_extra["mux"]

@@ -73,7 +73,9 @@ def test_an_answer_is_the_chosen_sample_with_headers_usage_and_trace(spec, backe
     assert trace["votes"] == want.votes and trace["scores"] == want.scores
     assert trace["answer"] == want.answer
     assert trace["samples"] == {"drawn": 9, "cached": 0, "budget": 9,
-                                "members": {"a": 3, "b": 3, "c": 3}}
+                                "members": {"a": 3, "b": 3, "c": 3},
+                                "budgets": {"a": 3, "b": 3, "c": 3}}
+    assert "confidence_bounds" not in trace  # drawn in full
     assert trace["input"] == "last user message -> {question}"
     assert {"temperature", "max_tokens", "seed"} <= set(trace["ignored"])
     assert any(item.startswith("system message") for item in trace["ignored"])
@@ -158,6 +160,7 @@ cascade escalate {
     assert all(m.object == "model" and m.owned_by == "muxlang" for m in models)
     pool = models[0].model_extra["mux"]
     assert pool["budget"] == 9 and pool["rule"] == "slm_mux" and pool["task"] == "t"
+    assert pool["adaptive"] == "off"
     assert pool["pool"][0] == {"member": "a", "samples": 3, "id": "id-a", "backend": "local"}
     cascade = models[2].model_extra["mux"]
     assert cascade["kind"] == "cascade" and cascade["budget"] == 12
@@ -273,7 +276,7 @@ def test_per_request_sample_counts(backend, write_spec, spec):
     assert done.choices[0].message.content == want.text
     assert trace["votes"] == want.votes and [len(v) for v in trace["votes"].values()] == [1, 5, 3]
     assert trace["samples"]["budget"] == 9 and trace["overrides"] == {"samples": {"a": 1, "b": 5}}
-    assert trace["samples"]["members"] == {"a": 1, "b": 5, "c": 3}
+    assert trace["samples"]["members"] == trace["samples"]["budgets"] == {"a": 1, "b": 5, "c": 3}
     assert again.headers["x-mux-model"] == want.model
     assert kept == 1  # the second request reused the first one's prepared run
 
@@ -296,7 +299,9 @@ def test_mux_adaptive_draws_as_run_does_with_that_policy_and_bad_values_are_400(
         assert completion.choices[0].message.content == want.text
         assert (trace["answer"], trace["model"]) == (full.answer, full.model)
         assert trace["overrides"] == {"adaptive": "exact"}
-        assert trace["drawn"] == want.samples
+        assert trace["samples"]["members"] == want.samples
+        assert trace["samples"]["budgets"] == {"a": 3, "b": 3, "c": 3}
+        assert trace.get("confidence_bounds") == want.confidence_bounds
         with pytest.raises(openai.BadRequestError) as error:
             sdk.chat.completions.create(model="pool", messages=[{"role": "user", "content": "x"}],
                                         extra_body={"mux": {"adaptive": "delta(3)"}})
