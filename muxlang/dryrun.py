@@ -77,7 +77,9 @@ class _Tally:
         self.tokens_out: Optional[float] = 0.0
         self.cost: Optional[float] = 0.0
 
-    def add(self, model: Any, messages: Any, wanted: int, missing: int) -> None:
+    def add(self, model: Any, messages: Any, wanted: int, missing: int, rounds: int = 1) -> None:
+        """``rounds``: the most requests an adaptive mux may split the member's samples into
+        where the server draws several per request (``semantics.most_rounds``)."""
         plan = self.plan
         plan.samples += wanted
         plan.cached += wanted - missing
@@ -89,7 +91,7 @@ class _Tally:
             backend.name, n={True: "yes", False: "no", None: "auto"}[backend.supports_n]))
         entry.samples += missing
         entry.requests_without_n += missing
-        requests = missing if entry.n == "no" else 1
+        requests = missing if entry.n == "no" else min(missing, rounds)
         entry.requests += requests
         chars = sum(len(str(m.get("content", ""))) for m in messages)
         tokens_in = requests * chars / 4
@@ -124,6 +126,7 @@ def run_plan(session: Any, spec: Any, records: Iterable[Any], mux: Any = None) -
     spec = _spec(spec)
     runnable = runnable_of(spec, mux)
     members = pool_members(runnable, None)
+    rounds = _rounds(runnable)
     plan = DryRunPlan("run")
     tally = _Tally(plan)
     store = None
@@ -158,17 +161,33 @@ def run_plan(session: Any, spec: Any, records: Iterable[Any], mux: Any = None) -
                 if store is not None:
                     key = SampleKey.for_model(model, messages)
                     missing = len(store.missing_indices(key, k, stored.get(key.hash, [])))
-                tally.add(model, messages, k, missing)
+                tally.add(model, messages, k, missing, rounds.get(model.name, 1))
     finally:
         if store is not None:
             store.close()
     from muxlang import ir
 
     if isinstance(runnable, ir.Cascade):
-        plan.notes.append("a cascade's later steps run only for records that escalate: at most")
-    elif getattr(runnable, "adaptive", "off") != "off":
-        plan.notes.append("adaptive = exact stops drawing once the answer is settled: at most")
+        plan.notes.append("a cascade's later steps run only for records that escalate: the "
+                          "figures are the most it sends")
+    policies = sorted({mux.adaptive for mux in ir.muxes_in(runnable) if mux.adaptive != "off"})
+    if policies:
+        plan.notes.append(f"adaptive = {', '.join(policies)} draws in rounds and stops once the "
+                          "answer is settled: samples, tokens and cost are the most it draws "
+                          "(every budget), requests the most its rounds take")
     return tally.done()
+
+
+def _rounds(runnable: Any) -> dict[str, int]:
+    """Per model: the most rounds any adaptive mux may split its samples into."""
+    from muxlang import ir
+    from muxlang.semantics import most_rounds
+
+    out: dict[str, int] = {}
+    for mux, member in ir.model_members(runnable):
+        n = most_rounds(mux, mux.pool.index(member))
+        out[member.member.name] = max(out.get(member.member.name, 1), n)
+    return out
 
 
 def collect_plan(collection: Any) -> DryRunPlan:

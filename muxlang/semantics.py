@@ -400,6 +400,24 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     return out
 
 
+def most_rounds(mux: ir.Mux, position: int) -> int:
+    """The most rounds (requests, where a server draws a round in one) the mux's adaptive
+    policy can take for its model member at ``position``: 1 under ``off``. Every round of any
+    rule draws at least half of what the member has left (under ``delta(p)`` also at most a
+    quarter of its budget, whichever is fewer), and the round count only grows with what is
+    left, so always taking that least round bounds them all (``--dry-run`` counts requests
+    with it)."""
+    budget = mux.pool[position].samples
+    if mux.adaptive == "off" or budget <= 1:
+        return 1
+    quarter = max(1, -(-budget // 4)) if delta_of(mux) is not None else budget
+    left, rounds = budget, 0
+    while left > 0:
+        left -= min(_half(left), quarter)
+        rounds += 1
+    return rounds
+
+
 def policy_of(text: str) -> str:
     """A policy written as text (``off``, ``exact``, ``delta(p)`` with 0 < p < 1), normalised;
     ValueError with what is accepted otherwise (a request's ``mux.adaptive``, say)."""

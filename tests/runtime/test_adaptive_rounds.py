@@ -130,3 +130,44 @@ def test_a_prompt_worth_more_than_any_split_means_one_request_per_member(case):
             asked[i] += 1
             drawn[i] = full[i][:len(drawn[i]) + count]
     assert all(a <= 1 for a in asked), asked
+
+
+@settings(max_examples=400, deadline=None)
+@given(_pools(), st.sampled_from([0.0, 0.5, 2.0]))
+def test_no_member_takes_more_rounds_than_most_rounds_says(case, overhead):
+    """``semantics.most_rounds`` bounds the rounds of every rule and policy (``--dry-run``
+    counts requests with it)."""
+    mux, full = case
+    drawn: list[list] = [[] for _ in full]
+    asked = [0] * len(full)
+    costs = {i: overhead for i in range(len(full))}
+    while want := semantics.next_draws(mux, drawn, {}, None, costs):
+        for i, count in want.items():
+            asked[i] += 1
+            drawn[i] = full[i][:len(drawn[i]) + count]
+    assert all(a <= semantics.most_rounds(mux, i) for i, a in enumerate(asked)), asked
+
+
+def test_a_dry_run_counts_the_most_requests_an_adaptive_run_sends(tmp_path):
+    """The dry run's requests for an adaptive mux on an n > 1 server bound what the run sends;
+    its note says what the figures are."""
+    from muxlang.dryrun import run_plan
+
+    server = ScriptedServer(
+        answer=lambda model, prompt, seed: f"#### {REPLIES[model][seed]}").start()
+    try:
+        for rule, policy in (("slm_mux", "exact"), ("majority", "exact"),
+                             ("single", "delta(0.2)")):
+            spec = _spec(server.url, policy, rule)
+            rows = [{"id": i, "question": f"q {i}"} for i in range(3)]
+            session = muxlang.Session()
+            plan = run_plan(session, spec, rows)
+            server.clear_log()
+            session.run(spec, rows)
+            sent = [r for r in server.requests if str(r.get("model", "")).startswith("id-")]
+            assert len(sent) <= plan.backends["b"].requests, (rule, policy)
+            assert plan.backends["b"].requests < plan.backends["b"].requests_without_n
+            (note,) = [n for n in plan.notes if n.startswith("adaptive")]
+            assert note.endswith("requests the most its rounds take"), note
+    finally:
+        server.stop()
