@@ -482,6 +482,7 @@ class PlanExecutor:
                     rounds.resolved(mux.name, index, needed=True)
                     split.discard(index)
                 if count < mux.pool[index].samples - len(votes[index].keys):
+                    rounds.opened(mux.name, index)
                     split.add(index)
 
             async def draw(index: int, count: int) -> None:

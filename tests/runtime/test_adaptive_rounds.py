@@ -171,3 +171,15 @@ def test_a_dry_run_counts_the_most_requests_an_adaptive_run_sends(tmp_path):
             assert note.endswith("requests the most its rounds take"), note
     finally:
         server.stop()
+
+
+def test_rounds_that_never_settle_stop_being_split_after_a_few_tries():
+    """Majority over these replies never settles after the first halves: every split round is
+    needed. A run learns it (``runtime/rounds.py``) after a few splits per member, so it costs
+    barely more than the full budget; splitting every record (the rule before) cost one more
+    prompt per member and record (about a third more tokens here)."""
+    full, full_requests, full_tokens, _ = _run(60, 25, "off", "majority", records=80)
+    fast, requests, tokens, _ = _run(60, 25, "exact", "majority", records=80)
+    assert fast == full
+    assert tokens <= 1.10 * full_tokens, (tokens, full_tokens)
+    assert requests < 1.5 * full_requests
