@@ -28,7 +28,8 @@ trial (equivalence key, gold, correct, chosen member, confidence).
 The trials run on the optimizer's vectorised simulator (``muxlang.simulator``), so
 ``eval`` and ``tune`` give the same numbers for the same pool, seed and trials; a plain per-item
 loop through the stdlib rules (``simulate_trial``) is used when the simulator cannot express the
-case (a custom rule, or a model with different numbers of stored samples across items).
+case (a custom rule, or a model with different numbers of stored samples across items). Both
+read each trial's draws from the simulator (``TrialDraws``), so they score the same samples.
 
 Cascades and muxes with muxes in their pool are simulated per item as a tree through
 ``muxlang.semantics`` (the one meaning ``run`` uses too: a nested mux is one member whose answer
@@ -51,7 +52,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
@@ -59,6 +60,9 @@ from muxlang import ir, semantics
 from muxlang.errors import MuxError
 from muxlang.stdlib.selection import top_answer
 from muxlang.votes import GATEWAY, StoredVotes
+
+if TYPE_CHECKING:
+    from muxlang.simulator import Simulator
 
 BASELINES = ("single_best", "single_best_sc", "agent_forest", "slm_mux", "union",
              "oracle_any_sample")
@@ -89,24 +93,46 @@ def model_accuracy(votes: Sequence[Sequence[Optional[str]]], gold: Sequence[Opti
     return (total / count if count else None), count
 
 
-def _draw_indices(stored: list[list[Optional[str]]], k: int, rng: np.random.Generator | None
-                  ) -> list[list[int]]:
-    """Per item, k distinct positions into the stored samples, in random order (the first is a
-    uniformly drawn single sample); in index order without an rng or when all are drawn (the
-    order they were sampled in, as ``run`` saw them)."""
-    out: list[list[int]] = [[] for _ in stored]
-    by_n: dict[int, list[int]] = {}
-    for i, keys in enumerate(stored):
-        by_n.setdefault(len(keys), []).append(i)
-    for n, rows in sorted(by_n.items()):
-        if rng is None or n <= k:
-            for i in rows:
-                out[i] = list(range(min(n, k)))
-        else:
-            picks = np.argsort(rng.random((len(rows), n)), axis=1)[:, :min(n, k)]
-            for row, i in enumerate(rows):
-                out[i] = picks[row].tolist()
-    return out
+@dataclass(frozen=True)
+class TrialDraws:
+    """Which stored samples each trial draws, for every figure: read from the simulator's trial
+    orders (``Simulator.draws``, their one home), by the vectorised engine and the per-item one
+    alike. So both engines see the same samples in the same order, and a mux decided item by
+    item (an adaptive policy, a cascade) draws prefixes of exactly the order its full-budget
+    figure and the baselines use: ``adaptive = exact`` then answers as ``off`` record by record,
+    as it promises. A model with exactly the drawn samples stored on every item keeps their
+    stored order (as ``run`` drew them); Single-Best draws its one sample at random when more
+    are stored."""
+
+    pool: Simulator  # over the pool's models
+    single: Simulator  # the one Single-Best's sample comes from (``pool`` when it can)
+
+    @staticmethod
+    def of(members: Sequence[Member], votes: StoredVotes, trials: int, seed: int,
+           best: int) -> "TrialDraws":
+        from muxlang.simulator import Simulator
+
+        accuracies = {m.name: m.accuracy for m in members}
+        sim = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies,
+                        models=[m.name for m in members],
+                        shuffle=[m.name for m in members if _resampled(votes, m.name, m.k)])
+        one = members[best].name
+        single = sim
+        if _resampled(votes, one, 1) and one not in sim.shuffled:
+            single = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies,
+                               models=[one], shuffle=True)
+        return TrialDraws(sim, single)
+
+    def picks(self, model: str, k: int, trial: int, row: int, stored: int,
+              single: bool = False) -> list[int]:
+        """The first ``k`` positions of the trial's order of the ``stored`` samples of scored
+        item ``row``. The simulator orders as many slots as the model's fullest item holds; an
+        item with fewer (a store with uneven counts, scored here only) skips the slots it does
+        not have, which leaves its own samples in a uniformly random order."""
+        order = (self.single if single else self.pool).draws(model)[trial, row]
+        if stored < order.size:
+            order = order[order < stored]
+        return order[:k].tolist()
 
 
 NAMES = (*BASELINES, "mux", "contradiction", "no_answer")
@@ -129,21 +155,24 @@ class RecordOutcome:
 
 
 def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.Runnable,
-                   accuracies: dict[str, Optional[float]], rng: np.random.Generator | None,
+                   accuracies: dict[str, Optional[float]], draws: TrialDraws, trial: int,
                    best: int, scored: Sequence[int]) -> dict[str, Any]:
     """One trial, item by item: the runnable through ``muxlang.semantics`` (the "mux" figure,
     with the samples each item used, the cascade step and the per-record outcome) and the flat
-    baselines through the stdlib rules: per figure, a bool per scored item."""
+    baselines through the stdlib rules: per figure, a bool per scored item. The samples are
+    the trial's draws (``TrialDraws``), those the vectorised engine scores."""
     from muxlang.stdlib.selection import majority, single, slm_mux
 
     member_accs = [m.accuracy for m in members]
-    draws = [_draw_indices(votes.votes[m.name], m.k, rng) for m in members]
-    single_draws = _draw_indices(votes.votes[members[best].name], 1, rng)
+    one = members[best].name
     out: dict[str, Any] = {name: np.zeros(len(scored), dtype=bool) for name in NAMES}
     out["used"], out["step"], out["records"] = [], np.zeros(len(scored), dtype=np.int16), []
     for row, i in enumerate(scored):
         g = votes.gold[i]
-        pool = [[votes.votes[m.name][i][j] for j in draws[p][i]] for p, m in enumerate(members)]
+        pool = []
+        for m in members:
+            stored = votes.votes[m.name][i]
+            pool.append([stored[j] for j in draws.picks(m.name, m.k, trial, row, len(stored))])
         outcome = semantics.decide(runnable, {m.name: pool[p] for p, m in enumerate(members)},
                                    accuracies)
         decision = outcome.decision
@@ -158,8 +187,9 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.R
         out["slm_mux"][row] = slm_mux(pool, member_accs).answer == g
         out["agent_forest"][row] = majority(pool, member_accs).answer == g
         out["single_best_sc"][row] = single(pool, member_accs).answer == g
-        one = [votes.votes[members[best].name][i][j] for j in single_draws[i]]
-        out["single_best"][row] = bool(one) and one[0] == g
+        stored = votes.votes[one][i]
+        drawn = [stored[j] for j in draws.picks(one, 1, trial, row, len(stored), single=True)]
+        out["single_best"][row] = bool(drawn) and drawn[0] == g
         right = [top_answer(keys)[0] == g for keys in pool]
         wrong = [bool(keys) and keys[0] is not None and keys[0] != g
                  and all(key == keys[0] for key in keys) for keys in pool]
@@ -171,11 +201,12 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.R
 
 def simulate_plain(members: Sequence[Member], votes: StoredVotes, runnable: ir.Runnable,
                    accuracies: dict[str, Optional[float]], trials: int, seed: int, best: int,
-                   scored: Sequence[int], resampled: bool) -> dict[str, Any]:
+                   scored: Sequence[int]) -> dict[str, Any]:
     """(trials, scored items) bool per figure, from ``simulate_trial``; ``records`` from the
     first trial."""
-    runs = [simulate_trial(members, votes, runnable, accuracies,
-                           np.random.default_rng([seed, t]) if resampled else None, best, scored)
+    draws = TrialDraws.of(members, votes, trials, seed, best)
+    assert list(scored) == draws.pool.item_index  # a row of the draws is a scored item
+    runs = [simulate_trial(members, votes, runnable, accuracies, draws, t, best, scored)
             for t in range(trials)]
     out: dict[str, Any] = {name: np.stack([r[name] for r in runs]) for name in NAMES}
     out["used"] = [r["used"] for r in runs]
@@ -191,20 +222,11 @@ def _resampled(votes: StoredVotes, name: str, k: int) -> bool:
 
 def simulate_fast(members: Sequence[Member], votes: StoredVotes, rule_name: str, trials: int,
                   seed: int, best: int) -> dict[str, Any]:
-    """The same figures on the vectorised simulator (same draws for every figure). A model with
-    exactly the drawn samples stored keeps their stored order in every trial, as ``run`` drew
-    them; Single-Best draws its one sample at random when more are stored."""
-    from muxlang.simulator import UNREADABLE, Config, Simulator
+    """The same figures on the vectorised simulator, on the same draws (``TrialDraws``)."""
+    from muxlang.simulator import UNREADABLE, Config
 
-    accuracies = {m.name: m.accuracy for m in members}
-    names = [m.name for m in members]
-    sim = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies, models=names,
-                    shuffle=[m.name for m in members if _resampled(votes, m.name, m.k)])
-    one = members[best].name
-    single_sim = sim
-    if _resampled(votes, one, 1) and one not in sim.shuffled:
-        single_sim = Simulator(votes, simulations=trials, seed=seed, accuracies=accuracies,
-                               models=[one], shuffle=True)
+    draws = TrialDraws.of(members, votes, trials, seed, best)
+    sim, single_sim, one = draws.pool, draws.single, members[best].name
     pool = tuple((m.name, m.k) for m in members)
     out: dict[str, Any] = {
         "slm_mux": sim.correct(Config(pool, "slm_mux")),
@@ -494,10 +516,10 @@ def _simulate(loaded: _Loaded, acc: _Accuracies, trials: int | None, seed: int,
         try:
             figures = simulate_fast(members, votes, rule_name, trials, seed, best)
             return _Simulated(figures, "vectorised", trials, resampled)
-        except ImportError:  # the plain engine needs nothing beyond the stdlib rules
+        except ImportError:  # the plain engine scores the same draws, item by item
             pass
     figures = simulate_plain(members, votes, loaded.runnable, acc.by_model, trials, seed, best,
-                             loaded.scored, resampled)
+                             loaded.scored)
     return _Simulated(figures, "plain", trials, resampled)
 
 

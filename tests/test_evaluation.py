@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs  # `st` names a store here
 
 from muxlang.errors import MuxError
 from muxlang.evaluation import evaluate
@@ -14,7 +17,8 @@ from muxlang.store import Store, import_samples
 
 
 def spec_for(models: dict[str, tuple[str, float | None, int]], rule: str = "slm_mux",
-             tie_break: str = "accuracy", validation: str | None = None, extra: str = ""):
+             tie_break: str = "accuracy", validation: str | None = None, extra: str = "",
+             adaptive: str = "off"):
     """models: name -> (recorded id, typed accuracy or None, k in the pool)."""
     parts = ["backend rec {\n  kind = replay\n}\n"]
     for name, (mid, acc, _) in models.items():
@@ -24,7 +28,7 @@ def spec_for(models: dict[str, tuple[str, float | None, int]], rule: str = "slm_
                  '  equivalence = numeric\n  gold = "answer"\n}\n')
     pool = ", ".join(f"{name} * {k}" for name, (_, _, k) in models.items() if k)
     parts.append(f"mux m {{\n  task = t\n  pool = [{pool}]\n  rule = {rule}\n"
-                 f"  tie_break = {tie_break}\n"
+                 f"  tie_break = {tie_break}\n  adaptive = {adaptive}\n"
                  + (f'  validation = "{validation}"\n' if validation else "") + "}\n")
     parts.append(extra)
     return check_text("".join(parts), "tiny.mux")
@@ -314,3 +318,58 @@ def test_items_without_a_readable_gold_are_left_out_of_per_model_accuracy_too(tm
     assert report["baselines"]["single_best"] == pytest.approx(report["per_model"]["one"])
     assert report["models"]["one"]["items"] == 2
     assert any("no readable gold answer" in note for note in report["notes"])
+
+
+ANSWER = hs.sampled_from([1, 2, 3]) | hs.none()  # few answers: ties are common; None unreadable
+
+
+@hs.composite
+def adaptive_cases(draw):
+    """A small store (1-3 models, each with its own number of stored samples per item, a few
+    more on some items when ``uneven``: the per-item engine then scores both policies) and a mux
+    over some of its models drawing at most that many (often fewer: resampled trials)."""
+    n_models = draw(hs.integers(1, 3))
+    n_items = draw(hs.integers(1, 4))
+    gold = {f"q{i}": draw(hs.sampled_from(["1", "2"])) for i in range(n_items)}
+    uneven = draw(hs.booleans())
+    answers, models = {}, {}
+    for j in range(n_models):
+        stored = draw(hs.integers(1, 5))
+        answers[f"M{j}"] = {q: draw(hs.lists(ANSWER, min_size=stored,
+                                             max_size=stored + (2 if uneven else 0)))
+                            for q in gold}
+        budget = draw(hs.integers(0 if j else 1, stored))  # 0: declared, not in the pool
+        models[f"m{j}"] = (f"M{j}", draw(hs.none() | hs.sampled_from([0.5, 0.7])), budget)
+    return (gold, answers, models, draw(hs.sampled_from(["slm_mux", "majority", "single"])),
+            draw(hs.sampled_from(["accuracy", "order"])), draw(hs.integers(1, 4)),
+            draw(hs.integers(0, 3)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(adaptive_cases())
+def test_adaptive_exact_answers_as_the_full_budget_on_the_same_draws(case):
+    """``adaptive = exact`` promises the full budget's answer and member on the same samples in
+    the same order. ``eval`` scores an adaptive mux record by record (``muxlang.semantics``) and a
+    full-budget one on the vectorised simulator: both must read each trial's order from
+    ``Simulator.draws``, or a resampled trial gives them different samples and the promise looks
+    broken (48 of 400 crux-o test records differed, CodeLlama-7B drawing 5 of its 10, when the
+    per-record engine drew its own). So per record, in every trial (the accuracy, all trials;
+    the baselines, the same draws), exact answers as off, drawing no more samples."""
+    gold, answers, models, rule, tie_break, trials, seed = case
+    with tempfile.TemporaryDirectory() as tmp:
+        store = store_with(Path(tmp), gold, answers)
+        try:
+            reports = {}
+            for policy in ("off", "exact"):
+                spec = spec_for(models, rule, tie_break, adaptive=policy)
+                reports[policy] = evaluate(store, spec, spec.muxes["m"], "tiny", trials=trials,
+                                           seed=seed)
+        finally:
+            store.close()
+    off, exact = reports["off"], reports["exact"]
+    assert ([(r["id"], r["answer"], r["model"]) for r in exact["records"]]
+            == [(r["id"], r["answer"], r["model"]) for r in off["records"]])
+    assert exact["mux"]["accuracy"] == off["mux"]["accuracy"]
+    assert exact["mux"]["no_answer"] == off["mux"]["no_answer"]
+    assert exact["baselines"] == off["baselines"]
+    assert exact["mux"]["mean_samples"] <= off["mux"]["mean_samples"]
