@@ -433,6 +433,9 @@ class PolicyEntry(_Typed):
     samples: float = 0.0  # drawn per item, the mean
     trials: int = 0
     chosen: bool = False
+    # in the tune block's adaptive list; False: the full budget the search scored pools at when
+    # the list names no off or exact, measured as the yardstick only (never chosen)
+    listed: bool = True
 
 
 @dataclass
@@ -477,6 +480,9 @@ class TuneResult(_Typed):
     pool_sizes: list[PoolSizeEntry] = field(default_factory=list)
     points: list[TunePoint] = field(default_factory=list)
     policies: list[PolicyEntry] = field(default_factory=list)  # delta(p) on the winner's pool
+    # the mux's own sampling policy when the tune block's adaptive list leaves it out: never
+    # measured, and the tuned mux's (best.adaptive) replaces it (the summary says so)
+    untried_adaptive: Optional[str] = None
     warnings: list[str] = field(default_factory=list)
     spec: Optional[str] = None  # Session.tune: the spec file, the store, the split
     store: Optional[str] = None
@@ -490,6 +496,7 @@ class TuneResult(_Typed):
         "pool_sizes": _ListOf(PoolSizeEntry), "points": _ListOf(TunePoint),
         "policies": _ListOf(PolicyEntry)}
     _renamed: ClassVar[dict[str, str]] = {"front": "pareto"}
+    _omit_none: ClassVar[tuple[str, ...]] = ("untried_adaptive",)
 
 
 # ------------------------------------------------------------------------------------------------

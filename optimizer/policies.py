@@ -9,6 +9,8 @@ winner's own policy for comparison, through ``semantics.decide`` on the first ``
 resampling trials of the simulator (the same draws the search scored, record by record, as
 ``eval`` and a live run decide). A ``delta(p)`` replaces the winner's policy when it loses no
 validation accuracy on those trials and draws fewer samples; of several, the one drawing fewest.
+A tune block that lists no ``off`` or ``exact`` has the search score pools at the full budget,
+which is then only the yardstick: the tuned mux takes one of the listed policies (``choose``).
 """
 from __future__ import annotations
 
@@ -78,8 +80,18 @@ def measure(sim: Simulator, mux: ir.Mux, config: Config, trials: int) -> PolicyF
                          tuple(float(d / rows) for d in drawn), trials)
 
 
-def choose(own: PolicyFigures, others: Sequence[PolicyFigures]) -> PolicyFigures | None:
+def choose(own: PolicyFigures, others: Sequence[PolicyFigures], *,
+           own_listed: bool = True) -> PolicyFigures | None:
     """The policy that replaces the winner's own: no less accurate on the same trials, fewer
-    samples; of several, the fewest samples (then the order listed). None: keep the own."""
+    samples; of several, the fewest samples (then the order listed). None: keep the own.
+
+    ``own_listed=False``: the own policy is not one the tune block lists (it lists only
+    ``delta(p)``, and the search scored pools at the full budget), so it is a yardstick, never
+    the choice: without a policy that loses nothing against it, the most accurate of
+    ``others`` (then the fewest samples, then the order listed)."""
     better = [f for f in others if f.accuracy >= own.accuracy and f.samples < own.samples]
-    return min(better, key=lambda f: f.samples) if better else None
+    if better:
+        return min(better, key=lambda f: f.samples)
+    if own_listed or not others:
+        return None
+    return max(others, key=lambda f: (f.accuracy, -f.samples))

@@ -1,4 +1,5 @@
-"""Write the tuned spec: the source spec's text with the tuned mux's ``pool`` (and ``rule``) replaced.
+"""Write the tuned spec: the source spec's text with the tuned mux's ``pool`` (and ``rule`` and
+``adaptive``: the policy tune chose, ``TuneResult.best.adaptive``) replaced.
 
 Only the value spans of those keys change (found with the parser's character spans); comments and
 layout elsewhere stay byte for byte. A header comment records where the result came from. Relative
@@ -73,6 +74,9 @@ class Record:
     config: Config
     test_dataset: str | None = None
     date: str | None = None
+    # the mux's own sampling policy, when the tune block's adaptive list left it out (so tune
+    # never measured it) and ``config.adaptive`` replaces it: TuneResult.untried_adaptive
+    replaced_adaptive: str | None = None
 
     def lines(self) -> list[str]:
         date = self.date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -90,6 +94,12 @@ class Record:
             + (f" in {redact_url(self.storage)}" if self.storage else ""),
             f"# objective:   {self.objective}",
             f"# chosen:      {self.config}",
+        ]
+        if self.replaced_adaptive is not None:
+            out.append(f"# adaptive:    {self.config.adaptive} replaces the mux's own "
+                       f"{self.replaced_adaptive}, which the tune block's adaptive list left "
+                       "out (never measured)")
+        out += [
             f"# validation accuracy: {self.val_accuracy:.4f} ± {self.val_se:.4f} "
             f"(SE over {self.simulations} simulations, seed {self.seed}; ± {self.val_se_items:.4f} "
             f"over items)",

@@ -220,6 +220,11 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
     if deltas:
         best, policies = _try_policies(spec, tune, best, result.best.config, deltas, val_sim,
                                        test_sim, note)
+    untried = tune.mux.adaptive if tune.mux.adaptive not in tune.adaptive else None
+    if untried is not None:
+        note(f"mux {tune.mux.name} says adaptive = {untried}, which tune {tune.name}'s adaptive "
+             f"list ({', '.join(tune.adaptive)}) leaves out, so it was never measured; the tuned "
+             f"mux says adaptive = {best.adaptive} (list {untried} to compare it)")
     if test_sim is not None and not best.in_val_interval:
         note(f"the winner's test accuracy {best.test_accuracy:.4f} is outside its validation "
              f"interval {best.val_accuracy:.4f} ± {_half_interval(best):.4f} (2 SE)")
@@ -249,27 +254,32 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         curves=(budget_curves(result.best.config, space, val_sim, test_sim)
                 if options.curves else {}),
         pool_sizes=best_by_pool_size(feasible, test_sim), points=points, policies=policies,
-        warnings=warnings)
+        untried_adaptive=untried, warnings=warnings)
 
 
 def _try_policies(spec: ir.Spec, tune: ir.Tune, best: TuneEntry, config: Config,
                   deltas: list[str], val_sim: Simulator, test_sim: Simulator | None,
                   note: Callable[[str], None]) -> tuple[TuneEntry, list[PolicyEntry]]:
     """``optimizer.policies``: the winner's pool with each ``delta(p)`` against its own policy,
-    record by record on the same trials; the winner's entry as chosen, and every figure."""
+    record by record on the same trials; the winner's entry as chosen, and every figure. The
+    chosen policy is always one the tune block lists: its own is the search's full budget when
+    the list names no off or exact, a yardstick then, never the choice."""
     trials = min(POLICY_TRIALS, val_sim.simulations)
 
     def run(sim: Simulator, policy: str) -> PolicyFigures:
         return measure(sim, mux_with(tune.mux, spec.models, config, policy), config, trials)
 
+    listed = config.adaptive in tune.adaptive
     own = run(val_sim, config.adaptive)
     tried = [run(val_sim, p) for p in deltas]
-    chosen = choose(own, tried)
+    chosen = choose(own, tried, own_listed=listed)
     entries = [PolicyEntry(adaptive=f.adaptive, val_accuracy=f.accuracy, val_se=f.se,
-                           samples=f.samples, trials=f.trials, chosen=f is (chosen or own))
+                           samples=f.samples, trials=f.trials, chosen=f is (chosen or own),
+                           listed=f is not own or listed)
                for f in [own, *tried]]
+    yardstick = "" if listed else ": the full budget the search scored pools at, not listed"
     note(f"adaptive {', '.join(deltas)}: measured record by record on the winner's pool over "
-         f"{trials} trials against its own policy ({config.adaptive}): "
+         f"{trials} trials against its own policy ({config.adaptive}{yardstick}): "
          + "; ".join(f"{e.adaptive} {100 * e.val_accuracy:.2f}% with {e.samples:.2f} samples"
                      for e in entries)
          + (f"; {chosen.adaptive} chosen" if chosen else f"; {config.adaptive} kept"))
@@ -423,10 +433,16 @@ def render_text(result: TuneResult, out=None) -> None:
     print(f"  cost {b.cost:.3g} USD/item, {b.tokens:.0f} tokens/item, "
           f"union {pct(b.union)}, contradiction {pct(b.contradiction)}", file=out)
     for entry in result.policies:
-        mark = "  (chosen)" if entry.chosen else ""
+        mark = ("  (chosen)" if entry.chosen else
+                "  (the full budget, to compare: not in the tune block's list)"
+                if not entry.listed else "")
         print(f"  adaptive = {entry.adaptive}: validation {pct(entry.val_accuracy)}"
               f"{se(entry.val_se)}, {entry.samples:.2f} samples per item "
               f"({entry.trials} trials, record by record){mark}", file=out)
+    if result.untried_adaptive is not None:
+        print(f"  the mux's own adaptive = {result.untried_adaptive} was not tried (the tune "
+              f"block's adaptive list leaves it out): the tuned mux says adaptive = "
+              f"{b.adaptive}", file=out)
     bs = result.baselines.best_single
     if bs is not None:
         print(f"best single model: {bs.model}: validation {pct(bs.val_accuracy)}, "

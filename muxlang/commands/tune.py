@@ -164,7 +164,8 @@ def _write_tuned(args, tune, result) -> None:
         test_se_items=best.test_se_items, simulations=result.simulations, seed=result.seed,
         config=config,
         test_dataset=(args.test or (f"{args.dataset} (the other part of the split)"
-                                    if args.split is not None else None)))
+                                    if args.split is not None else None)),
+        replaced_adaptive=result.untried_adaptive)
     write_tuned_spec(args.spec, tune.mux.name, config, record, args.out)
 
 

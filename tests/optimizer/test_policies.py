@@ -51,3 +51,19 @@ def test_delta_draws_fewer_and_is_chosen_only_without_a_loss(setup):
     assert (picked is loose) == (loose.accuracy >= own.accuracy)
     worse = PolicyFigures("delta(0.5)", own.accuracy - 0.01, 0, 0, (1.0,), 3)
     assert choose(own, [worse]) is None
+
+
+def test_a_yardstick_that_is_not_listed_is_never_chosen():
+    """When the tune block lists only delta(p), the full budget the search scored pools at is
+    the yardstick: a listed policy that loses nothing against it and draws fewer wins as ever;
+    without one, the most accurate listed policy (then the fewest samples, then list order)."""
+    full = PolicyFigures("off", 0.90, 0, 0, (6.0,), 3)
+    loose = PolicyFigures("delta(0.3)", 0.80, 0, 0, (2.0,), 3)
+    tight = PolicyFigures("delta(0.05)", 0.85, 0, 0, (4.0,), 3)
+    same = PolicyFigures("delta(0.04)", 0.85, 0, 0, (4.0,), 3)
+    assert choose(full, [loose, tight]) is None  # off listed: kept, both lose accuracy
+    assert choose(full, [loose, tight, same], own_listed=False) is tight
+    assert choose(full, [loose], own_listed=False) is loose
+    assert choose(full, [], own_listed=False) is None
+    free = PolicyFigures("delta(0.2)", 0.90, 0, 0, (3.0,), 3)
+    assert choose(full, [loose, free, tight], own_listed=False) is free

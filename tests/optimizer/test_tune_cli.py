@@ -345,3 +345,91 @@ def test_a_delta_that_loses_nothing_replaces_the_full_budget(tmp_path, capsys):
         "delta(0.2)", delta["val_accuracy"], delta["samples"])
     assert best["test_accuracy"] is not None
     assert "adaptive = delta(0.2)" in out.read_text()
+
+
+
+def _delta_mux(tune_adaptive: str | None) -> str:
+    """SPEC with mux duo saying adaptive = delta(0.3), candidates m0 and m1 drawn 8 times, and
+    the tune block's adaptive list (None: left out, so the mux's own)."""
+    text = (SPEC.replace("  tie_break = accuracy\n",
+                         "  tie_break = accuracy\n  adaptive = delta(0.3)\n")
+            .replace("candidates  = [m0, m1, m2, m3]", "candidates  = [m0, m1]")
+            .replace("samples     = 0..4", "samples     = 8..8"))
+    if tune_adaptive is not None:
+        text = text.replace("  seed        = 3\n",
+                            f"  seed        = 3\n  adaptive    = {tune_adaptive}\n")
+    return text
+
+
+def test_the_tuned_mux_keeps_a_listed_policy_and_says_when_its_own_was_not_tried(
+        tmp_path, capsys):
+    """The written policy is one tune measured and chose from the tune block's list. A mux
+    saying delta(0.3) with no adaptive in the tune block (the list is its own policy) keeps
+    delta(0.3) even though it loses accuracy against the full budget the search scored pools
+    at: that budget is the yardstick, not a candidate. Listing off lets off win. A list that
+    leaves the mux's own policy out replaces it untried, and the summary, the result and the
+    tuned spec's header say so."""
+    from muxlang.store import Store, import_samples
+    from muxlang.votes import StoredVotes
+
+    # every answer right by a majority of its 8 samples, but not by every sample: a policy
+    # that stops after a few samples sometimes settles on the wrong one
+    items = [f"q{i}" for i in range(30)]
+    gold = [str(i % 4) for i in range(30)]
+    rows = {"m0": [[g] * 5 + ["9"] * 3 if i % 2 else [g] * 8 for i, g in enumerate(gold)],
+            "m1": [[g] * 4 + ["8"] * 4 if i % 3 else [g] * 8 for i, g in enumerate(gold)]}
+    url = str(tmp_path / "mixed.sqlite")
+    store = Store(url)
+    try:
+        import_samples(store, *write_zeroeval(StoredVotes("mixed", items, ["m0", "m1"], rows,
+                                                          gold), tmp_path, "mixed"),
+                       dataset="mixed")
+    finally:
+        store.close()
+
+    # the tune block's adaptive defaults to the mux's own: [delta(0.3)]
+    source = tmp_path / "own" / "delta.mux"
+    source.parent.mkdir()
+    source.write_text(_delta_mux(None))
+    result, out = _tuned(capsys, source, url, "mixed")
+    full, delta = result["policies"]
+    assert (full["adaptive"], full["listed"], full["chosen"]) == ("off", False, False)
+    assert (delta["adaptive"], delta["listed"], delta["chosen"]) == ("delta(0.3)", True, True)
+    assert delta["val_accuracy"] < full["val_accuracy"]  # it loses, and is kept all the same
+    best = result["best"]
+    assert (best["adaptive"], best["val_accuracy"], best["samples"]) == (
+        "delta(0.3)", delta["val_accuracy"], delta["samples"])
+    assert "untried_adaptive" not in result
+    assert load_spec(out).muxes["duo"].adaptive == "delta(0.3)"
+    assert "adaptive=delta(0.3)" in out.read_text()  # the header's chosen configuration
+
+    # listed with off: off is measured against it, and chosen
+    source = tmp_path / "both" / "delta.mux"
+    source.parent.mkdir()
+    source.write_text(_delta_mux("[off, delta(0.3)]"))
+    result, out = _tuned(capsys, source, url, "mixed")
+    full, delta = result["policies"]
+    assert (full["listed"], full["chosen"], delta["chosen"]) == (True, True, False)
+    assert result["best"]["adaptive"] == "off" and "untried_adaptive" not in result
+    assert load_spec(out).muxes["duo"].adaptive == "off"
+
+    # a list without the mux's own policy: replaced untried, and said so
+    source = tmp_path / "other" / "delta.mux"
+    source.parent.mkdir()
+    source.write_text(_delta_mux("[off, exact]"))
+    out = source.with_name("tuned.mux")
+    saved = source.with_name("result.json")
+    code, stdout, err = _run(capsys, "tune", str(source), "--store", url, "--dataset", "mixed",
+                             "--out", str(out), "--result", str(saved), "--no-progress")
+    assert code == 0, err
+    result = json.loads(saved.read_text())
+    written = result["best"]["adaptive"]
+    assert result["untried_adaptive"] == "delta(0.3)" and result["policies"] == []
+    assert load_spec(out).muxes["duo"].adaptive == written
+    assert written in ("off", "exact")
+    assert (f"the mux's own adaptive = delta(0.3) was not tried (the tune block's adaptive "
+            f"list leaves it out): the tuned mux says adaptive = {written}") in stdout
+    assert "adaptive = delta(0.3), which tune search's adaptive list (off, exact)" in err
+    assert any("never measured" in w for w in result["warnings"])
+    assert (f"# adaptive:    {written} replaces the mux's own delta(0.3), which the tune "
+            "block's adaptive list left out (never measured)") in out.read_text()

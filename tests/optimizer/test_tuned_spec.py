@@ -93,3 +93,19 @@ def test_keys_added_to_a_mux_written_on_one_line_stay_inside_it():
     mux = spec.muxes["m"]
     assert (mux.rule.name, mux.adaptive) == ("majority", "exact")
     assert [(p.name, p.samples) for p in mux.pool] == [("a", 3), ("c", 2)]
+
+
+def test_the_header_says_when_the_policy_replaced_an_untried_own_one(tree):
+    """A tune block whose adaptive list left the mux's own policy out: the written policy is
+    the one tune chose, and the header says it replaced one that was never measured."""
+    source = tree / "src" / "root.mux"
+    source.write_text(ROOT.replace("pool = [a * 2]", "pool = [a * 2]\n    adaptive = delta(0.1)"))
+    config = Config((("a", 3),), "slm_mux", "exact")
+    out = tree / "src" / "tuned.mux"
+    text = write_tuned_spec(str(source), "m", config,
+                            _record(config, replaced_adaptive="delta(0.1)"), str(out))
+    assert ("# adaptive:    exact replaces the mux's own delta(0.1), which the tune block's "
+            "adaptive list left out (never measured)") in text
+    assert load_spec(out).muxes["m"].adaptive == "exact"
+    plain = tuned_text(ROOT, "root.mux", "m", config, _record(config).lines())
+    assert "# adaptive:" not in plain
