@@ -384,20 +384,19 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
     """What to draw next under the mux's ``adaptive`` policy (see ``exact_draws``); under
     ``delta(p)`` also ``{}`` once the chance that the full budget would select otherwise (or, as
     a cascade step, fall on the other side of the threshold) is below p, and rounds are
-    quarters of a budget, so that it can stop between them (kept whole, as ``_round`` says,
-    where a split is not worth one more request)."""
-    want = exact_draws(mux, inputs, measured, threshold, overhead)
+    quarters of a budget, so that it can stop between them. ``overhead`` (larger rounds where a
+    request costs a prompt, ``_round``) applies under ``exact`` only: there the answer does not
+    depend on the rounds, while delta(p) may stop on another answer after another prefix, and
+    must answer the same live, served and replayed."""
     p = delta_of(mux)
+    if p is not None:  # the rounds decide which prefix delta stops on: they must not vary
+        overhead = None
+    want = exact_draws(mux, inputs, measured, threshold, overhead)
     if p is None or not want:
         return want
     if change_probability(mux, inputs, measured or {}, threshold, stop_at=p) < p:
         return {}
-    out = {}
-    for i, n in want.items():
-        quarter = max(1, -(-mux.pool[i].samples // 4))
-        left = mux.pool[i].samples - len(inputs[i])
-        out[i] = n if left - min(n, quarter) <= (overhead or {}).get(i, 0.0) else min(n, quarter)
-    return out
+    return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
 
 
 def most_rounds(mux: ir.Mux, position: int) -> int:

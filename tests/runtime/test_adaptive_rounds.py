@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import muxlang
@@ -120,8 +120,10 @@ def _pools(draw):
 @given(_pools())
 def test_a_prompt_worth_more_than_any_split_means_one_request_per_member(case):
     """With the overhead above every budget, no member is ever asked twice: an adaptive mux
-    sends at most the full budget's requests, each for at most its samples."""
+    sends at most the full budget's requests, each for at most its samples (under exact;
+    delta(p) keeps its rounds, whose prefixes decide its answer)."""
     mux, full = case
+    assume(mux.adaptive == "exact")
     overhead = {i: 100.0 for i in range(len(mux.pool))}
     drawn: list[list] = [[] for _ in full]
     asked = [0] * len(full)
@@ -183,3 +185,17 @@ def test_rounds_that_never_settle_stop_being_split_after_a_few_tries():
     assert fast == full
     assert tokens <= 1.10 * full_tokens, (tokens, full_tokens)
     assert requests < 1.5 * full_requests
+
+
+@settings(max_examples=150, deadline=None)
+@given(_pools())
+def test_delta_rounds_do_not_depend_on_what_a_request_costs(case):
+    """delta(p) may stop on another answer after another prefix: its rounds ignore the
+    overhead, so a mux under it answers the same live, served and replayed."""
+    mux, full = case
+    assume(mux.adaptive != "exact")
+    drawn: list[list] = [[] for _ in full]
+    while want := semantics.next_draws(mux, drawn, {}, None, None):
+        assert semantics.next_draws(mux, drawn, {}, None, {i: 50.0 for i in range(len(full))}) \
+            == want
+        drawn = [full[i][:len(drawn[i]) + want.get(i, 0)] for i in range(len(full))]
