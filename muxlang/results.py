@@ -483,6 +483,9 @@ class TuneResult(_Typed):
     # the mux's own sampling policy when the tune block's adaptive list leaves it out: never
     # measured, and the tuned mux's (best.adaptive) replaces it (the summary says so)
     untried_adaptive: Optional[str] = None
+    # what the cost objective counted: "usd" (prices or reported costs), else "tokens", else
+    # "samples" (``Simulator.cost_unit``); the summary prints the cost in it
+    cost_unit: str = "usd"
     warnings: list[str] = field(default_factory=list)
     spec: Optional[str] = None  # Session.tune: the spec file, the store, the split
     store: Optional[str] = None

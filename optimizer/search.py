@@ -383,6 +383,8 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
         GridWalk(study, grid, total, seed, shared=storage is not None).run(evaluate,
                                                                           list(callbacks))
     else:
+        if not study.get_trials(deepcopy=False):  # a fresh study, no worker seeded it yet
+            _seed_singles(study, space, total)
         already = len(study.get_trials(deepcopy=False, states=DONE_STATES))
         if already < total:
             stop = optuna.study.MaxTrialsCallback(total, states=DONE_STATES)
@@ -391,6 +393,23 @@ def run_search(sim: Simulator, space: Space, objectives: Sequence[str] = ("accur
         if storage is not None:
             wait_for_running(study)
     return summarise(study, objectives, kind, size, grid)
+
+
+def _seed_singles(study: optuna.Study, space: Space, total: int) -> None:
+    """A sampled search first tries every candidate alone at its largest budget: the baselines
+    ``tune`` reports beside the best (a pool found by sampling must not lose to one of them
+    unseen), and, on cheaper-is-better objectives, often the front's cheap end. Only when
+    the pool may hold one model and they take at most half the trials."""
+    if space.pool_size[0] > 1 or len(space.candidates) > total // 2:
+        return
+    fixed = {}
+    if len(space.rules) > 1:
+        fixed["rule"] = space.rules[0]
+    if len(space.adaptive) > 1:
+        fixed["adaptive"] = space.adaptive[0]
+    for model in space.candidates:
+        study.enqueue_trial({**fixed, **{_param_name(m): space.n_budgets(m) if m == model else 0
+                                         for m in space.candidates}})
 
 
 def _walk_alone(study: optuna.Study, grid: Sequence[Config], total: int, seed: int,

@@ -254,7 +254,7 @@ def tune_votes(spec: ir.Spec, tune: ir.Tune, val: StoredVotes, test: StoredVotes
         curves=(budget_curves(result.best.config, space, val_sim, test_sim)
                 if options.curves else {}),
         pool_sizes=best_by_pool_size(feasible, test_sim), points=points, policies=policies,
-        untried_adaptive=untried, warnings=warnings)
+        untried_adaptive=untried, cost_unit=val_sim.cost_unit, warnings=warnings)
 
 
 def _try_policies(spec: ir.Spec, tune: ir.Tune, best: TuneEntry, config: Config,
@@ -412,6 +412,16 @@ def render_text(result: TuneResult, out=None) -> None:
     def pool(e: TuneEntry) -> str:
         return ", ".join(f"{m} * {b}" for m, b in e.pool.items())
 
+    def cost(e: TuneEntry) -> str:
+        """In the unit the cost objective counted: with no prices nor reported costs, USD
+        would read 0 for every pool."""
+        if result.cost_unit == "usd":
+            return f"{e.cost:.3g} USD/item, {e.tokens:.0f} tokens/item"
+        if result.cost_unit == "tokens":
+            return f"{e.tokens:.0f} tokens/item (no prices)"
+        n = round(e.samples, 2)
+        return f"{n:g} sample{'' if n == 1 else 's'}/item (no prices, no token counts)"
+
     b = result.best
     ds = result.dataset
     print(f"tune {result.tune} (mux {result.mux}): {result.trials} trials, "
@@ -430,8 +440,8 @@ def render_text(result: TuneResult, out=None) -> None:
     if b.test_accuracy is not None:
         print(f"  test accuracy       {pct(b.test_accuracy)}{se(b.test_se)} (simulations)"
               f"{se(b.test_se_items)} (items)", file=out)
-    print(f"  cost {b.cost:.3g} USD/item, {b.tokens:.0f} tokens/item, "
-          f"union {pct(b.union)}, contradiction {pct(b.contradiction)}", file=out)
+    print(f"  cost {cost(b)}, union {pct(b.union)}, contradiction {pct(b.contradiction)}",
+          file=out)
     for entry in result.policies:
         mark = ("  (chosen)" if entry.chosen else
                 "  (the full budget, to compare: not in the tune block's list)"
@@ -455,4 +465,4 @@ def render_text(result: TuneResult, out=None) -> None:
         print("Pareto set (validation → test):", file=out)
         for e in result.front:
             print(f"  {pct(e.val_accuracy):>8} → {pct(e.test_accuracy):>8}  "
-                  f"cost {e.cost:.3g}  {e.rule} [{pool(e)}]", file=out)
+                  f"cost {cost(e)}  {e.rule} [{pool(e)}]", file=out)
