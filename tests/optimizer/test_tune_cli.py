@@ -233,6 +233,22 @@ def test_redact_url():
     assert "secret" not in redact_url("postgresql://u:secret@h/x")
 
 
+def _trials_in(study: Path) -> int:
+    """Trials an Optuna SQLite study holds (0 while its tables are being made)."""
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(f"file:{study}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return 0
+    try:
+        return db.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+    finally:
+        db.close()
+
+
 def test_ctrl_c_says_how_to_resume_and_shows_no_optuna_noise(tmp_path):
     import os
     import signal
@@ -253,9 +269,15 @@ def test_ctrl_c_says_how_to_resume_and_shows_no_optuna_noise(tmp_path):
          "zeroeval-gsm8k", "--split", "0.5", "--sampler", "tpe", "--trials", "100000",
          "--storage", str(tmp_path / "study.db"), "--study", "s", "--no-progress"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    # interrupt it inside the search (a fixed sleep could land in start-up on a loaded machine)
+    study = tmp_path / "study.db"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if study.exists() and _trials_in(study) >= 3:
+            break
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "run the same command again to resume it" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "[W " not in err
