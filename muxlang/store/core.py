@@ -175,6 +175,9 @@ class Store:
         self.display_url = redact_url(self.url)
         self.reader = must_exist
         self.writable = not must_exist
+        # questions files a reader was given that the store does not hold (``read_dataset``):
+        # negative dataset id -> their items, kept in memory, never written
+        self._in_memory: dict[int, list[Item]] = {}
         self.path: Path | None = None
         read_only = False
         if self.url.startswith("sqlite:///") and self.url != "sqlite:///:memory:":
@@ -553,8 +556,29 @@ class Store:
                               .order_by(d.name)).all()
         return [DatasetInfo(*row) for row in rows]
 
+    def read_dataset(self, name: str, records: Sequence[Mapping[str, Any]], *,
+                     gold_field: str | None = "answer", source: str | None = None) -> DatasetInfo:
+        """A dataset this store does not hold, for a command that only reads it (eval or tune
+        given a questions file on a store it cannot write: read-only, or of an older schema):
+        kept in memory under a negative id, its items too; samples are still found by their
+        prompts. Nothing is written."""
+        number = -(len(self._in_memory) + 1)
+        base = number * 10 ** 9  # item ids: negative, unique across in-memory datasets
+        items = []
+        for position, record in enumerate(records):
+            gold = record.get(gold_field) if gold_field else None
+            items.append(Item(base - position, position, item_key_of(record, position),
+                              json.loads(canonical_json(record)),
+                              None if gold is None else (gold if isinstance(gold, str) else
+                                                         canonical_json(gold)),
+                              record_input_hash(record, gold_field)))
+        self._in_memory[number] = items
+        return DatasetInfo(number, name, dataset_hash(records), len(records), gold_field, source)
+
     def items(self, dataset: DatasetInfo | str) -> list[Item]:
         info = self.require_dataset(dataset)
+        if info.id in self._in_memory:
+            return list(self._in_memory[info.id])
         i = s.items.c
         with self.engine.connect() as cx:
             rows = cx.execute(select(i.id, i.position, i.item_key, i.record, i.gold, i.input_hash)
@@ -704,15 +728,13 @@ def load_dataset_file(store: Store, path: str | Path, *, name: str | None = None
         if existing is not None:
             return existing
         name = name or default_dataset_name(path)
-    if not store.writable:
-        raise DatasetError(f"the questions of {path} are not in store {store.display_url}, "
-                           "which this command only reads: import or collect them first",
-                           dataset=str(path))
     for line, record in lines:
         key = item_key_of(record, 0)
         if len(key) > MAX_NAME:
             raise DataError(str(path), line, f"field 'id': {len(key):,} characters, more than "
                                              f"the {MAX_NAME} a store keeps")
+    if not store.writable:  # read-only, or an older schema this command does not upgrade
+        return store.read_dataset(name, records, gold_field=gold_field, source=str(path))
     return store.put_dataset(name, records, gold_field=gold_field, source=str(path))
 
 

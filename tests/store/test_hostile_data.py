@@ -286,6 +286,42 @@ def test_reading_commands_work_on_a_read_only_file_in_a_read_only_folder(data, c
         path.chmod(0o644)
 
 
+@pytest.mark.parametrize("how", ["read-only", "legacy"])
+def test_a_reader_evaluates_a_questions_file_the_store_does_not_hold_without_writing(
+        data, capsys, how):
+    """eval given a questions file the store has not registered (here: some of its questions,
+    reordered), on a store it may not write (read-only, or of an older schema it does not
+    upgrade): the file is read in memory, the samples found by their prompts, and the figures
+    are those a writable current store gives; nothing is written."""
+    subset = data / "some.jsonl"
+    subset.write_text("".join(json.dumps(q) + "\n" for q in reversed(QUESTIONS[:4])))
+    argv = ["eval", "duo.mux", "--dataset", str(subset), "--json"]
+    current = data / "current.sqlite"
+    make_store(current)
+    assert main([*argv, "--store", str(current)]) == 0, capsys.readouterr().err
+    want = json.loads(capsys.readouterr().out)
+    folder = data / how
+    folder.mkdir()
+    path = folder / "store.sqlite"
+    make_store(path, legacy=3 if how == "legacy" else None)
+    before = folder_state(folder)
+    if how == "read-only":
+        path.chmod(0o444)
+        folder.chmod(0o555)
+    try:
+        assert main([*argv, "--store", str(path)]) == 0, capsys.readouterr().err
+        got = json.loads(capsys.readouterr().out)
+        assert folder_state(folder) == before
+    finally:
+        folder.chmod(0o755)
+        path.chmod(0o644)
+    assert got["dataset"]["items"] == 4
+    assert [(r["id"], r["answer"], r["correct"]) for r in got["records"]] == [
+        (r["id"], r["answer"], r["correct"]) for r in want["records"]]
+    assert (got["mux"]["accuracy"], got["baselines"]) == (want["mux"]["accuracy"],
+                                                         want["baselines"])
+
+
 def test_a_store_made_before_the_marker_opens_and_gets_it_on_its_first_write(data, capsys):
     import sqlite3
 
