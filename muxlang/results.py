@@ -147,6 +147,9 @@ class RecordResult(_Typed):
     tokens_out: Optional[int] = None
     latency: float = 0.0
     cached: int = 0  # samples served by the store
+    # member -> how many of its replies carried no answer (content null, a refusal), why
+    no_answer: dict[str, str] = field(default_factory=dict)
+    reported_cost: Optional[float] = None  # USD a gateway reported for the samples drawn now
     gold: Any = None  # the record's gold field, when it has one (muxlang.scoring)
     correct: Optional[bool] = None  # the answer's key equals the gold's; None: not scored
 
@@ -174,6 +177,8 @@ class RecordResult(_Typed):
                    steps=[StepResult.from_dict(s) for s in out.get("steps") or []],
                    tokens_in=tokens.get("input"), tokens_out=tokens.get("output"),
                    latency=out.get("latency") or 0.0, cached=out.get("cached") or 0,
+                   no_answer=dict(out.get("no_answer") or {}),
+                   reported_cost=out.get("reported_cost"),
                    gold=out.get("gold"), correct=out.get("correct"))
 
 

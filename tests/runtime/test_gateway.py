@@ -252,6 +252,11 @@ def test_a_reply_with_no_content_is_a_sample_with_no_answer(
     assert main(run) == 0
     assert len(server.requests) == before
     assert reason in read_jsonl(out)[0]["no_answer"]["a"]
+    # the Python API says the same (from the store: nothing is sent)
+    import muxlang
+
+    (result,) = muxlang.Session(store=store).run(muxlang.load(spec), [{"id": 0, "question": "q0"}])
+    assert reason in result.no_answer["a"] and len(server.requests) == before
 
 
 def test_no_answer_reads_the_finish_reason():
@@ -294,6 +299,11 @@ def test_a_runs_output_sums_the_reported_cost(
                      "--no-progress"]) == 0
         (line,) = read_jsonl(out)
         assert line["reported_cost"] == pytest.approx(0.004)
+        # the Python API says the same
+        import muxlang
+
+        (result,) = muxlang.Session().run(muxlang.load(spec), [{"id": 0, "question": "q0"}])
+        assert result.reported_cost == pytest.approx(0.004)
     finally:
         server.stop()
 
