@@ -313,7 +313,8 @@ def validation_accuracies(store: Any, spec: ir.Spec | None, mux: ir.Mux, models:
             hint = did_you_mean(name, names)
             raise MuxError(f"mux '{mux.name}' (line {mux.pos.line}) takes its tie-break "
                            f"accuracies from validation = \"{name}\", which is not in store "
-                           f"{store.display_url} (--validation NAME_OR_FILE takes other data)"
+                           f"{store.display_url} (to measure them on other data, give a validation "
+                           f"dataset: validation= in Python, --validation on the command line)"
                            + (f"; {hint}" if hint else ""))
         if info is None:
             store.require_dataset(name)  # raises with the stored names
