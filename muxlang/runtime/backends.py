@@ -166,6 +166,16 @@ class BackendSettings:
                 return value
         return None
 
+    def key_hint(self) -> str:
+        """Where the key a server refused came from, or that none was sent (never the key)."""
+        for name in self.key_envs:
+            if read_key(name):
+                return (f"the key sent is {name}'s (environment or ./.env): check it is one "
+                        "this server accepts")
+        return (f"no key was sent: set {self.key_envs[-1]} in the environment or ./.env, or "
+                f"name the variable with the backend's api_key = env(\"...\")"
+                if self.key_envs else "no key was sent")
+
     def check(self, spec_key_env: str | None) -> None:
         """Errors a user can fix before any request is sent."""
         if self.kind not in BACKEND_KINDS:
@@ -811,7 +821,7 @@ class BackendClient:
         permanent = (permanent_400(error.detail, error.error_type) if error.status == 400
                      else None)
         if error.status == 401 or permanent == "backend":
-            self._stop(reason, clip(reason, 100))
+            self._stop(f"{reason} ({self.settings.key_hint()})", clip(reason, 100))
         elif error.status in (403, 404) or permanent == "model":
             self._stop_model(model, reason + hint)
         elif error.unreachable and not self._answered:

@@ -514,6 +514,9 @@ def test_a_401_stops_the_backend_instead_of_failing_every_record_on_its_own(
     assert len(server.requests) <= 8
     err = capsys.readouterr().err
     assert "backend 'local' stopped taking requests: HTTP 401: invalid api key" in err
+    # where the refused key came from (its variable, never its value)
+    assert "(the key sent is " in err and "'s (environment or ./.env)" in err
+    assert api_key not in err
 
 
 def test_a_404_model_is_left_out_of_later_records_without_asking_again(
