@@ -38,13 +38,12 @@ class GridWalk:
     per configuration: they work in batches, and the first record of a batch also claims the
     rest of that batch (until written) and the batch the worker scores next (attribute
     ``claim`` = {"worker": host:pid, "next": [index, ...]}; a worker's newest claim replaces its
-    older ones). Before picking, a worker reads the
+    older ones). A batch with no such record to carry its claim (a worker's first, and the one
+    after a batch it gave up entirely) is claimed by a FAIL trial without parameters. Before picking, a worker reads the
     trials added since its last look (Optuna's cached storage fetches only those) and skips the
     indices that are done or claimed by another live worker; after scoring a batch it looks
     again and gives up each configuration that another worker has written meanwhile or claimed
-    in an earlier trial (trial numbers order the claims). Only a worker's first configuration
-    (and the batch after one it gave up entirely) is not claimed in advance: two workers can
-    race for those, rarely. Batches start at one configuration and grow while a batch takes
+    in an earlier trial (trial numbers order the claims). Batches start at one configuration and grow while a batch takes
     under ``batch_seconds``, up to ``max_batch``.
 
     A claim stops holding when its worker is gone: at once for a dead process on this host,
@@ -168,7 +167,7 @@ class GridWalk:
     def run(self, evaluate: Callable[[Config], tuple[list[float], dict]],
             callbacks: Sequence[Callable] = ()) -> None:
         self.refresh()
-        batch = self.pick(self.held(), 1)  # the first pick is not claimed
+        batch = self._claimed(self.pick(self.held(), 1))
         size = 1
         last_progress, last_done, last_reap = time.monotonic(), len(self.done), 0.0
         cycle = time.monotonic()  # since the last claim was decided: writes, scoring, look
@@ -187,7 +186,7 @@ class GridWalk:
                     last_reap = now
                 time.sleep(self.poll)
                 self.refresh()
-                batch, size = self.pick(self.held(), 1), 1
+                batch, size = self._claimed(self.pick(self.held(), 1)), 1
                 cycle = time.monotonic()
                 continue
             results = [(index, *evaluate(self.grid[index])) for index in batch]
@@ -208,6 +207,8 @@ class GridWalk:
                     else max(1, size // 2))
             cycle = now
             following = self.pick(held, size if keep else 1, exclude=[i for i, _, _ in keep])
+            if not keep:  # nothing written to carry the claim
+                following = self._claimed(following)
             for position, (index, values, attrs) in enumerate(keep):
                 if position == 0 and self.shared:  # holds the rest of the batch till written
                     attrs = {**attrs, "claim": {"worker": WORKER, "next": [
@@ -221,6 +222,18 @@ class GridWalk:
                 for callback in callbacks:
                     callback(self.study, trial)
             batch = following
+
+
+    def _claimed(self, batch: list[int]) -> list[int]:
+        """Claim a batch no scored trial carries a claim for (a worker's first, or the one after
+        a batch it gave up entirely), in a FAIL trial of its own: no parameters, so it frees or
+        counts nothing, only orders this claim among the others (trial numbers). Unclaimed, two
+        workers raced for such batches, and on a loaded machine often."""
+        if self.shared and batch:
+            self.study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.FAIL,
+                user_attrs={"claim": {"worker": WORKER, "next": list(batch)}}))
+        return batch
 
 
 def _alive(pid: int) -> bool:

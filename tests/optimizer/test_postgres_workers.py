@@ -109,7 +109,7 @@ def test_exhaustive_split_between_workers_and_resume(pg, workspace):
         first = _worker(workspace, study, "--sampler", "grid", "--trials", "10")
         out, err = first.communicate(timeout=240)
         assert first.returncode == 0, err
-        assert len(_study(study).trials) == 10
+        assert len([t for t in _study(study).trials if t.state.name == "COMPLETE"]) == 10
         assert json.loads(out)["space_size"] == 32
         # resumed by two workers: they finish the grid between them, nothing done twice
         procs = [_worker(workspace, study, "--sampler", "grid", "--trials", "100000")
@@ -121,7 +121,8 @@ def test_exhaustive_split_between_workers_and_resume(pg, workspace):
         trials = [t for t in _study(study).trials if t.state.name == "COMPLETE"]
         configs = {t.params["config"] for t in trials}
         assert len(configs) == size
-        assert len(trials) <= size + 4  # workers may race for their first configurations
+        # every batch is claimed before it is scored (a first one too): nothing is written twice
+        assert len(trials) == size
         # one whole trial per configuration: what report plots and the result are read from
         assert all({"pool", "score"} <= set(t.user_attrs) for t in trials)
         report = subprocess.run([sys.executable, "-m", "muxlang", "report", "--storage", PG,
