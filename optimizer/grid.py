@@ -39,12 +39,13 @@ class GridWalk:
     rest of that batch (until written) and the batch the worker scores next (attribute
     ``claim`` = {"worker": host:pid, "next": [index, ...]}; a worker's newest claim replaces its
     older ones). A batch with no such record to carry its claim (a worker's first, and the one
-    after a batch it gave up entirely) is claimed by a FAIL trial without parameters. Before picking, a worker reads the
-    trials added since its last look (Optuna's cached storage fetches only those) and skips the
-    indices that are done or claimed by another live worker; after scoring a batch it looks
-    again and gives up each configuration that another worker has written meanwhile or claimed
-    in an earlier trial (trial numbers order the claims). Batches start at one configuration and grow while a batch takes
-    under ``batch_seconds``, up to ``max_batch``.
+    after a batch it gave up entirely) is claimed by a FAIL trial without parameters. Before
+    picking, a worker reads the trials added since its last look (Optuna's cached storage
+    fetches only those) and skips the indices that are done or claimed by another live worker;
+    after scoring a batch it looks again and gives up each configuration that another worker
+    has written meanwhile or claimed in an earlier trial (trial numbers order the claims).
+    Batches start at one configuration and grow while a batch takes under ``batch_seconds``,
+    up to ``max_batch``.
 
     A claim stops holding when its worker is gone: at once for a dead process on this host,
     after ``stale_after`` seconds without a new claim from it for a worker elsewhere. A FAILED

@@ -128,7 +128,7 @@ def test_resumed_grid_scores_configurations_of_failed_and_dead_trials(sim, tmp_p
                        study_name="g")
     assert len(first.trials) == 5
     study = optuna.load_study(study_name="g", storage=url)
-    held = {t.params["config"] for t in study.trials}
+    held = {t.params["config"] for t in study.trials if "config" in t.params}
     free = [i for i in range(n) if i not in held]
     distribution = optuna.distributions.IntDistribution(0, n - 1)
     # Ctrl-C inside a trial: Optuna marks it FAIL
@@ -185,8 +185,13 @@ def test_grid_trials_are_written_whole_and_claim_the_next(sim, tmp_path):
     n = space.size()
     result = run_search(sim, space, ["accuracy"], trials=10_000, sampler="grid", storage=url,
                         study_name="w")
-    trials = optuna.load_study(study_name="w", storage=url).trials
+    everything = optuna.load_study(study_name="w", storage=url).trials
+    # first the FAIL trial claiming the worker's first batch (no parameters: it counts nothing)
+    assert everything[0].state.name == "FAIL" and everything[0].params == {}
+    first = everything[0].user_attrs["claim"]["next"]
+    trials = everything[1:]
     assert [t.state.name for t in trials] == ["COMPLETE"] * n
+    assert first == [trials[0].params["config"]]
     assert sorted(t.params["config"] for t in trials) == list(range(n))
     grid = list(space.enumerate())
     for t in trials:
@@ -264,14 +269,23 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
     calls = []
     other = None
 
-    def evaluate(config):
+    picked = walk.pick
+
+    def pick(held, count, exclude=()):
+        """The first pick races: another worker (this host, alive) claims it between this
+        walk's look and its own claim, so its claim is the earlier one."""
         nonlocal other
-        calls.append(grid.index(config))
-        me = f"{socket.gethostname()}:1"
-        if len(calls) == 1:  # meanwhile another worker (this host, alive) claims it earlier
+        out = picked(held, count, exclude)
+        if other is None:
             other = next(i for i in range(n) if i != target)
-            _claim(study, n, other, me, target)
-        elif len(calls) == 3:  # this walk claimed calls[2] (with calls[1]): a later claim
+            _claim(study, n, other, f"{socket.gethostname()}:1", target)
+        return out
+
+    walk.pick = pick
+
+    def evaluate(config):
+        calls.append(grid.index(config))
+        if len(calls) == 3:  # this walk claimed calls[2] (with calls[1]): a later claim
             later = next(i for i in range(n) if i not in (target, other, *calls))  # gives way
             _claim(study, n, later, f"{socket.gethostname()}:{os.getppid()}", calls[2])
         return [0.5], {"pool": config.as_dict(), "score": {"accuracy": 0.5}}
@@ -286,7 +300,8 @@ def test_grid_walk_gives_up_a_configuration_claimed_first_elsewhere(sim, tmp_pat
     walk.run(evaluate)
     counts = {}
     for t in study.trials:
-        counts[t.params["config"]] = counts.get(t.params["config"], 0) + 1
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            counts[t.params["config"]] = counts.get(t.params["config"], 0) + 1
     assert set(counts.values()) == {1} and sorted(counts) == list(range(n))
     assert calls[0] == target and target not in calls[1:]
 
