@@ -448,11 +448,14 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
     """The chance that drawing the rest of every budget changes the selection made now.
 
     Each model member's next samples are drawn from a Dirichlet posterior over its answers so
-    far (counts + 1, plus one pseudo-count for an answer not seen yet: with one member and two
-    answers this is Adaptive-Consistency's Beta rule), the full-budget decision is made on them,
-    and the share of simulations where it picks another answer or member (or, as a cascade
-    step, the other side of the threshold) is returned. The generator is seeded by what was
-    drawn, so a replay decides exactly as the live run did. With ``stop_at``, it returns as soon
+    far (counts + 1, plus one pseudo-count for an answer not seen yet), the full-budget decision
+    is made on them, and the share of simulations where it picks another answer or member (or,
+    as a cascade step, the other side of the threshold) is returned. Within a simulation every
+    draw of the unseen answer is the same answer, the most an unseen answer can threaten (drawn
+    as distinct answers they could never add up, and a single unanimous sample would settle a
+    budget of ten); with one member and one answer seen this is Adaptive-Consistency's Beta
+    rule. The generator is seeded by the mux's name and what was drawn, so a replay decides
+    exactly as the live run did. With ``stop_at``, it returns as soon
     as the share can no longer end below it (the comparison with it comes out the same)."""
     import zlib
 
@@ -480,8 +483,8 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
                 continue
             keys, left, seen, alpha = plan
             picks = rng.choice(len(alpha), size=left, p=rng.dirichlet(alpha))
-            full.append(keys + [seen[i] if i < len(seen) else f"{_NEW}{s}.{j}"
-                                for j, i in enumerate(picks.tolist())])
+            full.append(keys + [seen[i] if i < len(seen) else f"{_NEW}{s}"
+                                for i in picks.tolist()])
         final = decide_mux(mux, full, measured)
         if (final.answer, final.index) != (now.answer, now.index) or (
                 threshold is not None
@@ -535,8 +538,11 @@ def exact_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
                               and _settled_side(only.low, only.high, threshold)):
             return {}
         return {only.position: _chunk(only)}
-    if not any(m.keys for m in members if not m.nested):  # the first round
-        lead = min(drawable, key=lambda m: m.priority)
+    models = [m for m in members if not m.nested]
+    lead = min(models, key=lambda m: m.priority)
+    if lead.left > 0 and not any(m.keys for m in models if m is not lead):
+        # the first round: the lead draws its whole budget (delta(p) in quarters: until it is
+        # done, or the chance of a change is small, the others wait as they do under exact)
         return {lead.position: lead.left}
     want = {m.position: _round(m, _half(m.budget)) for m in live if m.left > 0}
     return want or {m.position: m.left for m in drawable}
