@@ -122,6 +122,18 @@ class PoolMember:
         return isinstance(self.member, Model)
 
 
+# the rules adaptive sampling knows how to stop early for (muxlang.semantics.exact_draws); a
+# plugin rule's own stopping condition is unknown, so the checker refuses adaptive with it
+ADAPTIVE_RULES = ("slm_mux", "majority", "single")
+
+
+def delta_policy(p: float) -> str:
+    """``delta(p)`` as a mux's ``adaptive`` holds it: p in its shortest exact form, so that
+    0.9999999 stays below 1 (``:g`` made it ``delta(1)``, out of range) and 0.0500001 is not
+    silently 0.05. The checker and ``semantics.policy_of`` both write it here."""
+    return f"delta({float(p)!r})"
+
+
 @dataclass
 class Mux:
     name: str

@@ -420,7 +420,11 @@ def most_rounds(mux: ir.Mux, position: int) -> int:
 def policy_of(text: str) -> str:
     """A policy written as text (``off``, ``exact``, ``delta(p)`` with 0 < p < 1), normalised;
     ValueError with what is accepted otherwise (a request's ``mux.adaptive``, say)."""
-    text = str(text).strip()
+    if not isinstance(text, str):
+        shown = "null" if text is None else repr(text)
+        raise ValueError(f"adaptive must be off, exact or delta(p) with 0 < p < 1, written as "
+                         f"text, not {shown}")
+    text = text.strip()
     if text in ("off", "exact"):
         return text
     if text.startswith("delta(") and text.endswith(")"):
@@ -429,7 +433,7 @@ def policy_of(text: str) -> str:
         except ValueError:
             p = -1.0
         if 0 < p < 1:
-            return f"delta({p:g})"
+            return ir.delta_policy(p)
     raise ValueError(f"adaptive must be off, exact or delta(p) with 0 < p < 1, not {text!r}")
 
 

@@ -132,7 +132,7 @@ def _spec(spec: Union[ir.Spec, str, os.PathLike]) -> ir.Spec:
 def runnable_of(spec: ir.Spec, mux: Union[str, ir.Mux, ir.Cascade, None]) -> ir.Runnable:
     """The mux or cascade ``mux`` names (default: the last one the spec declares)."""
     if isinstance(mux, (ir.Mux, ir.Cascade)):
-        return mux
+        return _checked_policies(mux)
     try:
         return spec.runnable(mux)
     except KeyError:
@@ -144,6 +144,25 @@ def runnable_of(spec: ir.Spec, mux: Union[str, ir.Mux, ir.Cascade, None]) -> ir.
     raise MuxError(f"{spec.path}: no mux or cascade named '{mux}'"
                    + (f"; {hint}" if hint else
                       f" (there are: {', '.join(names)})" if names else ""))
+
+
+def _checked_policies(runnable: ir.Runnable) -> ir.Runnable:
+    """A mux or cascade built in Python (not through the checker): its muxes' ``adaptive``
+    policies must be ones the semantics run, over rules they know how to stop for."""
+    from muxlang.semantics import policy_of
+
+    for mux in ir.muxes_in(runnable):
+        try:
+            policy = policy_of(mux.adaptive)
+        except ValueError as error:
+            raise MuxError(f"mux '{mux.name}': {error}") from None
+        if policy != mux.adaptive:
+            raise MuxError(f"mux '{mux.name}': adaptive {mux.adaptive!r} is written "
+                           f"{policy!r}")
+        if policy != "off" and mux.rule.name not in ir.ADAPTIVE_RULES:
+            raise MuxError(f"mux '{mux.name}': adaptive = {policy} stops by the rules of "
+                           f"{', '.join(ir.ADAPTIVE_RULES)}; rule {mux.rule.name} is not one")
+    return runnable
 
 
 def tune_of(spec: ir.Spec, name: Optional[str]) -> ir.Tune:

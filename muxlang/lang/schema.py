@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from muxlang.ir import delta_policy
 from muxlang.lang import ast
 
 BAD = object()  # a value that was reported as wrong
@@ -268,7 +269,7 @@ class Adaptive(Field):
                     and isinstance(args[0].value, ast.Num)):
                 p = args[0].value.value
                 if 0 < p < 1:
-                    return f"delta({p:g})"
+                    return delta_policy(p)
                 report(args[0].value, f"{args[0].value.text} is out of range: delta(p) needs "
                        "0 < p < 1", "the chance of a changed answer you accept, e.g. 0.05")
                 return BAD

@@ -140,3 +140,28 @@ def test_a_tune_block_names_the_policy_it_lists_twice_where_it_repeats():
         check_text(text)
     message = str(raised.value)
     assert ":5:43:" in message and "adaptive exact is listed twice" in message
+
+
+def test_adaptive_with_a_plugin_rule_is_refused_at_the_policy():
+    """Adaptive sampling stops by the built-in rules' conditions; a plugin rule's are unknown
+    (under slm_mux's, a plurality-of-tops rule changed 132 of 2,000 answers)."""
+    from muxlang.stdlib import registry
+
+    registry.register("rule", "top_vote", "muxlang.stdlib.selection:majority")
+    try:
+        text = ('backend b { kind = replay }\nmodel m { backend = b }\ntask t { user = "{q}" }\n'
+                'mux x { task = t  pool = [m * 2]  rule = top_vote  adaptive = exact }\n')
+        with pytest.raises(SpecError) as raised:
+            check_text(text)
+        message = str(raised.value)
+        assert ":4:63:" in message and "rule top_vote is not one of them" in message
+        check_text(text.replace("adaptive = exact", "adaptive = off"))  # fine without it
+    finally:
+        dict.__delitem__(registry.RULES, "top_vote")
+
+
+def test_a_delta_policy_keeps_its_p_exactly():
+    text = ('backend b { kind = replay }\nmodel m { backend = b }\ntask t { user = "{q}" }\n'
+            'mux x { task = t  pool = [m * 2]  adaptive = delta(P) }\n')
+    for p in ("0.9999999", "0.0500001", "0.05"):  # not rounded (0.9999999 was delta(1))
+        assert check_text(text.replace("P", p)).muxes["x"].adaptive == f"delta({p})"
