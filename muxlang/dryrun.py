@@ -172,8 +172,10 @@ def run_plan(session: Any, spec: Any, records: Iterable[Any], mux: Any = None) -
                           "figures are the most it sends")
     policies = sorted({mux.adaptive for mux in ir.muxes_in(runnable) if mux.adaptive != "off"})
     if policies:
-        plan.notes.append(f"adaptive = {', '.join(policies)} draws in rounds and stops once the "
-                          "answer is settled: samples, tokens and cost are the most it draws "
+        stops = ("the answer is settled" if policies == ["exact"] else
+                 "the answer is settled or a change is unlikely")
+        plan.notes.append(f"adaptive = {', '.join(policies)} draws in rounds and stops once "
+                          f"{stops}: samples, tokens and cost are the most it draws "
                           "(every budget), requests the most its rounds take")
     return tally.done()
 

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the space fits in the trials, else tpe or nsga2 (default: the "
                              "tune block's sampler)")
     parser.add_argument("--objective", action="append", metavar="NAME",
-                        help="accuracy | union_contradiction | cost; repeat for several")
+                        help="accuracy | union_contradiction | cost | samples; repeat for several")
     parser.add_argument("--reference", action="append", metavar="MODEL", default=None,
                         help="a non-candidate model to compare with (default: every model of the "
                              "spec that is not a candidate and has samples)")
