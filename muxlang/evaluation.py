@@ -156,11 +156,15 @@ class RecordOutcome:
 
 def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.Runnable,
                    accuracies: dict[str, Optional[float]], draws: TrialDraws, trial: int,
-                   best: int, scored: Sequence[int]) -> dict[str, Any]:
+                   best: int, scored: Sequence[int],
+                   decided: Optional[dict[int, Any]] = None) -> dict[str, Any]:
     """One trial, item by item: the runnable through ``muxlang.semantics`` (the "mux" figure,
     with the samples each item used, the cascade step and the per-record outcome) and the flat
     baselines through the stdlib rules: per figure, a bool per scored item. The samples are
-    the trial's draws (``TrialDraws``), those the vectorised engine scores."""
+    the trial's draws (``TrialDraws``), those the vectorised engine scores. ``decided``: the
+    outcomes of earlier trials by row, reused when no pool model is resampled (then every
+    trial draws the same pool; only Single-Best's one sample may differ), which spares a
+    delta(p) mux its Monte Carlo estimate per trial."""
     from muxlang.stdlib.selection import majority, single, slm_mux
 
     member_accs = [m.accuracy for m in members]
@@ -173,8 +177,12 @@ def simulate_trial(members: Sequence[Member], votes: StoredVotes, runnable: ir.R
         for m in members:
             stored = votes.votes[m.name][i]
             pool.append([stored[j] for j in draws.picks(m.name, m.k, trial, row, len(stored))])
-        outcome = semantics.decide(runnable, {m.name: pool[p] for p, m in enumerate(members)},
-                                   accuracies)
+        outcome = decided.get(row) if decided is not None else None
+        if outcome is None:
+            outcome = semantics.decide(runnable, {m.name: pool[p] for p, m in
+                                                  enumerate(members)}, accuracies)
+            if decided is not None:
+                decided[row] = outcome
         decision = outcome.decision
         answer = outcome.answer
         out["used"].append(outcome.used)
@@ -206,7 +214,8 @@ def simulate_plain(members: Sequence[Member], votes: StoredVotes, runnable: ir.R
     first trial."""
     draws = TrialDraws.of(members, votes, trials, seed, best)
     assert list(scored) == draws.pool.item_index  # a row of the draws is a scored item
-    runs = [simulate_trial(members, votes, runnable, accuracies, draws, t, best, scored)
+    decided: Optional[dict[int, Any]] = None if draws.pool.shuffled else {}
+    runs = [simulate_trial(members, votes, runnable, accuracies, draws, t, best, scored, decided)
             for t in range(trials)]
     out: dict[str, Any] = {name: np.stack([r[name] for r in runs]) for name in NAMES}
     out["used"] = [r["used"] for r in runs]
