@@ -127,6 +127,15 @@ class PoolMember:
 ADAPTIVE_RULES = ("slm_mux", "majority", "single")
 
 
+def adaptive_rule_problem(adaptive: str, rule: str) -> str | None:
+    """Why a mux cannot sample adaptively under its rule (the checker and ``Session`` say it),
+    else None."""
+    if adaptive == "off" or rule in ADAPTIVE_RULES:
+        return None
+    return (f"adaptive = {adaptive} stops by the rules of {', '.join(ADAPTIVE_RULES)}; rule "
+            f"{rule} is not one of them")
+
+
 def delta_policy(p: float) -> str:
     """``delta(p)`` as a mux's ``adaptive`` holds it: p in its shortest exact form, so that
     0.9999999 stays below 1 (``:g`` made it ``delta(1)``, out of range) and 0.0500001 is not

@@ -355,6 +355,11 @@ def _half(k: int) -> int:
     return max(1, -(-k // 2))
 
 
+def _quarter(k: int) -> int:
+    """ceil(k / 4), at least 1: a round of ``delta(p)``."""
+    return max(1, -(-k // 4))
+
+
 def _round(member: _Member, size: int) -> int:
     """A round of ``size`` samples of the member, or all it has left when the samples a later
     round could save are not worth one more request.
@@ -396,7 +401,7 @@ def next_draws(mux: ir.Mux, inputs: Sequence[MemberInput],
         return want
     if change_probability(mux, inputs, measured or {}, threshold, stop_at=p) < p:
         return {}
-    return {i: min(n, max(1, -(-mux.pool[i].samples // 4))) for i, n in want.items()}
+    return {i: min(n, _quarter(mux.pool[i].samples)) for i, n in want.items()}
 
 
 def most_rounds(mux: ir.Mux, position: int) -> int:
@@ -409,7 +414,7 @@ def most_rounds(mux: ir.Mux, position: int) -> int:
     budget = mux.pool[position].samples
     if mux.adaptive == "off" or budget <= 1:
         return 1
-    quarter = max(1, -(-budget // 4)) if delta_of(mux) is not None else budget
+    quarter = _quarter(budget) if delta_of(mux) is not None else budget
     left, rounds = budget, 0
     while left > 0:
         left -= min(_half(left), quarter)
@@ -459,8 +464,8 @@ def change_probability(mux: ir.Mux, inputs: Sequence[MemberInput],
     as distinct answers they could never add up, and a single unanimous sample would settle a
     budget of ten); with one member and one answer seen this is Adaptive-Consistency's Beta
     rule. The generator is seeded by the mux's name and what was drawn, so a replay decides
-    exactly as the live run did. With ``stop_at``, it returns as soon
-    as the share can no longer end below it (the comparison with it comes out the same)."""
+    exactly as the live run did. With ``stop_at``, it returns as soon as the share can no
+    longer end below it (the comparison with it comes out the same)."""
     import zlib
 
     import numpy as np

@@ -159,9 +159,9 @@ def _checked_policies(runnable: ir.Runnable) -> ir.Runnable:
         if policy != mux.adaptive:
             raise MuxError(f"mux '{mux.name}': adaptive {mux.adaptive!r} is written "
                            f"{policy!r}")
-        if policy != "off" and mux.rule.name not in ir.ADAPTIVE_RULES:
-            raise MuxError(f"mux '{mux.name}': adaptive = {policy} stops by the rules of "
-                           f"{', '.join(ir.ADAPTIVE_RULES)}; rule {mux.rule.name} is not one")
+        problem = ir.adaptive_rule_problem(policy, mux.rule.name)
+        if problem is not None:
+            raise MuxError(f"mux '{mux.name}': {problem}")
     return runnable
 
 

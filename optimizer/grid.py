@@ -224,7 +224,6 @@ class GridWalk:
                     callback(self.study, trial)
             batch = following
 
-
     def _claimed(self, batch: list[int]) -> list[int]:
         """Claim a batch no scored trial carries a claim for (a worker's first, or the one after
         a batch it gave up entirely), in a FAIL trial of its own: no parameters, so it frees or

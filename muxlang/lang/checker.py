@@ -419,10 +419,9 @@ class Checker:
                      **({"rule": rule} if rule is not None else {}),
                      **self._given(decl, tie_break="tie_break", validation="validation",
                                    accuracy="accuracy", adaptive="adaptive"))
-        if mux.adaptive != "off" and mux.rule.name not in ir.ADAPTIVE_RULES:
-            self.report(decl.get("adaptive").value,
-                        f"adaptive = {mux.adaptive} stops by the rules of slm_mux, majority and "
-                        f"single; rule {mux.rule.name} is not one of them",
+        problem = ir.adaptive_rule_problem(mux.adaptive, mux.rule.name)
+        if problem is not None:
+            self.report(decl.get("adaptive").value, problem,
                         "use adaptive = off with this rule, or one of those rules")
         self.spec.muxes[decl.name] = mux
         return mux

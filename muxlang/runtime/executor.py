@@ -468,22 +468,19 @@ class PlanExecutor:
                 inputs[index] = inner.decision or semantics.Failed(inner.error or "no result")
         votes = {i: MemberVotes(name=m.name, path=[m.name]) for i, m in enumerate(mux.pool)
                  if m.is_model}
-        rounds = self.runtime.rounds
+        # only exact's rounds are sized by what a request costs (delta(p)'s stay fixed)
+        rounds = self.runtime.rounds if mux.adaptive == "exact" else None
         split: set[int] = set()  # members whose last round left samples for later
         while True:
-            overhead = {i: rounds.overhead(self.runtime, mux, i)
-                        for i, m in enumerate(mux.pool) if m.is_model}
+            overhead = None if rounds is None else {
+                i: rounds.overhead(self.runtime, mux, i)
+                for i, m in enumerate(mux.pool) if m.is_model}
             want = semantics.next_draws(mux, inputs, self.accuracies, data.get("threshold"),
                                         overhead)
             if not want:
                 break
-            for index, count in want.items():
-                if index in split:
-                    rounds.resolved(mux.name, index, needed=True)
-                    split.discard(index)
-                if count < mux.pool[index].samples - len(votes[index].keys):
-                    rounds.opened(mux.name, index)
-                    split.add(index)
+            if rounds is not None:
+                self._note_splits(mux, rounds, want, votes, split)
 
             async def draw(index: int, count: int) -> None:
                 model = mux.pool[index].member
@@ -494,9 +491,23 @@ class PlanExecutor:
                 inputs[index] = list(votes[index].keys)
 
             await asyncio.gather(*(draw(i, n) for i, n in want.items()))
-        for index in split:
-            rounds.resolved(mux.name, index, needed=False)
+        if rounds is not None:
+            for index in split:  # settled without what these splits left
+                rounds.resolved(mux.name, index, needed=False)
         values[node] = {index: member.settle() for index, member in votes.items()}
+
+    @staticmethod
+    def _note_splits(mux: ir.Mux, rounds: Any, want: dict[int, int],
+                     votes: dict[int, MemberVotes], split: set[int]) -> None:
+        """Before a round: a member drawing again needed what its last split left; one whose
+        round leaves samples for later opens a split (``runtime/rounds.py``)."""
+        for index, count in want.items():
+            if index in split:
+                rounds.resolved(mux.name, index, needed=True)
+                split.discard(index)
+            if count < mux.pool[index].samples - len(votes[index].keys):
+                rounds.opened(mux.name, index)
+                split.add(index)
 
     def _select(self, node: str, data: dict[str, Any], values: dict[str, Any]) -> MuxResult:
         """The mux's decision (``muxlang.semantics``) over its members' votes and nested results."""

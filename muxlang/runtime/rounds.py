@@ -1,11 +1,12 @@
 """What one more adaptive round costs, in samples, on servers that draw n > 1 per request.
 
 An adaptive mux (``adaptive = exact | delta(p)``) draws a member's budget in rounds so that it
-can stop early (only ``exact``'s rounds are resized here: ``delta(p)``'s answer depends on the
-prefix it stops on, so its rounds stay fixed). Where a server draws several samples in one request, the prompt is billed once
-per request: a split round saves the samples of the later round when it is not needed, and
-costs one more prompt when it is. ``semantics._round`` keeps a split only when the samples it
-leaves for later exceed its *overhead*, which this module estimates live:
+can stop early; only ``exact``'s rounds are resized here (``delta(p)``'s answer depends on the
+prefix it stops on, so its rounds stay fixed). Where a server draws several samples in one
+request, the prompt is billed once per request: a split round saves the samples of the later
+round when it is not needed, and costs one more prompt when it is. ``semantics._round`` keeps
+a split only when the samples it leaves for later exceed its *overhead*, which this module
+estimates live:
 
     overhead = h * q / (1 - q)
 

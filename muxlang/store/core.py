@@ -521,12 +521,9 @@ class Store:
             dataset_id = inserted[0]
             rows = []
             for position, (key, record) in enumerate(zip(keys, records)):
-                gold = record.get(gold_field) if gold_field else None
                 rows.append({
                     "dataset_id": dataset_id, "position": position, "item_key": key,
-                    "record": canonical_json(record),
-                    "gold": None if gold is None else (gold if isinstance(gold, str) else
-                                                       canonical_json(gold)),
+                    "record": canonical_json(record), "gold": gold_of(record, gold_field),
                     "input_hash": record_input_hash(record, gold_field),
                 })
             self.insert_ignore(cx, s.items, rows, ["dataset_id", "item_key"])
@@ -566,11 +563,8 @@ class Store:
         base = number * 10 ** 9  # item ids: negative, unique across in-memory datasets
         items = []
         for position, record in enumerate(records):
-            gold = record.get(gold_field) if gold_field else None
             items.append(Item(base - position, position, item_key_of(record, position),
-                              json.loads(canonical_json(record)),
-                              None if gold is None else (gold if isinstance(gold, str) else
-                                                         canonical_json(gold)),
+                              json.loads(canonical_json(record)), gold_of(record, gold_field),
                               record_input_hash(record, gold_field)))
         self._in_memory[number] = items
         return DatasetInfo(number, name, dataset_hash(records), len(records), gold_field, source)
@@ -698,6 +692,18 @@ def check_name(what: str, value: str) -> None:
     if len(value) > MAX_NAME:
         raise DatasetError(f"{what} has {len(value):,} characters, more than the {MAX_NAME} a "
                            f"store keeps: {shorten(value)}")
+
+
+def gold_text(value: Any) -> str | None:
+    """A gold value as the store keeps it: its text, or its canonical JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return canonical_json(value)
+
+
+def gold_of(record: Mapping[str, Any], gold_field: str | None) -> str | None:
+    """A record's gold field as the store keeps it (``gold_text``), None without one."""
+    return gold_text(record.get(gold_field)) if gold_field else None
 
 
 def item_key_of(record: Mapping[str, Any], position: int) -> str:

@@ -31,7 +31,7 @@ from muxlang.errors import DatasetError, MuxError
 from muxlang.prompts import render
 from muxlang.samples import SampleKey, canonical_json, prompt_hash
 from muxlang.store import schema as s
-from muxlang.store.core import CHUNK, DatasetInfo, Item, Store, in_values
+from muxlang.store.core import CHUNK, DatasetInfo, Item, Store, gold_text, in_values
 from muxlang.votes import StoredVotes
 
 
@@ -272,7 +272,7 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
     gold_signature = signature
     if task.gold and task.gold != info.gold_field:
         # the task reads its gold answer from another field than the one stored at import
-        items = [replace(item, gold=_gold_text(item.record.get(task.gold))) for item in items]
+        items = [replace(item, gold=gold_text(item.record.get(task.gold))) for item in items]
         gold_signature = hashlib.sha256(f"{signature}|{task.gold}".encode()).hexdigest()[:32]
     gold = gold_keys(store, items, task, reader, gold_signature)
 
@@ -344,12 +344,6 @@ def load_votes(store: Store, spec: ir.Spec | None, mux: ir.Mux, dataset: Dataset
         votes=votes, gold=gold, input_tokens=tokens_in, output_tokens=tokens_out,
         price_input={m.name: m.price_input for m in models},
         price_output={m.name: m.price_output for m in models}, reported_cost=reported)
-
-
-def _gold_text(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return canonical_json(value)
 
 
 def _choose_group(model: ir.Model, groups: set[tuple[str, str]]) -> tuple[str, str] | None:
